@@ -1,0 +1,152 @@
+"""Admin API: agents and widgets. Handlers are thin: parse, call one service method, shape the answer."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.di import Provide
+from litestar.params import Body, Parameter
+
+from api.errors import ApiError, Problem, ProblemField
+from api.schemas import (
+    AgentCreate,
+    AgentOut,
+    DomainsChange,
+    VersionCreate,
+    VersionOut,
+    VersionPin,
+    WidgetCreate,
+    WidgetOut,
+    agent_out,
+    version_out,
+    widget_out,
+)
+from api.services import Services
+from application.commands import Caller
+from application.widgets import WidgetState
+
+IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False, description='Expected aggregate version, e.g. "3"')]
+IdempotencyKey = Annotated[
+    str | None, Parameter(header="Idempotency-Key", required=False, max_length=255, description="Retry-safe create key (24 h)")
+]
+ETAG = re.compile(r'^(?:W/)?"?(\d{1,12})"?$')
+KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def expected_version(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    found = ETAG.match(if_match.strip())
+    if not found:
+        raise ApiError(400, "invalid_request", "The request is not valid", "If-Match must be an ETag such as \"3\".",
+                       errors=[ProblemField("If-Match", 'must be an ETag such as "3"')])
+    return int(found.group(1))
+
+
+def idempotency_key(key: str | None) -> str | None:
+    if key is not None and not KEY.match(key):
+        raise ApiError(400, "invalid_request", "The request is not valid", errors=[
+            ProblemField("Idempotency-Key", "must be 1 to 255 printable ASCII characters")])
+    return key
+
+
+def with_etag(state: WidgetState, status: int = 200) -> Response[WidgetOut]:
+    return Response(widget_out(state), status_code=status, headers={"ETag": f'"{state.widget.version}"'})
+
+
+def caller_from(request: Request[Any, Any, Any]) -> Caller:
+    services: Services = request.app.state.services
+    return services.tokens.verify(request.headers.get("authorization"))
+
+
+def services_from(request: Request[Any, Any, Any]) -> Services:
+    return request.app.state.services
+
+
+ERRORS = {400: Problem, 401: Problem, 403: Problem, 404: Problem, 409: Problem, 412: Problem, 413: Problem, 422: Problem}
+
+
+class AgentController(Controller):
+    path = "/v1/agents"
+    tags = ["agents"]
+    dependencies = {"caller": Provide(caller_from, sync_to_thread=False), "services": Provide(services_from, sync_to_thread=False)}
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_agent(self, caller: Caller, services: Services, data: AgentCreate, key: IdempotencyKey = None) -> AgentOut:
+        return agent_out(services.agents.create_agent(caller, data.name, idempotency_key(key)))
+
+    @get("/{agent_id:uuid}", sync_to_thread=True)
+    def get_agent(self, caller: Caller, services: Services, agent_id: UUID) -> AgentOut:
+        return agent_out(services.agents.get_agent(caller, agent_id))
+
+    @post("/{agent_id:uuid}/versions", sync_to_thread=True, status_code=201)
+    def create_version(
+        self, caller: Caller, services: Services, agent_id: UUID, key: IdempotencyKey = None,
+        data: Annotated[VersionCreate | None, Body()] = None,
+    ) -> VersionOut:
+        label = data.label if data else None
+        version = services.agents.create_version(caller, agent_id, label, idempotency_key(key))
+        return version_out(agent_id, version)
+
+    @post("/{agent_id:uuid}/versions/{version_id:uuid}/publish", sync_to_thread=True, status_code=200)
+    def publish_version(self, caller: Caller, services: Services, agent_id: UUID, version_id: UUID, if_match: IfMatch = None) -> VersionOut:
+        return version_out(agent_id, services.agents.publish_version(caller, agent_id, version_id, expected_version(if_match)))
+
+    @post("/{agent_id:uuid}/versions/{version_id:uuid}/unpublish", sync_to_thread=True, status_code=200)
+    def unpublish_version(self, caller: Caller, services: Services, agent_id: UUID, version_id: UUID, if_match: IfMatch = None) -> VersionOut:
+        return version_out(agent_id, services.agents.unpublish_version(caller, agent_id, version_id, expected_version(if_match)))
+
+
+class WidgetController(Controller):
+    path = "/v1/widgets"
+    tags = ["widgets"]
+    dependencies = {"caller": Provide(caller_from, sync_to_thread=False), "services": Provide(services_from, sync_to_thread=False)}
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_widget(self, caller: Caller, services: Services, data: WidgetCreate, key: IdempotencyKey = None) -> Response[WidgetOut]:
+        state = services.widgets.create_widget(
+            caller, data.agent_id, data.agent_version_id, data.domains, data.config, idempotency_key(key)
+        )
+        return with_etag(state, 201)
+
+    @get("/{widget_id:uuid}", sync_to_thread=True)
+    def get_widget(
+        self, caller: Caller, services: Services, widget_id: UUID,
+        version: Annotated[int | None, Parameter(query="version", ge=1, required=False)] = None,
+    ) -> Response[WidgetOut]:
+        if version is not None:
+            caller.require("audit:read")
+        return with_etag(services.widgets.get_widget(caller, widget_id, version))
+
+    @put("/{widget_id:uuid}/domains", sync_to_thread=True)
+    def change_domains(self, caller: Caller, services: Services, widget_id: UUID, data: DomainsChange, if_match: IfMatch = None) -> Response[WidgetOut]:
+        return with_etag(services.widgets.change_domains(caller, widget_id, data.domains, expected_version(if_match)))
+
+    @put("/{widget_id:uuid}/agent-version", sync_to_thread=True)
+    def pin_version(self, caller: Caller, services: Services, widget_id: UUID, data: VersionPin, if_match: IfMatch = None) -> Response[WidgetOut]:
+        return with_etag(
+            services.widgets.pin_version(caller, widget_id, data.agent_version_id, data.agent_id, expected_version(if_match))
+        )
+
+    @put("/{widget_id:uuid}/config", sync_to_thread=True)
+    def replace_config(self, caller: Caller, services: Services, widget_id: UUID, data: dict[str, Any], if_match: IfMatch = None) -> Response[WidgetOut]:
+        return with_etag(services.widgets.replace_config(caller, widget_id, data, expected_version(if_match)))
+
+    @patch("/{widget_id:uuid}/config", sync_to_thread=True)
+    def patch_config(self, caller: Caller, services: Services, widget_id: UUID, data: dict[str, Any], if_match: IfMatch = None) -> Response[WidgetOut]:
+        return with_etag(services.widgets.patch_config(caller, widget_id, data, expected_version(if_match)))
+
+    @post("/{widget_id:uuid}/publish", sync_to_thread=True, status_code=200)
+    def publish(self, caller: Caller, services: Services, widget_id: UUID, if_match: IfMatch = None) -> Response[WidgetOut]:
+        return with_etag(services.widgets.publish(caller, widget_id, expected_version(if_match)))
+
+    @post("/{widget_id:uuid}/unpublish", sync_to_thread=True, status_code=200)
+    def unpublish(self, caller: Caller, services: Services, widget_id: UUID, if_match: IfMatch = None) -> Response[WidgetOut]:
+        return with_etag(services.widgets.unpublish(caller, widget_id, expected_version(if_match)))
+
+    @delete("/{widget_id:uuid}", sync_to_thread=True, status_code=204)
+    def delete_widget(self, caller: Caller, services: Services, widget_id: UUID, if_match: IfMatch = None) -> None:
+        services.widgets.delete(caller, widget_id, expected_version(if_match))

@@ -1,0 +1,77 @@
+// Shapes shared by the loader and the lazily loaded LiveKit chunk. Types only: nothing here ends up in a bundle.
+
+export type Theme = 'light' | 'dark' | 'auto';
+export type FieldType = 'text' | 'email' | 'phone' | 'textarea' | 'select' | 'checkbox';
+export type FeedbackType = 'thumbs' | 'stars' | 'scale_5';
+
+export interface Option { label: string; value: string }
+
+export interface FormField {
+  name: string;
+  label: string;
+  type: FieldType;
+  required: boolean;
+  options: Option[];
+}
+
+export interface Form {
+  id: string;
+  title: string;
+  trigger: 'pre_chat' | 'agent_request';
+  fields: FormField[];
+}
+
+export interface Config {
+  appearance: {
+    theme: Theme;
+    primary_color: string;
+    accent_color: string;
+    position: 'bottom-right' | 'bottom-left';
+    launcher_label: string | null;
+    bubble_icon: string;
+  };
+  branding: { display_name: string | null; avatar_url: string | null; logo_url: string | null; show_powered_by: boolean };
+  text: { enabled: boolean; welcome_message: string | null; input_placeholder: string | null };
+  voice: { enabled: boolean; mode: 'push_to_talk' | 'open_mic' };
+  quick_actions: { label: string; message: string }[];
+  forms: Form[];
+  feedback: { enabled: boolean; type: FeedbackType; prompt: string | null; allow_comment: boolean };
+  locale: string | null;
+}
+
+export interface LiveKitGrant { url: string; room: string; token: string; expires_at: string }
+
+export interface Grant {
+  conversation_id: string;
+  resume_token: string;
+  channel: string;
+  livekit: LiveKitGrant;
+}
+
+export type Role = 'agent' | 'visitor' | 'system';
+
+/** What the LiveKit chunk reports back to the loader. */
+export interface LiveHooks {
+  state(state: 'connected' | 'reconnecting' | 'disconnected'): void;
+  agentPresent(present: boolean): void;
+  /** A message, or a newer version of one: `text` is the whole text so far for `id`. */
+  text(id: string, role: Role, text: string, final: boolean): void;
+  /** The agent asked for a form; answers false when the form is unknown. */
+  formRequested(formId: string): boolean;
+  micDenied(): void;
+  mount(el: HTMLMediaElement): void;
+}
+
+/** A joined LiveKit room, as the loader sees it. */
+export interface LiveSession {
+  sendText(text: string): Promise<void>;
+  /** Resolves false when the microphone could not be switched (denied, no device). */
+  setMic(on: boolean): Promise<boolean>;
+  formSubmitted(formId: string, values: Record<string, string | boolean>): void;
+  startAudio(): void;
+  disconnect(): Promise<void>;
+}
+
+export interface LiveKitChunk {
+  connect(grant: LiveKitGrant, hooks: LiveHooks): Promise<LiveSession>;
+}

@@ -1,0 +1,123 @@
+"""The one place where errors become RFC 9457 problem responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions.http_exceptions import (
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from application.errors import (
+    ConflictError,
+    ForbiddenError,
+    IdempotencyKeyReusedError,
+    PreconditionFailedError,
+    StoreUnavailableError,
+)
+from domain.errors import DomainError, NotFoundError, ValidationError
+from infrastructure.auth import InvalidTokenError
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = "5"
+log = structlog.get_logger("api")
+
+
+class ProblemField(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem document with a stable machine `code`."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    errors: list[ProblemField] | None = None
+
+
+class ApiError(Exception):
+    """An error raised at the HTTP edge with its status and code already decided."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str | None = None, headers: dict[str, str] | None = None,
+                 errors: list[ProblemField] | None = None) -> None:
+        super().__init__(detail or title)
+        self.status, self.code, self.title, self.detail, self.headers, self.errors = status, code, title, detail, headers, errors
+
+
+def problem(status: int, code: str, title: str, detail: str | None = None, errors: list[ProblemField] | None = None,
+            headers: dict[str, str] | None = None) -> Response[Problem]:
+    body = Problem(
+        type=f"https://docs.anyreach.dev/errors/{code.replace('_', '-')}",
+        title=title, status=status, code=code, detail=detail, errors=errors or None,
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_from_litestar(item: Any) -> ProblemField:
+    if isinstance(item, dict):
+        key = item.get("key") or item.get("source") or "body"
+        return ProblemField(field=str(key), message=str(item.get("message", "is not valid")))
+    return ProblemField(field="body", message=str(item))
+
+
+def to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    match exc:
+        case ApiError():
+            return problem(exc.status, exc.code, exc.title, exc.detail, exc.errors, exc.headers)
+        case ValidationError():
+            fields = [ProblemField(e.field, e.message) for e in exc.errors]
+            return problem(400, "invalid_request", "The request is not valid", exc.detail, fields)
+        case NotFoundError():
+            return problem(404, "not_found", "Not found", str(exc))
+        case DomainError():
+            return problem(409, exc.code, exc.title, exc.detail)
+        case PreconditionFailedError():
+            return problem(412, exc.code, "Precondition failed", str(exc))
+        case ConflictError():
+            return problem(409, exc.code, "A concurrent write won", str(exc) or None)
+        case IdempotencyKeyReusedError():
+            return problem(422, exc.code, "Idempotency-Key reused", str(exc))
+        case InvalidTokenError():
+            return problem(401, exc.code, "Not authenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
+        case ForbiddenError():
+            return problem(403, exc.code, "Insufficient scope", str(exc))
+        case StoreUnavailableError():
+            return problem(503, exc.code, "Service unavailable", str(exc) or None, headers={"Retry-After": RETRY_AFTER_SECONDS})
+        case ValidationException():
+            extra = exc.extra if isinstance(exc.extra, list) else []
+            fields = [_field_from_litestar(item) for item in extra] or None
+            return problem(400, "invalid_request", "The request is not valid", _clean_detail(exc.detail), fields)
+        case NotAuthorizedException():
+            return problem(401, "invalid_token", "Not authenticated", exc.detail)
+        case PermissionDeniedException():
+            return problem(403, "forbidden", "Forbidden", exc.detail)
+        case NotFoundException():
+            return problem(404, "not_found", "Not found")
+        case MethodNotAllowedException():
+            return problem(405, "method_not_allowed", "Method not allowed", headers=exc.headers)
+        case HTTPException() if exc.status_code == 413:
+            return problem(413, "body_too_large", "Request body too large", exc.detail)
+        case HTTPException() if exc.status_code < 500:
+            code = {400: "invalid_request", 429: "rate_limited"}.get(exc.status_code, "client_error")
+            return problem(exc.status_code, code, exc.detail or "Client error", headers=exc.headers)
+    log.error("unhandled_error", error_type=type(exc).__name__, path=request.url.path, exc_info=exc)
+    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Internal server error")
+
+
+def _clean_detail(detail: str) -> str:
+    # Litestar's own detail can echo a decoder message; keep it short and free of internals.
+    return detail.split("\n")[0][:300] if detail else "The request is not valid."
+
+
+exception_handlers: dict[type[Exception], Any] = {Exception: to_problem}

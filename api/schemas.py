@@ -1,0 +1,118 @@
+"""Request and response bodies of the admin API: separate structs to create, change and read."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta, Struct
+
+from application.widgets import WidgetState
+from domain.agent import Agent, AgentVersion
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Label = Annotated[str, Meta(min_length=1, max_length=100)]
+DomainEntry = Annotated[str, Meta(max_length=300)]
+DomainList = Annotated[list[DomainEntry], Meta(max_length=1000)]
+
+
+class AgentCreate(Struct, forbid_unknown_fields=True):
+    name: Name
+
+
+class VersionCreate(Struct, forbid_unknown_fields=True):
+    label: Label | None = None
+
+
+class WidgetCreate(Struct, forbid_unknown_fields=True):
+    agent_id: UUID
+    agent_version_id: UUID
+    domains: DomainList | None = None
+    config: dict[str, Any] | None = None
+
+
+class DomainsChange(Struct, forbid_unknown_fields=True):
+    domains: DomainList
+
+
+class VersionPin(Struct, forbid_unknown_fields=True):
+    agent_version_id: UUID
+    agent_id: UUID | None = None
+
+
+class VersionOut(Struct):
+    id: UUID
+    agent_id: UUID
+    number: int
+    label: str | None
+    published: bool
+
+
+class AgentOut(Struct):
+    id: UUID
+    organization_id: str
+    name: str
+    versions: list[VersionOut]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class WidgetOut(Struct):
+    id: UUID
+    organization_id: str
+    agent_id: UUID
+    agent_version_id: UUID
+    domains: list[str]
+    published: bool
+    live: bool
+    deleted: bool
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class WidgetPage(Struct):
+    items: list[WidgetOut]
+    next_cursor: str | None
+
+
+def version_out(agent_id: UUID, v: AgentVersion) -> VersionOut:
+    return VersionOut(id=v.id, agent_id=agent_id, number=v.number, label=v.label, published=v.published)
+
+
+def agent_out(agent: Agent) -> AgentOut:
+    return AgentOut(
+        id=agent.id,
+        organization_id=agent.organization_id,
+        name=agent.name,
+        versions=[version_out(agent.id, v) for v in sorted(agent.versions.values(), key=lambda v: v.number)],
+        created_at=agent.created_on,
+        updated_at=agent.modified_on,
+        version=agent.version,
+    )
+
+
+def widget_out(state: WidgetState) -> WidgetOut:
+    w = state.widget
+    return WidgetOut(
+        id=w.id,
+        organization_id=w.organization_id,
+        agent_id=w.agent_id,
+        agent_version_id=w.agent_version_id,
+        domains=list(w.domains),
+        published=w.published,
+        live=state.live,
+        deleted=w.deleted,
+        config=w.config,
+        created_at=w.created_on,
+        updated_at=w.modified_on,
+        version=w.version,
+    )
+
+
+def encode(value: Any) -> bytes:
+    return msgspec.json.encode(value)

@@ -1,0 +1,107 @@
+"""The Conversation aggregate: one visitor's session with a widget's agent on `webrtc`.
+
+A visitor holds a resume token; only its hash is recorded. Every resume gets a
+fresh room. A room that finishes ends the conversation for now (the visitor may
+resume it later); ending it themselves closes it for good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain import event_types as t
+from domain.errors import ConversationEndedError
+
+CHANNEL = "webrtc"
+ENDED_BY_VISITOR = "visitor"
+ENDED_BY_ROOM = "room_finished"
+
+
+def hash_resume_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Conversation(Aggregate):
+    TOPIC = t.CONVERSATION
+
+    @event("Created", topic=t.CONVERSATION_STARTED)  # every aggregate has a Created class; its public name is conversation.started
+    def __init__(
+        self,
+        id: UUID,  # noqa: A002
+        organization_id: str,
+        widget_id: UUID,
+        agent_id: UUID,
+        agent_version_id: UUID,
+        channel: str,
+        room: str,
+        participant_identity: str,
+        resume_token_hash: str,
+        visitor: dict[str, Any],
+        origin: str,
+    ) -> None:
+        self.organization_id = organization_id
+        self.widget_id = widget_id
+        self.agent_id = agent_id
+        self.agent_version_id = agent_version_id
+        self.channel = channel
+        self.room = room
+        self.participant_identity = participant_identity
+        self.resume_token_hash = resume_token_hash
+        self.visitor = visitor
+        self.rooms = [room]
+        self.forms: list[dict[str, Any]] = []
+        self.feedback: dict[str, Any] | None = None
+        self.ended_by: str | None = None
+
+    def holds_token(self, token: str) -> bool:
+        return hmac.compare_digest(self.resume_token_hash, hash_resume_token(token))
+
+    @property
+    def closed(self) -> bool:
+        return self.ended_by == ENDED_BY_VISITOR
+
+    def resume(self, room: str, participant_identity: str) -> None:
+        self.check_open()
+        self._resumed(room=room, participant_identity=participant_identity)
+
+    def submit_form(self, form_id: str, values: dict[str, Any]) -> None:
+        self.check_open()
+        self._form_submitted(form_id=form_id, values=values)
+
+    def give_feedback(self, rating: int, comment: str | None) -> None:
+        # Feedback is asked as the visitor ends the conversation, so it is welcome after the end too.
+        self._feedback_given(rating=rating, comment=comment)
+
+    def end(self, by: str) -> bool:
+        if self.ended_by == ENDED_BY_VISITOR or (self.ended_by == by):
+            return False
+        self._ended(by=by)
+        return True
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise ConversationEndedError(f"Conversation {self.id} has been ended by the visitor.")
+
+    @event("Resumed", topic=t.CONVERSATION_RESUMED)
+    def _resumed(self, room: str, participant_identity: str) -> None:
+        self.room = room
+        self.participant_identity = participant_identity
+        self.rooms.append(room)
+        self.ended_by = None
+
+    @event("FormSubmitted", topic=t.CONVERSATION_FORM_SUBMITTED)
+    def _form_submitted(self, form_id: str, values: dict[str, Any]) -> None:
+        self.forms.append({"form_id": form_id, "values": values})
+
+    @event("FeedbackGiven", topic=t.CONVERSATION_FEEDBACK_GIVEN)
+    def _feedback_given(self, rating: int, comment: str | None) -> None:
+        self.feedback = {"rating": rating, "comment": comment}
+
+    @event("Ended", topic=t.CONVERSATION_ENDED)
+    def _ended(self, by: str) -> None:
+        self.ended_by = by

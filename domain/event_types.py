@@ -1,0 +1,29 @@
+"""The public event type names: a contract with auditors, independent of class names.
+
+They are also the topics under which events are stored, so renaming or moving
+an event class never changes a stored event or what auditors see.
+"""
+
+WIDGET = "widget"
+WIDGET_CREATED = "widget.created"
+WIDGET_DOMAINS_CHANGED = "widget.domains_changed"
+WIDGET_VERSION_PINNED = "widget.version_pinned"
+WIDGET_CONFIG_CHANGED = "widget.config_changed"
+WIDGET_PUBLISHED = "widget.published"
+WIDGET_UNPUBLISHED = "widget.unpublished"
+WIDGET_DELETED = "widget.deleted"
+
+AGENT = "agent"
+AGENT_CREATED = "agent.created"
+AGENT_VERSION_CREATED = "agent.version_created"
+AGENT_VERSION_PUBLISHED = "agent.version_published"
+AGENT_VERSION_UNPUBLISHED = "agent.version_unpublished"
+
+CONVERSATION = "conversation"
+CONVERSATION_STARTED = "conversation.started"
+CONVERSATION_RESUMED = "conversation.resumed"
+CONVERSATION_FORM_SUBMITTED = "conversation.form_submitted"
+CONVERSATION_FEEDBACK_GIVEN = "conversation.feedback_given"
+CONVERSATION_ENDED = "conversation.ended"
+
+AGGREGATE_TYPES = (WIDGET, AGENT, CONVERSATION)

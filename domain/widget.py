@@ -1,0 +1,156 @@
+"""The Widget aggregate: an agent on a website, behind two gates.
+
+A widget serves only when it is published and its pinned agent version is
+published. The second gate belongs to the Agent aggregate, so the
+application hands its answer in (`version_published`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate, event
+
+from domain import event_types as t
+from domain.config import WidgetConfig, changed_paths, config_to_builtins, parse_config
+from domain.domains import AllowedDomains
+from domain.errors import AgentVersionNotPublishedError, WidgetDeletedError
+
+
+class Widget(Aggregate):
+    TOPIC = t.WIDGET
+
+    @event("Created", topic=t.WIDGET_CREATED)
+    def __init__(
+        self,
+        id: UUID,  # noqa: A002 (given, so that idempotent creates get a deterministic id)
+        organization_id: str,
+        agent_id: UUID,
+        agent_version_id: UUID,
+        domains: list[str],
+        config: dict[str, Any],
+        actor: str,
+        request_fingerprint: str | None = None,
+    ) -> None:
+        self.organization_id = organization_id
+        self.agent_id = agent_id
+        self.agent_version_id = agent_version_id
+        self.domains = list(domains)
+        self.config = config
+        self.published = False
+        self.deleted = False
+        self.request_fingerprint = request_fingerprint
+
+    @classmethod
+    def start(
+        cls,
+        organization_id: str,
+        agent_id: UUID,
+        agent_version_id: UUID,
+        domains: AllowedDomains,
+        config: WidgetConfig,
+        actor: str,
+        request_fingerprint: str | None = None,
+        widget_id: UUID | None = None,
+    ) -> Widget:
+        return cls(
+            id=widget_id or uuid4(),
+            organization_id=organization_id,
+            agent_id=agent_id,
+            agent_version_id=agent_version_id,
+            domains=list(domains.entries),
+            config=config_to_builtins(config),
+            actor=actor,
+            request_fingerprint=request_fingerprint,
+        )
+
+    # Commands: guard first, then record the fact. Each returns whether anything changed.
+
+    def change_domains(self, domains: AllowedDomains, actor: str) -> bool:
+        self.check_not_deleted()
+        new = list(domains.entries)
+        if new == self.domains:
+            return False
+        before, after = set(self.domains), set(new)
+        self._domains_changed(
+            domains=new,
+            added=[d for d in new if d not in before],
+            removed=[d for d in self.domains if d not in after],
+            actor=actor,
+        )
+        return True
+
+    def pin_version(self, agent_id: UUID, agent_version_id: UUID, version_published: bool, actor: str) -> bool:
+        self.check_not_deleted()
+        if (agent_id, agent_version_id) == (self.agent_id, self.agent_version_id):
+            return False
+        if self.published and not version_published:
+            raise AgentVersionNotPublishedError(
+                f"Widget {self.id} is published, and agent version {agent_version_id} has not been published."
+            )
+        self._version_pinned(agent_id=agent_id, agent_version_id=agent_version_id, actor=actor)
+        return True
+
+    def change_config(self, config: WidgetConfig, actor: str) -> bool:
+        self.check_not_deleted()
+        new = config_to_builtins(config)
+        if new == self.config:
+            return False
+        paths = changed_paths(parse_config(self.config), config)
+        self._config_changed(config=new, changed_paths=paths, actor=actor)
+        return True
+
+    def publish(self, version_published: bool, actor: str) -> bool:
+        self.check_not_deleted()
+        if not version_published:
+            raise AgentVersionNotPublishedError(
+                f"Widget {self.id} pins agent version {self.agent_version_id}, which has not been published."
+            )
+        if self.published:
+            return False
+        self._published(actor=actor)
+        return True
+
+    def unpublish(self, actor: str) -> bool:
+        self.check_not_deleted()
+        if not self.published:
+            return False
+        self._unpublished(actor=actor)
+        return True
+
+    def delete(self, actor: str) -> None:
+        self.check_not_deleted()
+        self._deleted(actor=actor)
+
+    def check_not_deleted(self) -> None:
+        if self.deleted:
+            raise WidgetDeletedError(f"Widget {self.id} has been deleted.")
+
+    # Facts: these run again on every replay, so they never raise.
+
+    @event("DomainsChanged", topic=t.WIDGET_DOMAINS_CHANGED)
+    def _domains_changed(self, domains: list[str], added: list[str], removed: list[str], actor: str) -> None:
+        self.domains = list(domains)
+
+    @event("VersionPinned", topic=t.WIDGET_VERSION_PINNED)
+    def _version_pinned(self, agent_id: UUID, agent_version_id: UUID, actor: str) -> None:
+        self.agent_id = agent_id
+        self.agent_version_id = agent_version_id
+
+    @event("ConfigChanged", topic=t.WIDGET_CONFIG_CHANGED)
+    def _config_changed(self, config: dict[str, Any], changed_paths: list[str], actor: str) -> None:
+        self.config = config
+
+    @event("Published", topic=t.WIDGET_PUBLISHED)
+    def _published(self, actor: str) -> None:
+        self.published = True
+
+    @event("Unpublished", topic=t.WIDGET_UNPUBLISHED)
+    def _unpublished(self, actor: str) -> None:
+        self.published = False
+
+    @event("Deleted", topic=t.WIDGET_DELETED)
+    def _deleted(self, actor: str) -> None:
+        self.deleted = True
+        self.published = False

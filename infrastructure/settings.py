@@ -1,0 +1,84 @@
+"""Every setting the service reads: `WIDGETS_*` environment variables, each with
+its default (safe for the embedded mode) and its meaning, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEV_AUTH_SECRET = "dev-only-insecure-auth-secret-change-me"
+
+
+def setting(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = setting("", "PostgreSQL URL (postgresql://user:pass@host:port/db) for the event store and admin read models; empty: SQLite under WIDGETS_DATA_DIR")
+    redis_url: str = setting("", "Redis URL for the public lookup, rate limits and cache invalidation; empty: in-process")
+    data_dir: str = setting("./var", "Folder for the embedded SQLite files")
+    auth_secret: str = setting(DEV_AUTH_SECRET, "HS256 secret that signs admin tokens; set it in production")
+    livekit_url: str = setting("ws://localhost:7880", "LiveKit server URL handed to browsers")
+    livekit_api_key: str = setting("devkey", "LiveKit API key that signs participant tokens")
+    livekit_api_secret: str = setting("secret", "LiveKit API secret that signs tokens and verifies webhooks")
+    livekit_agent_name: str = setting("anyreach-agent", "Agent worker name dispatched into every conversation room")
+    livekit_token_ttl: int = setting(600, "Lifetime of a participant token, in seconds")
+    host: str = setting("127.0.0.1", "Address `widgets serve` binds")
+    port: int = setting(8000, "Port `widgets serve` binds")
+    workers: int = setting(1, "Server worker processes")
+    public_base_url: str = setting("", "Public URL of this service (for the demo page and embed snippet); empty: http://HOST:PORT")
+    projections: str = setting("auto", "Where projections run: inprocess, external (a `widgets project` process), or auto (inprocess when embedded)")
+    public_cache_size: int = setting(10_000, "Entries in the in-process cache in front of the public read model")
+    public_cache_ttl: float = setting(5.0, "Longest time, in seconds, a cached public entry is trusted without an invalidation message")
+    public_max_age: int = setting(60, "Cache-Control max-age of public widget config responses, in seconds")
+    rate_config_reads: str = setting("600/minute", "Config reads allowed per client address")
+    rate_conversation_starts: str = setting("20/minute", "Conversation starts allowed per client address and widget")
+    redis_max_connections: int = setting(512, "Connections in each process's Redis pool")
+    pg_pool_size: int = setting(10, "Connections in each process's PostgreSQL pool")
+    startup_timeout: float = setting(30.0, "Seconds to wait for the stores at startup before giving up")
+    log_level: str = setting("info", "Log level: debug, info, warning, error")
+    log_format: str = setting("auto", "Log format: json, console, or auto (console on a terminal)")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(env_name(f.name))
+            if raw is None:
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw) if kind is not str else raw
+            except ValueError:
+                raise SystemExit(f"{env_name(f.name)}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**values)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url
+
+    @property
+    def projections_in_process(self) -> bool:
+        if self.projections == "auto":
+            return self.embedded or not self.redis_url
+        return self.projections == "inprocess"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def base_url(self) -> str:
+        return self.public_base_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+
+def env_name(field_name: str) -> str:
+    return f"WIDGETS_{field_name.upper()}"
+
+
+def documented_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, for the README and the deploy checks."""
+    return [(env_name(f.name), str(f.default), f.metadata["doc"]) for f in fields(Settings)]
