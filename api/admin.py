@@ -10,6 +10,7 @@ from litestar import Controller, Request, Response, delete, get, patch, post, pu
 from litestar.di import Provide
 from litestar.params import Body, Parameter
 
+from api.admin_lists import Cursor, Limit, list_widgets
 from api.errors import ApiError, Problem, ProblemField
 from api.schemas import (
     AgentCreate,
@@ -20,6 +21,7 @@ from api.schemas import (
     VersionPin,
     WidgetCreate,
     WidgetOut,
+    WidgetPage,
     agent_out,
     version_out,
     widget_out,
@@ -111,6 +113,10 @@ class WidgetController(Controller):
             caller, data.agent_id, data.agent_version_id, data.domains, data.config, idempotency_key(key)
         )
         return with_etag(state, 201)
+
+    @get("/", sync_to_thread=True, summary="This organization's widgets, newest first")
+    def list_widgets(self, request: Request[Any, Any, Any], cursor: Cursor = None, limit: Limit = 20) -> WidgetPage:
+        return list_widgets(request, cursor, limit)
 
     @get("/{widget_id:uuid}", sync_to_thread=True)
     def get_widget(

@@ -2,42 +2,68 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Litestar, get
+import anyio
+import redis.asyncio as aioredis
+from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from api.admin import AgentController, WidgetController
 from api.errors import exception_handlers
 from api.middleware import RequestContextMiddleware
+from api.operations import ReadModelController, healthz, readyz
+from api.public_fallback import EventStoreFallback
 from api.services import Services
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
+from projections.public_reader import InProcessPublicReader, RedisPublicReader
 
 ADMIN_BODY_LIMIT = 64 * 1024
 
 
-@get("/healthz", include_in_schema=True, tags=["operations"])
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+def build_reader(services: Services) -> InProcessPublicReader | RedisPublicReader:
+    settings = services.settings
+    if not settings.redis_url:
+        view = services.read_models.public_view
+        assert view is not None
+        return InProcessPublicReader(lambda: view)
+    client = aioredis.Redis.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+    )
+    return RedisPublicReader(
+        client, settings.redis_prefix, settings.public_cache_size, settings.public_cache_ttl,
+        fallback=EventStoreFallback(services.store),
+    )
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
+    owned = services is None
     built = services or Services.build(settings)
 
-    def close_services(app: Litestar) -> None:
-        if services is None:
-            built.close()
+    async def start(app: Litestar) -> None:
+        if owned:
+            await anyio.to_thread.run_sync(built.start)
+        built.reader = build_reader(built)
+        await built.reader.start()
+
+    async def stop(app: Litestar) -> None:
+        if built.reader is not None:
+            await built.reader.close()
+        if owned:
+            await anyio.to_thread.run_sync(built.close)
 
     app = Litestar(
-        route_handlers=[healthz, AgentController, WidgetController],
+        route_handlers=[healthz, readyz, ReadModelController, AgentController, WidgetController],
         exception_handlers=exception_handlers,
         middleware=[RequestContextMiddleware],
         request_max_body_size=ADMIN_BODY_LIMIT,
-        on_shutdown=[close_services],
+        on_startup=[start],
+        on_shutdown=[stop],
         openapi_config=OpenAPIConfig(
             title="Anyreach web widgets",
             version="1.0.0",

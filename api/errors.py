@@ -108,6 +108,8 @@ def to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Prob
             return problem(405, "method_not_allowed", "Method not allowed", headers=exc.headers)
         case HTTPException() if exc.status_code == 413:
             return problem(413, "body_too_large", "Request body too large", exc.detail)
+        case HTTPException() if exc.status_code == 400:  # e.g. malformed JSON: a stable title, the specifics in detail
+            return problem(400, "invalid_request", "The request is not valid", _clean_detail(exc.detail), headers=exc.headers)
         case HTTPException() if exc.status_code < 500:
             code = {400: "invalid_request", 429: "rate_limited"}.get(exc.status_code, "client_error")
             return problem(exc.status_code, code, exc.detail or "Client error", headers=exc.headers)

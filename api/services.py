@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -13,6 +14,8 @@ from application.widgets import WidgetService
 from infrastructure.auth import TokenAuthority
 from infrastructure.eventstore import open_event_store
 from infrastructure.settings import DEV_AUTH_SECRET, Settings
+from infrastructure.sql import Database
+from projections.setup import PROJECTIONS, ReadModels, build_runners
 
 log = structlog.get_logger("services")
 
@@ -21,24 +24,52 @@ log = structlog.get_logger("services")
 class Services:
     settings: Settings
     store: EventStore
+    db: Database
+    read_models: ReadModels
     tokens: TokenAuthority
     agents: AgentService
     widgets: WidgetService
-    extras: dict[str, Any] = field(default_factory=dict)
+    reader: Any = None  # the public reader; built on the event loop at startup
 
     @classmethod
-    def build(cls, settings: Settings, store: EventStore | None = None) -> Services:
+    def build(cls, settings: Settings) -> Services:
         if settings.auth_secret == DEV_AUTH_SECRET and not settings.embedded:
             log.warning("insecure_auth_secret", hint="set WIDGETS_AUTH_SECRET; the development default is in use")
-        store = store or open_event_store(settings)
+        store = wait_for(lambda: open_event_store(settings), "event store", settings.startup_timeout)
+        db = wait_for(lambda: Database(settings), "read model database", settings.startup_timeout)
+        names = PROJECTIONS if settings.projections_in_process else ()
+        read_models = wait_for(lambda: build_runners(settings, store, db, names), "read models", settings.startup_timeout)
         agents = AgentService(store)
         return cls(
             settings=settings,
             store=store,
+            db=db,
+            read_models=read_models,
             tokens=TokenAuthority(settings.auth_secret),
             agents=agents,
             widgets=WidgetService(store, agents),
         )
 
+    def start(self) -> None:
+        self.read_models.start()
+
     def close(self) -> None:
+        self.read_models.stop()
+        self.db.close()
         self.store.close()
+
+
+def wait_for(connect: Any, what: str, timeout: float) -> Any:
+    """Retry connecting to a store with backoff until `timeout`, saying so in the log."""
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            return connect()
+        except Exception as error:
+            if time.monotonic() + delay > deadline:
+                log.error("store_unreachable", store=what, error=repr(error))
+                raise
+            log.warning("waiting_for_store", store=what, error=type(error).__name__, retry_in=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 3.0)

@@ -55,6 +55,9 @@ def load_owned(store: EventStore, cls: type[A], aggregate_id: UUID, caller: Call
         raise NotFoundError(what, aggregate_id) from None
     if not isinstance(aggregate, cls) or aggregate.organization_id != caller.organization_id:
         raise NotFoundError(what, aggregate_id)
+    if version is not None and aggregate.version != version:
+        # The repository answers the latest state at or before `version`; a version never reached is unknown.
+        raise NotFoundError(f"{what} version {version} of", aggregate_id)
     return aggregate
 
 

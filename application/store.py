@@ -3,13 +3,15 @@ notification log orders all events in commit order for the projections."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import Recording
 
 from domain.agent import Agent
-from domain.conversation import Conversation
 from domain.widget import Widget
 
 
@@ -17,5 +19,27 @@ class EventStore(Application[UUID]):
     name = "widgets"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Widget: 50, Agent: 50}
 
-    def aggregate_types(self) -> tuple[type[Any], ...]:
-        return (Widget, Agent, Conversation)
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env)
+        self._saved_listeners: list[Callable[[int], None]] = []
+        self._local = threading.local()
+
+    def on_saved(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(position)` after each save of this process (wakes embedded projections)."""
+        self._saved_listeners.append(listener)
+
+    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        super()._notify(recordings)
+        if not recordings:
+            return
+        position = max(r.notification.id for r in recordings)
+        self._local.last_position = position
+        for listener in self._saved_listeners:
+            listener(position)
+
+    def last_position(self) -> int | None:
+        """The notification id of this thread's most recent save (for read-your-writes)."""
+        return getattr(self._local, "last_position", None)
+
+    def forget_last_position(self) -> None:
+        self._local.last_position = None

@@ -96,6 +96,7 @@ class WidgetService:
         caller.require(WRITE)
 
         def command(widget: Widget) -> bool:
+            widget.check_not_deleted()
             agent = self.agents.load(caller, agent_id or widget.agent_id)
             check_version_in_agent(agent, agent_version_id)
             return widget.pin_version(agent.id, agent_version_id, agent.has_published_version(agent_version_id), caller.actor)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -22,6 +23,21 @@ class AgentVersion:
 
 class Agent(Aggregate):
     TOPIC = t.AGENT
+
+    class Snapshot(Aggregate.Snapshot):
+        """The state with its versions as a list of plain records: the JSON transcoder
+        takes neither UUID dict keys nor AgentVersion objects."""
+
+        @classmethod
+        def take(cls, aggregate: Any) -> Any:
+            snapshot = super().take(aggregate)
+            snapshot.state["versions"] = [asdict(v) for v in aggregate.versions.values()]
+            return snapshot
+
+        def mutate(self, _: None) -> Any:
+            agent = super().mutate(_)
+            agent.versions = {v["id"]: AgentVersion(**v) for v in self.state["versions"]}
+            return agent
 
     @event("Created", topic=t.AGENT_CREATED)
     def __init__(self, id: UUID, organization_id: str, name: str, actor: str, request_fingerprint: str | None = None) -> None:

@@ -92,6 +92,7 @@ class CompiledDomains(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     `exact` holds origin keys such as `https://example.com:443`; `wildcard` holds keys
     whose host's strict subdomains are allowed on that scheme and port. Checking an
     origin costs one set lookup per label of its host, however many entries there are.
+    Encode with `order="deterministic"` when the stored bytes should not vary.
     """
 
     exact: frozenset[str] = frozenset()
@@ -102,7 +103,7 @@ class CompiledDomains(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if origin.key in self.exact:
             return True
         if origin.is_ip_literal:
-            return False
+            return False  # an address has no parent domains, and no wildcard covers one
         parent = origin.host
         while "." in parent:
             parent = parent.partition(".")[2]
@@ -125,6 +126,8 @@ class AllowedDomains:
     @classmethod
     def parse(cls, entries: Sequence[str]) -> AllowedDomains:
         """Validate and normalise entries; raises ValidationError naming every bad one."""
+        if isinstance(entries, str):
+            raise ValidationError([FieldError("domains", "must be a list of entries, not one string")])
         if len(entries) > MAX_ENTRIES:
             message = f"must list at most {MAX_ENTRIES} entries, not {len(entries)}"
             raise ValidationError([FieldError("domains", message)])

@@ -70,7 +70,7 @@ class Widget(Aggregate):
     def change_domains(self, domains: AllowedDomains, actor: str) -> bool:
         self.check_not_deleted()
         new = list(domains.entries)
-        if new == self.domains:
+        if set(new) == set(self.domains):  # the same sites in another order change nothing
             return False
         before, after = set(self.domains), set(new)
         self._domains_changed(

@@ -10,7 +10,7 @@ from application.store import EventStore
 from infrastructure.settings import Settings
 
 
-def postgres_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
+def postgres_env(database_url: str, pool_size: int = 10, schema: str = "public") -> dict[str, str]:
     """eventsourcing has no DSN setting, so split the URL into its keys."""
     url = urlsplit(database_url)
     if url.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
@@ -22,6 +22,7 @@ def postgres_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
         "POSTGRES_PORT": str(url.port or 5432),
         "POSTGRES_USER": unquote(url.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_SCHEMA": schema,
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
         "POSTGRES_CONNECT_TIMEOUT": "5",
@@ -39,7 +40,7 @@ def sqlite_env(data_dir: Path) -> dict[str, str]:
 
 def store_env(settings: Settings) -> dict[str, str]:
     if settings.database_url:
-        return postgres_env(settings.database_url, settings.pg_pool_size)
+        return postgres_env(settings.database_url, settings.pg_pool_size, settings.database_schema)
     return sqlite_env(settings.data_path)
 
 

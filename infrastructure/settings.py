@@ -18,7 +18,9 @@ def setting(default: Any, doc: str) -> Any:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = setting("", "PostgreSQL URL (postgresql://user:pass@host:port/db) for the event store and admin read models; empty: SQLite under WIDGETS_DATA_DIR")
+    database_schema: str = setting("public", "PostgreSQL schema that holds the tables")
     redis_url: str = setting("", "Redis URL for the public lookup, rate limits and cache invalidation; empty: in-process")
+    redis_prefix: str = setting("widgets:", "Prefix of every Redis key, so that several deployments can share one Redis")
     data_dir: str = setting("./var", "Folder for the embedded SQLite files")
     auth_secret: str = setting(DEV_AUTH_SECRET, "HS256 secret that signs admin tokens; set it in production")
     livekit_url: str = setting("ws://localhost:7880", "LiveKit server URL handed to browsers")

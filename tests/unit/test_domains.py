@@ -252,3 +252,9 @@ def test_stored_entries_are_trusted_without_revalidation() -> None:
     stored = AllowedDomains(("now-a-suffix.example",))
 
     assert stored.allows(parse_origin("https://now-a-suffix.example"))  # type: ignore[arg-type]
+
+
+def test_refuses_a_single_string_in_place_of_a_list() -> None:
+    error = refusal("example.com")  # type: ignore[arg-type]
+
+    assert [e.field for e in error.errors] == ["domains"]

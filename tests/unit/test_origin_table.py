@@ -203,3 +203,41 @@ def test_parses_origins_into_scheme_host_and_explicit_port(header: str, expected
 )
 def test_only_the_origin_part_of_a_referer_counts(referer: str | None, expected: Origin | None) -> None:
     assert origin_from_referer(referer) == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "null",
+        "",
+        "https://example.com/",
+        "https://example.com.",
+        "https://example.com@evil.com",
+        "https://example.com\\evil.com",
+        "https://exаmple.com",
+        "https://a_b.example.com",
+        "https://-a.example.com",
+        "https://" + "a" * 64 + ".com",
+        "https://" + ".".join(["a" * 63] * 4) + ".com",
+        "https://xn--zz.example.com",
+        "https://example.com:",
+        "https://example.com:0",
+        "https://example.com:0443",
+        "http://2130706433",
+        "http://0x7f.1",
+        "http://0x7f.0.0.1",
+        "http://127.1",
+        "http://127.0.0.01",
+        "http://256.0.0.1",
+        "http://example.123",
+        "http://::1",
+        "http://[::1]x",
+        "http://[::1]:",
+        "http://[fe80::1%25eth0]",
+        "ftp://example.com",
+        "file://",
+        "https://",
+    ],
+)
+def test_refuses_origins_that_browsers_never_write(header: str) -> None:
+    assert parse_origin(header) is None

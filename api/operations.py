@@ -1,0 +1,110 @@
+"""Health, readiness with projection lag, and read-your-writes waiting."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.params import Parameter
+
+from api.admin import caller_from, services_from
+from api.errors import ApiError
+from api.services import Services
+from projections.setup import PUBLIC_LOOKUP, WIDGET_LIST
+
+
+class ProjectionStatus(msgspec.Struct):
+    position: int
+    lag: int
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    event_store: bool
+    read_model: bool
+    projections: dict[str, ProjectionStatus]
+    event_store_position: int | None = None
+
+
+@get("/healthz", tags=["operations"], summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def positions(services: Services) -> dict[str, int]:
+    """Where each projection stands, whether it runs here or in a `widgets project` process."""
+    runners = services.read_models.runners
+    found = {name: runner.position for name, runner in runners.items()}
+    if WIDGET_LIST not in found:
+        found[WIDGET_LIST] = services.read_models.list_view.position()
+    if PUBLIC_LOOKUP not in found and services.settings.redis_url:
+        from projections.setup import redis_public_view, sync_redis
+
+        client = sync_redis(services.settings)
+        try:
+            found[PUBLIC_LOOKUP] = redis_public_view(client, services.settings).position()
+        finally:
+            client.close()
+    return found
+
+
+def _readiness(services: Services) -> Readiness:
+    try:
+        head = services.store.recorder.max_notification_id() or 0
+        store_ok = True
+    except Exception:
+        head, store_ok = None, False
+    try:
+        found = positions(services)
+        model_ok = True
+    except Exception:
+        found, model_ok = {}, False
+    projections = {n: ProjectionStatus(position=p, lag=max(0, (head or p) - p)) for n, p in found.items()}
+    ok = store_ok and model_ok
+    return Readiness(status="ready" if ok else "unavailable", event_store=store_ok, read_model=model_ok,
+                     projections=projections, event_store_position=head)
+
+
+@get("/readyz", tags=["operations"], summary="Event store and read models reachable, and each projection's lag")
+async def readyz(request: Request[Any, Any, Any]) -> Response[Readiness]:
+    services: Services = request.app.state.services
+    with anyio.move_on_after(5):
+        readiness = await anyio.to_thread.run_sync(_readiness, services)
+        if services.reader is not None and not await services.reader.ping():
+            readiness.read_model, readiness.status = False, "unavailable"
+        return Response(readiness, status_code=200 if readiness.status == "ready" else 503)
+    return Response(Readiness("unavailable", False, False, {}), status_code=503)
+
+
+class ReadModelController(Controller):
+    path = "/v1/read-models"
+    tags = ["operations"]
+
+    @get("/wait", sync_to_thread=True, summary="Wait until every read model has reached an event position")
+    def wait(
+        self,
+        request: Request[Any, Any, Any],
+        position: Annotated[int, Parameter(query="position", ge=0, description="From a command's X-Event-Position header")],
+        timeout: Annotated[float, Parameter(query="timeout", gt=0, le=30)] = 5.0,
+    ) -> dict[str, int]:
+        caller_from(request)
+        services = services_from(request)
+        if not wait_for_position(services, position, timeout):
+            raise ApiError(504, "read_model_behind", "Read models did not reach the position in time",
+                           f"Waited {timeout}s for position {position}.")
+        return {"position": position}
+
+
+def wait_for_position(services: Services, position: int, timeout: float) -> bool:
+    if services.read_models.runners:
+        return services.read_models.wait(position, timeout)
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if min(positions(services).values()) >= position:
+            return True
+        time.sleep(0.01)
+    return False

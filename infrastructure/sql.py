@@ -1,0 +1,95 @@
+"""A small SQL adapter over psycopg (PostgreSQL) and sqlite3 (embedded), for the read models."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from infrastructure.settings import Settings
+
+
+class Database:
+    """Runs `?`-parameterised SQL on either engine; `transaction()` yields a cursor-like executor."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.postgres = bool(settings.database_url)
+        if self.postgres:
+            schema = settings.database_schema
+            self._pool: ConnectionPool | None = ConnectionPool(
+                settings.database_url,
+                min_size=1,
+                max_size=max(2, settings.pg_pool_size),
+                kwargs={"options": f"-c search_path={schema}", "autocommit": False},
+                open=True,
+                timeout=10,
+            )
+        else:
+            self._pool = None
+            path = Path(settings.data_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            self._path = str(path / "read_models.sqlite3")
+            self._local = threading.local()
+
+    def _sqlite(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Executor]:
+        if self._pool is not None:
+            with self._pool.connection() as conn, conn.transaction():
+                yield Executor(conn, postgres=True)
+        else:
+            conn = self._sqlite()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Executor(conn, postgres=False)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._pool is not None:
+            with self._pool.connection() as conn:
+                return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
+        return list(self._sqlite().execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+
+class Executor:
+    def __init__(self, conn: Any, postgres: bool) -> None:
+        self.conn = conn
+        self.postgres = postgres
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.postgres:
+            return self.conn.execute(sql.replace("?", "%s"), params)
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        if self.postgres:
+            with self.conn.cursor() as cur:
+                cur.executemany(sql.replace("?", "%s"), rows)
+        else:
+            self.conn.executemany(sql, rows)
+
+
+OperationalErrors = (psycopg.OperationalError, sqlite3.OperationalError)

@@ -1,0 +1,144 @@
+"""The query side of the public lookup, on the hot path of every page view.
+
+Production: an in-process cache in front of Redis. The projection publishes
+the id of every widget it changes; a listener evicts it here. Staleness is
+bounded: an entry is trusted for at most `ttl` seconds even if an invalidation
+message is lost, and the whole cache is dropped whenever the listener's
+connection is lost or a rebuild switches generations. When Redis is down the
+reader answers from the event store instead (slower, never more permissive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from projections.public_entry import PublicEntry, decode_entry
+from projections.public_views import InProcessPublicView, RedisKeys
+
+log = structlog.get_logger("public_reader")
+Fallback = Callable[[str], Awaitable[PublicEntry | None]]
+
+
+class BoundedCache:
+    """An LRU of public entries, each trusted for at most `ttl` seconds."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size, self.ttl = size, ttl
+        self._items: OrderedDict[str, tuple[float, PublicEntry | None]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[bool, PublicEntry | None]:
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            return False, None
+        return True, item[1]
+
+    def put(self, key: str, entry: PublicEntry | None) -> None:
+        self._items[key] = (time.monotonic() + self.ttl, entry)
+        self._items.move_to_end(key)
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def evict(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class InProcessPublicReader:
+    def __init__(self, view: Callable[[], InProcessPublicView]) -> None:
+        self._view = view
+
+    async def get(self, widget_id: str) -> PublicEntry | None:
+        return self._view().get(widget_id)
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        return True
+
+
+class RedisPublicReader:
+    def __init__(self, client: aioredis.Redis, prefix: str, cache_size: int, ttl: float, fallback: Fallback | None = None) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.cache = BoundedCache(cache_size, ttl)
+        self.fallback = fallback
+        self._keys: RedisKeys | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="public-cache-invalidation")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        await self.client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def get(self, widget_id: str) -> PublicEntry | None:
+        hit, entry = self.cache.get(widget_id)
+        if hit:
+            return entry
+        try:
+            keys = self._keys or await self._resolve_generation()
+            data = await self.client.get(keys.widget(widget_id))
+        except (RedisError, OSError) as error:
+            if self.fallback is None:
+                raise
+            log.warning("public_read_fallback", reason=type(error).__name__)
+            self._keys = None
+            return await self.fallback(widget_id)
+        entry = decode_entry(data) if data is not None else None
+        if self.listening.is_set():
+            self.cache.put(widget_id, entry)
+        return entry
+
+    async def _resolve_generation(self) -> RedisKeys:
+        raw = await self.client.get(f"{self.prefix}generation")
+        self._keys = RedisKeys(self.prefix, int(raw or 1))
+        return self._keys
+
+    async def _listen(self) -> None:
+        channel = f"{self.prefix}invalidate"
+        while True:
+            try:
+                async with self.client.pubsub() as pubsub:
+                    await pubsub.subscribe(channel)
+                    self.cache.clear()
+                    self._keys = None
+                    self.listening.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        target = message["data"].decode()
+                        if target == "*":
+                            self.cache.clear()
+                            self._keys = None
+                        else:
+                            self.cache.evict(target)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # connection lost: nothing cached can be trusted now
+                self.listening.clear()
+                self.cache.clear()
+                log.warning("public_cache_listener_lost", error=type(error).__name__)
+                await asyncio.sleep(0.5)

@@ -1,0 +1,180 @@
+"""Runs a projection: follows the notification log in commit order, a page at a time.
+
+On PostgreSQL the runner is woken by LISTEN/NOTIFY through the library's
+subscription; on SQLite (whose recorder has no subscription) by this process's
+own saves, with a slow timer as a safety net for other processes. A page that
+cannot be applied stops the runner loudly, naming the position: it never skips.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from application.store import EventStore
+from projections.widget_rows import Changes, RowSource, WidgetRowsProjection
+
+log = structlog.get_logger("projections")
+APPLIED, STALE, NOT_OWNER = 1, 0, -1
+PAGE_SIZE = 500
+SQLITE_SAFETY_WAKE = 1.0
+LISTENING_SAFETY_WAKE = 10.0  # in case a NOTIFY is lost with a dropped connection
+
+
+class View(RowSource, Protocol):
+    generation: int
+
+    def position(self) -> int: ...
+
+    def is_current(self) -> bool: ...
+
+    def commit(self, changes: Changes, first: int, last: int) -> int: ...
+
+
+class ProjectionFailedError(Exception):
+    """A page of events could not be applied; the runner stopped at this position."""
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        name: str,
+        store: EventStore,
+        view: View,
+        projection_factory: Callable[[], WidgetRowsProjection] = WidgetRowsProjection,
+        page_size: int = PAGE_SIZE,
+        reopen: Callable[[], View] | None = None,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.view = view
+        self.projection_factory = projection_factory
+        self.page_size = page_size
+        self.reopen = reopen
+        self.topics = tuple(projection_factory().topics)
+        self.failure: BaseException | None = None
+        self._position = view.position()
+        self._reached = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._subscription: Any = None
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    def lag(self) -> int:
+        return max(0, (self.store.recorder.max_notification_id() or 0) - self._position)
+
+    def catch_up(self, stop_at: int | None = None, on_page: Callable[[int, int], None] | None = None) -> int:
+        """Apply every notification after the view's position (up to `stop_at`); returns events applied."""
+        applied = 0
+        target = stop_at if stop_at is not None else (self.store.recorder.max_notification_id() or 0)
+        while self._position < target and not self._stop.is_set():
+            notifications = self.store.recorder.select_notifications(
+                start=self._position + 1, limit=self.page_size, stop=target, topics=self.topics
+            )
+            last = notifications[-1].id if len(notifications) == self.page_size else target
+            self._apply_page(notifications, self._position + 1, last)
+            applied += len(notifications)
+            if on_page:
+                on_page(self._position, applied)
+        return applied
+
+    def _apply_page(self, notifications: Any, first: int, last: int) -> None:
+        try:
+            events = [self.store.mapper.to_domain_event(n) for n in notifications]
+            changes = self.projection_factory().apply(events, self.view)
+            result = self.view.commit(changes, first, last)
+        except Exception as error:
+            position = notifications[0].id if notifications else first
+            log.error("projection_failed", projection=self.name, position=position, last=last, error=repr(error))
+            raise ProjectionFailedError(f"{self.name} stopped at notification {position}: {error!r}") from error
+        if result == APPLIED:
+            self._advance(last)
+        elif result == STALE:
+            # Another delivery got there first (a restart, or a second runner): resume after it.
+            self._advance(self.view.position())
+        elif self.reopen is not None:
+            # A rebuild switched generations: carry on from the new one's position.
+            self.view = self.reopen()
+            log.info("projection_generation_switched", projection=self.name, generation=self.view.generation)
+            self._advance(self.view.position())
+        else:
+            raise ProjectionFailedError(f"{self.name}: generation {self.view.generation} is no longer the one to write")
+
+    def _advance(self, position: int) -> None:
+        with self._reached:
+            self._position = position
+            self._reached.notify_all()
+
+    def wait(self, position: int, timeout: float) -> bool:
+        """Block until the view has reached `position` (read-your-writes); False on timeout."""
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        with self._reached:
+            while self._position < position:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.failure is not None:
+                    return False
+                self._reached.wait(remaining)
+        return True
+
+    def wake(self, _position: int | None = None) -> None:
+        self._wake.set()
+
+    def start(self) -> ProjectionRunner:
+        """Run in a background thread until `stop()`."""
+        self._thread = threading.Thread(target=self.run_forever, name=f"projection-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def run_forever(self) -> None:
+        self.store.on_saved(self.wake)
+        listening = self._listen()
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                self.catch_up()
+                self._wake.wait(LISTENING_SAFETY_WAKE if listening else SQLITE_SAFETY_WAKE)
+        except BaseException as error:
+            self.failure = error
+            with self._reached:
+                self._reached.notify_all()
+            raise
+        finally:
+            if self._subscription is not None:
+                self._subscription.stop()
+
+    def _listen(self) -> bool:
+        """Wake on every new notification, through the library's LISTEN/NOTIFY subscription."""
+        try:
+            subscription = self.store.recorder.subscribe(gt=self.store.recorder.max_notification_id(), topics=self.topics)
+        except NotImplementedError:
+            return False  # SQLite: woken by this process's saves
+        self._subscription = subscription
+
+        def pump() -> None:
+            try:
+                for _ in subscription:
+                    self._wake.set()
+            except Exception as error:  # the subscription's connection died: keep catching up on a timer
+                if not self._stop.is_set():
+                    log.warning("projection_subscription_lost", projection=self.name, error=repr(error))
+
+        threading.Thread(target=pump, name=f"subscription-{self.name}", daemon=True).start()
+        return True
+
+    def stop(self) -> None:
+        """Stop between pages; a page in flight is committed or not at all."""
+        self._stop.set()
+        self._wake.set()
+        if self._subscription is not None:
+            self._subscription.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,111 @@
+"""Shared fixtures: the real PostgreSQL and Redis (a fresh schema and key prefix per test)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from infrastructure.auth import TokenAuthority
+from infrastructure.settings import Settings
+from tests.servers import PrivatePostgres, PrivateRedis
+
+MACHINE_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MACHINE_REDIS = os.environ.get("WIDGETS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ALL_SCOPES = ["widgets:write", "widgets:read", "audit:read"]
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """The machine's PostgreSQL, or a private one started from local binaries when none runs."""
+    if _reachable(MACHINE_PG, 5432):
+        yield MACHINE_PG
+        return
+    server = PrivatePostgres().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    if _reachable(MACHINE_REDIS, 6379):
+        yield MACHINE_REDIS
+        return
+    server = PrivateRedis().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_schema(pg_server_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield schema
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def redis_prefix(redis_server_url: str) -> Iterator[str]:
+    """A fresh Redis key prefix for one test; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_server_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def embedded_settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=str(tmp_path / "var"), log_format="json", log_level="warning")
+
+
+@pytest.fixture
+def production_settings(tmp_path: Path, pg_server_url: str, pg_schema: str, redis_server_url: str, redis_prefix: str) -> Settings:
+    return Settings(
+        data_dir=str(tmp_path / "var"),
+        database_url=pg_server_url,
+        database_schema=pg_schema,
+        redis_url=redis_server_url,
+        redis_prefix=redis_prefix,
+        projections="inprocess",
+        log_format="json",
+        log_level="warning",
+    )
+
+
+@pytest.fixture(params=["embedded", "production"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """Both wirings: embedded (SQLite, in-process) and production (PostgreSQL + Redis)."""
+    return request.getfixturevalue(f"{request.param}_settings")
+
+
+def admin_headers(settings: Settings, org: str, sub: str = "user_1", scopes: list[str] | None = None) -> dict[str, str]:
+    token = TokenAuthority(settings.auth_secret).mint(org, sub, scopes or ALL_SCOPES)
+    return {"Authorization": f"Bearer {token}"}
