@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from api.progress import Progress
 from infrastructure.settings import Settings
 
 
@@ -43,6 +44,66 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
         access_log=False,
         timeout_graceful_shutdown=20,
     )
+
+
+@main.command()
+def project() -> None:
+    """Run the projections until stopped (production mode), woken by PostgreSQL LISTEN/NOTIFY."""
+    import signal
+    import threading
+
+    from api.services import wait_for
+    from infrastructure.eventstore import open_event_store
+    from infrastructure.logging import configure_logging
+    from infrastructure.sql import Database
+    from projections.setup import build_runners
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    store = wait_for(lambda: open_event_store(settings), "event store", settings.startup_timeout)
+    db = wait_for(lambda: Database(settings), "read model database", settings.startup_timeout)
+    models = build_runners(settings, store, db)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    threads = []
+    for runner in models.runners.values():
+        thread = threading.Thread(target=runner.run_forever, name=runner.name, daemon=True)
+        thread.start()
+        threads.append(thread)
+    click.echo(f"Projecting {', '.join(models.runners)}", err=True)
+    while not stopping.wait(0.5):
+        failed = [r for r in models.runners.values() if r.failure is not None]
+        if failed:
+            click.echo(f"Projection {failed[0].name} stopped: {failed[0].failure!r}", err=True)
+            models.stop()
+            raise SystemExit(1)
+    models.stop()
+    db.close()
+    store.close()
+
+
+@main.command()
+@click.option("--projection", type=click.Choice(["public_lookup", "widget_list"]), default=None, help="Only this one.")
+def rebuild(projection: str | None) -> None:
+    """Replay the event store into fresh read models and switch readers over."""
+    from infrastructure.eventstore import open_event_store
+    from infrastructure.sql import Database
+    from projections.rebuild import rebuild as run_rebuild
+    from projections.setup import PROJECTIONS
+
+    settings = Settings.from_env()
+    store, db = open_event_store(settings), Database(settings)
+    names = (projection,) if projection else PROJECTIONS
+    progress = Progress("rebuild", store.recorder.max_notification_id() or 0)
+    try:
+        run_rebuild(settings, store, db, names, on_page=progress.update)
+    finally:
+        progress.done()
+        db.close()
+        store.close()
+    if not settings.redis_url and "public_lookup" in names:
+        click.echo("public_lookup is in-process in the embedded mode: each server rebuilds it at start.", err=True)
 
 
 @main.command()

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio.to_thread
 from litestar import MediaType, Request, Response, Router, get
+from litestar.params import FromPath, FromQuery
 
 DIST = Path(__file__).parent / "static" / "dist"
 BUILD_COMMAND = "npm --prefix api/embed ci && npm --prefix api/embed run build"
@@ -167,7 +168,7 @@ def create_embed_router(dist: Path = DIST) -> Router:
         return _serve(request, bundle.loader, LOADER_CACHE)
 
     @get("/embed/{name:str}", include_in_schema=False)
-    async def embed_chunk(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    async def embed_chunk(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
         bundle = await cache.aget()
         if bundle is None:
             return _not_built()
@@ -177,7 +178,7 @@ def create_embed_router(dist: Path = DIST) -> Router:
         return _serve(request, asset, CHUNK_CACHE)
 
     @get("/demo", include_in_schema=False)
-    async def demo(request: Request[Any, Any, Any], widget: str | None = None) -> Response[bytes]:
+    async def demo(request: Request[Any, Any, Any], widget: FromQuery[str | None] = None) -> Response[bytes]:
         if widget is None or not _UUID.fullmatch(widget):
             return _problem(
                 400,

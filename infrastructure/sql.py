@@ -82,6 +82,9 @@ class Executor:
             return self.conn.execute(sql.replace("?", "%s"), params)
         return self.conn.execute(sql, params)
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self.execute(sql, params).fetchall())
+
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return

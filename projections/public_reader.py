@@ -101,6 +101,8 @@ class RedisPublicReader:
         try:
             keys = self._keys or await self._resolve_generation()
             data = await self.client.get(keys.widget(widget_id))
+            if data is None and (await self._resolve_generation()).generation != keys.generation:
+                data = await self.client.get(self._keys.widget(widget_id))  # a rebuild switched generations
         except (RedisError, OSError) as error:
             if self.fallback is None:
                 raise

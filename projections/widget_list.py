@@ -34,9 +34,14 @@ _decode_row = msgspec.json.Decoder(WidgetRow).decode
 
 
 class WidgetListView:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database | Executor, create: bool = True) -> None:
         self.db = db
         self.generation = 1
+        if create and isinstance(db, Database):
+            self.create_tables(db)
+
+    @staticmethod
+    def create_tables(db: Database) -> None:
         with db.transaction() as tx:
             for statement in SCHEMA:
                 tx.execute(statement)
@@ -70,14 +75,10 @@ class WidgetListView:
         return {w for (w,) in self.db.query("SELECT widget_id FROM widget_list_pins WHERE version_id = ?", [version_id])}
 
     def commit(self, changes: Changes, first: int, last: int) -> int:
+        if isinstance(self.db, Executor):  # inside a rebuild's transaction
+            return commit_in(self.db, changes, first, last)
         with self.db.transaction() as tx:
-            moved = tx.execute(
-                "UPDATE projection_positions SET position = ? WHERE name = ? AND position < ?", [last, NAME, first]
-            )
-            if moved.rowcount != 1:
-                return STALE
-            write_changes(tx, changes)
-        return APPLIED
+            return commit_in(tx, changes, first, last)
 
     def page(self, organization_id: str, limit: int, cursor: str | None) -> tuple[list[WidgetRow], str | None]:
         """This organization's widgets, newest first, from a cursor."""
@@ -95,6 +96,21 @@ class WidgetListView:
         rows = [_decode_row(r[0]) for r in found[:limit]]
         next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if len(found) > limit else None
         return rows, next_cursor
+
+
+def commit_in(tx: Executor, changes: Changes, first: int, last: int) -> int:
+    moved = tx.execute("UPDATE projection_positions SET position = ? WHERE name = ? AND position < ?", [last, NAME, first])
+    if moved.rowcount != 1:
+        return STALE
+    write_changes(tx, changes)
+    return APPLIED
+
+
+def reset_in(tx: Executor) -> None:
+    """Empty the model and its position, inside a rebuild's transaction (readers still see the old one)."""
+    for table in TABLES:
+        tx.execute(f"DELETE FROM {table}")
+    tx.execute("UPDATE projection_positions SET position = 0 WHERE name = ?", [NAME])
 
 
 def write_changes(tx: Executor, changes: Changes) -> None:

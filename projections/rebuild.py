@@ -1,0 +1,89 @@
+"""Rebuild a read model from position zero, and switch readers over atomically.
+
+Redis: replay into a fresh generation of keys, then move the generation pointer
+in one script and tell every reader; the live runner's next write to the old
+generation is refused, and it carries on in the new one. The old generation is
+deleted afterwards. SQL: replay inside one transaction, so that readers see the
+old model until the commit and the new one after it. Either way, memory holds
+one page of events at a time, however long the log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+
+from application.store import EventStore
+from infrastructure.settings import Settings
+from infrastructure.sql import Database
+from projections.public_views import RedisKeys, RedisPublicView, current_generation
+from projections.runner import ProjectionRunner
+from projections.widget_list import WidgetListView, reset_in
+
+Progress = Callable[[int, int], None]  # (position reached, events applied)
+
+SWITCH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', KEYS[3], '*')
+return 1
+"""
+
+
+def rebuild_redis(
+    store: EventStore, client: redis.Redis, prefix: str, on_page: Progress | None = None, grace: float = 2.0
+) -> int:
+    """Replay into a new generation and switch to it; returns the new generation."""
+    old = current_generation(client, prefix)
+    new = max(int(client.incr(f"{prefix}generation_counter")), old + 1)
+    client.set(f"{prefix}generation_counter", new)
+    keys = RedisKeys(prefix, new)
+    client.set(keys.building, new)
+    view = RedisPublicView(client, prefix, new, building=True)
+    runner = ProjectionRunner(f"rebuild-g{new}", store, view)
+    runner.catch_up(on_page=on_page)
+    runner.catch_up(on_page=on_page)  # what arrived during the first pass, so the live runner has little left
+    if not client.register_script(SWITCH)(keys=[keys.current, keys.building, keys.channel], args=[str(new)]):
+        raise RuntimeError(f"generation {new} was no longer the one being built; another rebuild ran at the same time")
+    time.sleep(grace)  # readers that resolved the old generation just before the switch finish reading it
+    drop_generation(client, prefix, old)
+    return new
+
+
+def drop_generation(client: redis.Redis, prefix: str, generation: int) -> int:
+    dropped = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{RedisKeys(prefix, generation).base}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            dropped += client.unlink(*batch)
+            batch.clear()
+    if batch:
+        dropped += client.unlink(*batch)
+    return dropped
+
+
+def rebuild_sql(store: EventStore, db: Database, on_page: Progress | None = None) -> int:
+    """Replay the admin list inside one transaction; returns the position reached."""
+    WidgetListView.create_tables(db)
+    with db.transaction() as tx:
+        reset_in(tx)
+        runner = ProjectionRunner("rebuild-widget_list", store, WidgetListView(tx, create=False))
+        runner.catch_up(on_page=on_page)
+        return runner.position
+
+
+def rebuild(settings: Settings, store: EventStore, db: Database, names: tuple[str, ...], on_page: Progress | None = None) -> None:
+    from projections.setup import PUBLIC_LOOKUP, WIDGET_LIST, sync_redis
+
+    if WIDGET_LIST in names:
+        rebuild_sql(store, db, on_page)
+    if PUBLIC_LOOKUP in names and settings.redis_url:
+        client = sync_redis(settings)
+        try:
+            rebuild_redis(store, client, settings.redis_prefix, on_page)
+        finally:
+            client.close()
