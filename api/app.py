@@ -12,6 +12,7 @@ from api.admin import AgentController, WidgetController
 from api.errors import exception_handlers
 from api.middleware import RequestContextMiddleware
 from api.operations import ReadModelController, healthz, readyz
+from api.public import PublicWidgetController, livekit_webhook
 from api.public_fallback import EventStoreFallback
 from api.services import Services
 from infrastructure.logging import configure_logging
@@ -58,7 +59,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await anyio.to_thread.run_sync(built.close)
 
     app = Litestar(
-        route_handlers=[healthz, readyz, ReadModelController, AgentController, WidgetController],
+        route_handlers=[
+            healthz, readyz, ReadModelController, AgentController, WidgetController, PublicWidgetController, livekit_webhook,
+        ],
         exception_handlers=exception_handlers,
         middleware=[RequestContextMiddleware],
         request_max_body_size=ADMIN_BODY_LIMIT,

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlite3
+
+import eventsourcing.persistence
 import msgspec
+import psycopg
 import structlog
+from psycopg_pool import PoolTimeout
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.exceptions.http_exceptions import (
@@ -24,8 +29,18 @@ from application.errors import (
 )
 from domain.errors import DomainError, NotFoundError, ValidationError
 from infrastructure.auth import InvalidTokenError
+from infrastructure.livekit import WebhookRejectedError
+from infrastructure.ratelimit import RateLimited
 
 PROBLEM_JSON = "application/problem+json"
+STORE_DOWN = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+    sqlite3.OperationalError,
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+)
 RETRY_AFTER_SECONDS = "5"
 log = structlog.get_logger("api")
 
@@ -94,6 +109,14 @@ def to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Prob
             return problem(403, exc.code, "Insufficient scope", str(exc))
         case StoreUnavailableError():
             return problem(503, exc.code, "Service unavailable", str(exc) or None, headers={"Retry-After": RETRY_AFTER_SECONDS})
+        case RateLimited():
+            return problem(429, exc.code, "Too many requests", str(exc), headers={"Retry-After": str(exc.retry_after)})
+        case WebhookRejectedError():
+            return problem(401, exc.code, "Webhook signature not valid", str(exc))
+        case _ if isinstance(exc, STORE_DOWN):
+            log.warning("store_unavailable", error_type=type(exc).__name__, path=request.url.path)
+            return problem(503, "store_unavailable", "Service unavailable", "A store this request needs is unavailable; retry shortly.",
+                           headers={"Retry-After": RETRY_AFTER_SECONDS})
         case ValidationException():
             extra = exc.extra if isinstance(exc.extra, list) else []
             fields = [_field_from_litestar(item) for item in extra] or None

@@ -9,10 +9,13 @@ from typing import Any
 import structlog
 
 from application.agents import AgentService
+from application.conversations import ConversationService
 from application.store import EventStore
 from application.widgets import WidgetService
 from infrastructure.auth import TokenAuthority
 from infrastructure.eventstore import open_event_store
+from infrastructure.livekit import LiveKitIssuer, LiveKitWebhooks
+from infrastructure.ratelimit import PublicRateLimits
 from infrastructure.settings import DEV_AUTH_SECRET, Settings
 from infrastructure.sql import Database
 from projections.setup import PROJECTIONS, ReadModels, build_runners
@@ -29,6 +32,9 @@ class Services:
     tokens: TokenAuthority
     agents: AgentService
     widgets: WidgetService
+    conversations: ConversationService
+    webhooks: LiveKitWebhooks
+    rate_limits: PublicRateLimits
     reader: Any = None  # the public reader; built on the event loop at startup
 
     @classmethod
@@ -48,6 +54,20 @@ class Services:
             tokens=TokenAuthority(settings.auth_secret),
             agents=agents,
             widgets=WidgetService(store, agents),
+            conversations=ConversationService(
+                store,
+                LiveKitIssuer(
+                    url=settings.livekit_url,
+                    api_key=settings.livekit_api_key,
+                    api_secret=settings.livekit_api_secret,
+                    agent_name=settings.livekit_agent_name,
+                    ttl_seconds=settings.livekit_token_ttl,
+                ),
+            ),
+            webhooks=LiveKitWebhooks(settings.livekit_api_key, settings.livekit_api_secret),
+            rate_limits=PublicRateLimits(
+                settings.rate_config_reads, settings.rate_conversation_starts, settings.redis_url, settings.redis_prefix
+            ),
         )
 
     def start(self) -> None:

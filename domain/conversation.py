@@ -65,9 +65,10 @@ class Conversation(Aggregate):
     def closed(self) -> bool:
         return self.ended_by == ENDED_BY_VISITOR
 
-    def resume(self, room: str, participant_identity: str) -> None:
+    def resume(self, room: str, participant_identity: str, agent_id: UUID, agent_version_id: UUID) -> None:
+        """Continue in a fresh room, with the agent version the widget serves at this moment."""
         self.check_open()
-        self._resumed(room=room, participant_identity=participant_identity)
+        self._resumed(room=room, participant_identity=participant_identity, agent_id=agent_id, agent_version_id=agent_version_id)
 
     def submit_form(self, form_id: str, values: dict[str, Any]) -> None:
         self.check_open()
@@ -88,8 +89,10 @@ class Conversation(Aggregate):
             raise ConversationEndedError(f"Conversation {self.id} has been ended by the visitor.")
 
     @event("Resumed", topic=t.CONVERSATION_RESUMED)
-    def _resumed(self, room: str, participant_identity: str) -> None:
+    def _resumed(self, room: str, participant_identity: str, agent_id: UUID, agent_version_id: UUID) -> None:
         self.room = room
+        self.agent_id = agent_id
+        self.agent_version_id = agent_version_id
         self.participant_identity = participant_identity
         self.rooms.append(room)
         self.ended_by = None

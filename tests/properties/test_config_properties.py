@@ -246,10 +246,13 @@ def bad_form(draw: st.DrawFn, cfg: dict[str, Any]) -> str:
             else:
                 field["options"] = ["a"]
             return f"{at}.fields[{j}].options"
-        case _:
-            copied = copy.deepcopy(form) | {"trigger": "agent_request"}
-            all_forms.append(copied)
+        case _ if len(all_forms) < 10:
+            all_forms.append(copy.deepcopy(form) | {"trigger": "agent_request"})
             return f"config.v1.forms[{len(all_forms) - 1}].id"
+        case _:
+            k = draw(st.integers(0, len(all_forms) - 1).filter(lambda k: k != i))
+            all_forms[k]["id"] = form["id"]
+            return f"config.v1.forms[{max(i, k)}].id"
 
 
 MUTATIONS: list[Mutation] = [

@@ -184,6 +184,6 @@ class WidgetHistory(RuleBasedStateMachine):
 
 
 WidgetHistory.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=70, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=40, stateful_step_count=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestWidgetReplay = WidgetHistory.TestCase

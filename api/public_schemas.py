@@ -1,0 +1,52 @@
+"""Bodies of the public embed API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from msgspec import Meta, Struct
+
+Token = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class Visitor(Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=80)] | None = None
+    locale: Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")] | None = None
+
+
+class ConversationStart(Struct, forbid_unknown_fields=True):
+    visitor: Visitor | None = None
+
+
+class Resume(Struct, forbid_unknown_fields=True):
+    resume_token: Token
+
+
+class FormSubmission(Struct, forbid_unknown_fields=True):
+    resume_token: Token
+    values: dict[str, Any]
+
+
+class FeedbackSubmission(Struct, forbid_unknown_fields=True):
+    resume_token: Token
+    rating: int
+    comment: Annotated[str, Meta(max_length=2000)] | None = None
+
+
+class LiveKitGrant(Struct):
+    url: str
+    room: str
+    token: str
+    expires_at: datetime
+
+
+class GrantOut(Struct):
+    conversation_id: str
+    resume_token: str
+    channel: str
+    livekit: LiveKitGrant
+
+
+class Accepted(Struct):
+    status: str = "accepted"

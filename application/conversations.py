@@ -1,0 +1,200 @@
+"""Visitors' conversations with a live widget's agent: start, resume, forms, feedback, end.
+
+The public API checks the widget is live and the origin allowed (from the read
+model) and hands the facts in as a `LiveWidget`; this service records the
+conversation and asks the grant issuer for a token to a fresh room.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from application.commands import change
+from application.store import EventStore
+from domain.config import find_form, parse_config
+from domain.conversation import CHANNEL, ENDED_BY_ROOM, ENDED_BY_VISITOR, Conversation, hash_resume_token
+from domain.errors import NotFoundError
+from domain.forms import validate_feedback, validate_form_values
+
+ROOM_PREFIX = "conv_"
+
+
+@dataclass(frozen=True)
+class LiveWidget:
+    """What the read model says of a widget that serves right now."""
+
+    widget_id: str
+    organization_id: str
+    agent_id: str
+    agent_version_id: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RoomTicket:
+    conversation_id: str
+    organization_id: str
+    widget_id: str
+    agent_id: str
+    agent_version_id: str
+    room: str
+    identity: str
+    visitor_name: str | None
+
+
+@dataclass(frozen=True)
+class Grant:
+    url: str
+    room: str
+    token: str
+    expires_at: datetime
+
+
+class GrantIssuer(Protocol):
+    """Signs a participant token for one fresh room that dispatches the agent."""
+
+    def grant(self, ticket: RoomTicket) -> Grant: ...
+
+
+@dataclass(frozen=True)
+class Started:
+    conversation_id: UUID
+    resume_token: str
+    grant: Grant
+
+
+def new_room(conversation_id: UUID) -> str:
+    return f"{ROOM_PREFIX}{conversation_id.hex}_{secrets.token_hex(4)}"
+
+
+def conversation_of_room(room: str) -> UUID | None:
+    if not room.startswith(ROOM_PREFIX):
+        return None
+    try:
+        return UUID(hex=room[len(ROOM_PREFIX):].split("_", 1)[0])
+    except ValueError:
+        return None
+
+
+def new_identity() -> str:
+    return f"visitor_{secrets.token_urlsafe(12)}"
+
+
+class ConversationService:
+    """Commands on the Conversation aggregate, for visitors (by resume token) and LiveKit (by room)."""
+
+    def __init__(self, store: EventStore, issuer: GrantIssuer) -> None:
+        self.store = store
+        self.issuer = issuer
+
+    def start(self, widget: LiveWidget, origin: str, visitor: dict[str, Any]) -> Started:
+        conversation_id = uuid.uuid4()
+        resume_token = secrets.token_urlsafe(32)
+        room, identity = new_room(conversation_id), new_identity()
+        conversation = Conversation(
+            id=conversation_id,
+            organization_id=widget.organization_id,
+            widget_id=UUID(widget.widget_id),
+            agent_id=UUID(widget.agent_id),
+            agent_version_id=UUID(widget.agent_version_id),
+            channel=CHANNEL,
+            room=room,
+            participant_identity=identity,
+            resume_token_hash=hash_resume_token(resume_token),
+            visitor=visitor,
+            origin=origin,
+        )
+        grant = self.issuer.grant(self._ticket(conversation, widget, visitor.get("name")))
+        self.store.save(conversation)
+        return Started(conversation_id, resume_token, grant)
+
+    def resume(self, widget: LiveWidget, conversation_id: UUID, resume_token: str) -> Grant:
+        tickets: list[RoomTicket] = []
+
+        def command(conversation: Conversation) -> bool:
+            conversation.resume(new_room(conversation.id), new_identity(), UUID(widget.agent_id), UUID(widget.agent_version_id))
+            tickets.append(self._ticket(conversation, widget, conversation.visitor.get("name")))
+            return True
+
+        change(self.store, lambda: self._load(widget, conversation_id, resume_token), command, None)
+        return self.issuer.grant(tickets[-1])
+
+    def submit_form(self, widget: LiveWidget, conversation_id: UUID, resume_token: str, form_id: str, values: Any) -> None:
+        form = find_form(parse_config(widget.config), form_id)
+        if form is None:
+            raise NotFoundError("Form", form_id)
+        cleaned = validate_form_values(form, values)
+        change(self.store, lambda: self._load(widget, conversation_id, resume_token),
+               lambda c: _did(c.submit_form(form_id, cleaned)), None)
+
+    def give_feedback(self, widget: LiveWidget, conversation_id: UUID, resume_token: str, rating: Any, comment: Any) -> None:
+        rating_value, comment_value = validate_feedback(parse_config(widget.config).v1.feedback, rating, comment)
+        change(self.store, lambda: self._load(widget, conversation_id, resume_token),
+               lambda c: _did(c.give_feedback(rating_value, comment_value)), None)
+
+    def end(self, widget: LiveWidget, conversation_id: UUID, resume_token: str) -> None:
+        change(self.store, lambda: self._load(widget, conversation_id, resume_token), lambda c: c.end(ENDED_BY_VISITOR), None)
+
+    def room_finished(self, room: str) -> bool:
+        """LiveKit says a room finished: the conversation in it ends (the visitor may resume it later)."""
+        conversation_id = conversation_of_room(room)
+        if conversation_id is None:
+            return False
+
+        def load() -> Conversation:
+            found = self._get(conversation_id)
+            if found is None:
+                raise NotFoundError("Conversation", conversation_id)
+            return found
+
+        try:
+            conversation = load()
+        except NotFoundError:
+            return False
+        if conversation.room != room:
+            return False  # an older room of a conversation that has moved on
+        change(self.store, load, lambda c: c.end(ENDED_BY_ROOM), None)
+        return True
+
+    def _get(self, conversation_id: UUID) -> Conversation | None:
+        try:
+            found = self.store.repository.get(conversation_id)
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, Conversation) else None
+
+    def _load(self, widget: LiveWidget, conversation_id: UUID, resume_token: str) -> Conversation:
+        """The conversation, only for its own widget and with its resume token; anything else is not found."""
+        conversation = self._get(conversation_id)
+        if (
+            conversation is None
+            or str(conversation.widget_id) != widget.widget_id
+            or conversation.organization_id != widget.organization_id
+            or not conversation.holds_token(resume_token)
+        ):
+            raise NotFoundError("Conversation", conversation_id)
+        return conversation
+
+    @staticmethod
+    def _ticket(conversation: Conversation, widget: LiveWidget, visitor_name: str | None) -> RoomTicket:
+        return RoomTicket(
+            conversation_id=str(conversation.id),
+            organization_id=conversation.organization_id,
+            widget_id=str(conversation.widget_id),
+            agent_id=str(conversation.agent_id),
+            agent_version_id=str(conversation.agent_version_id),
+            room=conversation.room,
+            identity=conversation.participant_identity,
+            visitor_name=visitor_name,
+        )
+
+
+def _did(_: object) -> bool:
+    return True
