@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, delete, get, patch, post, pu
 from litestar.di import Provide
 from litestar.params import Body, Parameter
 
-from api.admin_lists import Cursor, Limit, list_widgets
+from api.admin_lists import ConversationPage, Cursor, Limit, list_conversations, list_widgets
 from api.errors import ApiError, Problem, ProblemField
 from api.schemas import (
     AgentCreate,
@@ -117,6 +117,12 @@ class WidgetController(Controller):
     @get("/", sync_to_thread=True, summary="This organization's widgets, newest first")
     def list_widgets(self, request: Request[Any, Any, Any], cursor: Cursor = None, limit: Limit = 20) -> WidgetPage:
         return list_widgets(request, cursor, limit)
+
+    @get("/{widget_id:uuid}/conversations", sync_to_thread=True, summary="A widget's conversations with forms and feedback")
+    def list_conversations(
+        self, request: Request[Any, Any, Any], widget_id: UUID, cursor: Cursor = None, limit: Limit = 20
+    ) -> ConversationPage:
+        return list_conversations(request, widget_id, cursor, limit)
 
     @get("/{widget_id:uuid}", sync_to_thread=True)
     def get_widget(

@@ -1,15 +1,18 @@
-"""`GET /v1/widgets`: this organization's widgets, from the admin list read model."""
+"""Admin lists served from read models: widgets, and a widget's conversations."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 from litestar import Request
 from litestar.params import Parameter
+from msgspec import Struct
 
 from api.errors import ApiError, ProblemField
 from api.schemas import WidgetOut, WidgetPage
-from projections.widget_list import decode_cursor
+from projections.cursor import decode_cursor
 from projections.widget_rows import WidgetRow
 
 
@@ -25,14 +28,70 @@ Cursor = Annotated[str | None, Parameter(query="cursor", required=False, max_len
 Limit = Annotated[int, Parameter(query="limit", ge=1, le=100)]
 
 
-def list_widgets(request: Request[Any, Any, Any], cursor: str | None, limit: int) -> WidgetPage:
-    caller = request.app.state.services.tokens.verify(request.headers.get("authorization"))
-    caller.require("widgets:read")
+def check_cursor(cursor: str | None) -> None:
     if cursor is not None:
         try:
             decode_cursor(cursor)
         except ValueError:
             raise ApiError(400, "invalid_request", "The request is not valid",
                            errors=[ProblemField("cursor", "is not a cursor this API returned")]) from None
+
+
+def list_widgets(request: Request[Any, Any, Any], cursor: str | None, limit: int) -> WidgetPage:
+    caller = request.app.state.services.tokens.verify(request.headers.get("authorization"))
+    caller.require("widgets:read")
+    check_cursor(cursor)
     rows, next_cursor = request.app.state.services.read_models.list_view.page(caller.organization_id, limit, cursor)
     return WidgetPage(items=[row_out(r) for r in rows], next_cursor=next_cursor)
+
+
+class SubmittedFormOut(Struct):
+    form_id: str
+    values: dict[str, Any]
+    submitted_at: datetime
+
+
+class FeedbackOut(Struct):
+    rating: int
+    comment: str | None
+    given_at: datetime
+
+
+class ConversationOut(Struct):
+    id: str
+    widget_id: str
+    agent_id: str
+    agent_version_id: str
+    channel: str
+    started_at: datetime
+    updated_at: datetime
+    rooms: int
+    ended: bool
+    ended_by: str | None
+    visitor: dict[str, Any]
+    forms: list[SubmittedFormOut]
+    feedback: FeedbackOut | None
+
+
+class ConversationPage(Struct):
+    items: list[ConversationOut]
+    next_cursor: str | None
+
+
+def list_conversations(request: Request[Any, Any, Any], widget_id: UUID, cursor: str | None, limit: int) -> ConversationPage:
+    services = request.app.state.services
+    caller = services.tokens.verify(request.headers.get("authorization"))
+    caller.require("widgets:read")
+    services.widgets.load(caller, widget_id)  # another organization's widget is not found
+    check_cursor(cursor)
+    rows, next_cursor = services.read_models.conversation_view.page(caller.organization_id, str(widget_id), limit, cursor)
+    items = [
+        ConversationOut(
+            id=r.id, widget_id=r.widget_id, agent_id=r.agent_id, agent_version_id=r.agent_version_id, channel=r.channel,
+            started_at=r.started_at, updated_at=r.updated_at, rooms=r.rooms, ended=r.ended, ended_by=r.ended_by,
+            visitor=r.visitor, forms=[SubmittedFormOut(f.form_id, f.values, f.submitted_at) for f in r.forms],
+            feedback=FeedbackOut(r.feedback.rating, r.feedback.comment, r.feedback.given_at) if r.feedback else None,
+        )
+        for r in rows
+    ]
+    return ConversationPage(items=items, next_cursor=next_cursor)

@@ -12,7 +12,7 @@ from litestar.params import Parameter
 from api.admin import caller_from, services_from
 from api.errors import ApiError
 from api.services import Services
-from projections.setup import PUBLIC_LOOKUP, WIDGET_LIST
+from projections.setup import CONVERSATION_LIST, PUBLIC_LOOKUP, WIDGET_LIST
 
 
 class ProjectionStatus(msgspec.Struct):
@@ -39,6 +39,8 @@ def positions(services: Services) -> dict[str, int]:
     found = {name: runner.position for name, runner in runners.items()}
     if WIDGET_LIST not in found:
         found[WIDGET_LIST] = services.read_models.list_view.position()
+    if CONVERSATION_LIST not in found:
+        found[CONVERSATION_LIST] = services.read_models.conversation_view.position()
     if PUBLIC_LOOKUP not in found and services.settings.redis_url:
         from projections.setup import redis_public_view, sync_redis
 

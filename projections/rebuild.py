@@ -20,7 +20,9 @@ from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from projections.public_views import RedisKeys, RedisPublicView, current_generation
 from projections.runner import ProjectionRunner
-from projections.widget_list import WidgetListView, reset_in
+from projections import conversation_list, widget_list
+from projections.conversation_list import ConversationListProjection, ConversationListView
+from projections.widget_list import WidgetListView
 
 Progress = Callable[[int, int], None]  # (position reached, events applied)
 
@@ -67,20 +69,33 @@ def drop_generation(client: redis.Redis, prefix: str, generation: int) -> int:
 
 
 def rebuild_sql(store: EventStore, db: Database, on_page: Progress | None = None) -> int:
-    """Replay the admin list inside one transaction; returns the position reached."""
+    """Replay the admin widget list inside one transaction; returns the position reached."""
     WidgetListView.create_tables(db)
     with db.transaction() as tx:
-        reset_in(tx)
+        widget_list.reset_in(tx)
         runner = ProjectionRunner("rebuild-widget_list", store, WidgetListView(tx, create=False))
         runner.catch_up(on_page=on_page)
         return runner.position
 
 
+def rebuild_conversations(store: EventStore, db: Database, on_page: Progress | None = None) -> int:
+    """Replay the admin conversation list inside one transaction; returns the position reached."""
+    ConversationListView.create_tables(db)
+    with db.transaction() as tx:
+        conversation_list.reset_in(tx)
+        view = ConversationListView(tx, create=False)
+        runner = ProjectionRunner("rebuild-conversation_list", store, view, projection_factory=ConversationListProjection)
+        runner.catch_up(on_page=on_page)
+        return runner.position
+
+
 def rebuild(settings: Settings, store: EventStore, db: Database, names: tuple[str, ...], on_page: Progress | None = None) -> None:
-    from projections.setup import PUBLIC_LOOKUP, WIDGET_LIST, sync_redis
+    from projections.setup import CONVERSATION_LIST, PUBLIC_LOOKUP, WIDGET_LIST, sync_redis
 
     if WIDGET_LIST in names:
         rebuild_sql(store, db, on_page)
+    if CONVERSATION_LIST in names:
+        rebuild_conversations(store, db, on_page)
     if PUBLIC_LOOKUP in names and settings.redis_url:
         client = sync_redis(settings)
         try:

@@ -9,13 +9,15 @@ import redis
 from application.store import EventStore
 from infrastructure.settings import Settings
 from infrastructure.sql import Database
+from projections.conversation_list import ConversationListProjection, ConversationListView
 from projections.public_views import InProcessPublicView, RedisPublicView, current_generation
 from projections.runner import ProjectionRunner
 from projections.widget_list import WidgetListView
 
 PUBLIC_LOOKUP = "public_lookup"
 WIDGET_LIST = "widget_list"
-PROJECTIONS = (PUBLIC_LOOKUP, WIDGET_LIST)
+CONVERSATION_LIST = "conversation_list"
+PROJECTIONS = (PUBLIC_LOOKUP, WIDGET_LIST, CONVERSATION_LIST)
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
@@ -27,6 +29,7 @@ class ReadModels:
     """The read models of one process, and the runners that keep them (when they run here)."""
 
     list_view: WidgetListView
+    conversation_view: ConversationListView
     public_view: InProcessPublicView | None
     runners: dict[str, ProjectionRunner] = field(default_factory=dict)
 
@@ -50,9 +53,14 @@ def redis_public_view(client: redis.Redis, settings: Settings) -> RedisPublicVie
 def build_runners(settings: Settings, store: EventStore, db: Database, names: tuple[str, ...] = PROJECTIONS) -> ReadModels:
     list_view = WidgetListView(db)
     public_view = InProcessPublicView() if not settings.redis_url else None
-    models = ReadModels(list_view=list_view, public_view=public_view)
+    conversation_view = ConversationListView(db)
+    models = ReadModels(list_view=list_view, conversation_view=conversation_view, public_view=public_view)
     if WIDGET_LIST in names:
         models.runners[WIDGET_LIST] = ProjectionRunner(WIDGET_LIST, store, list_view)
+    if CONVERSATION_LIST in names:
+        models.runners[CONVERSATION_LIST] = ProjectionRunner(
+            CONVERSATION_LIST, store, conversation_view, projection_factory=ConversationListProjection
+        )
     if PUBLIC_LOOKUP in names:
         if public_view is not None:
             models.runners[PUBLIC_LOOKUP] = ProjectionRunner(PUBLIC_LOOKUP, store, public_view)

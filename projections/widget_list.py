@@ -6,11 +6,11 @@ position at or below the stored one is refused, so each event counts once.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import msgspec
 
+from projections.cursor import decode_cursor, encode_cursor
 from infrastructure.sql import Database, Executor
 from projections.widget_rows import Changes, WidgetRow
 
@@ -133,18 +133,6 @@ def write_changes(tx: Executor, changes: Changes) -> None:
     )
     tx.executemany("DELETE FROM widget_list_pins WHERE version_id = ? AND widget_id = ?", sorted(changes.unpinned))
 
-
-def encode_cursor(created_at: str, widget_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at}|{widget_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, widget_id = raw.split("|", 1)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("cursor is not one this API returned") from None
-    return created_at, widget_id
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:

@@ -112,7 +112,7 @@ class WidgetHistory(RuleBasedStateMachine):
         allowed = AllowedDomains.parse(domains)
         deleted = self.expected["deleted"]
         self.attempt(lambda: self.widget.change_domains(allowed, actor), actor, WidgetDeletedError if deleted else None)
-        if not deleted:
+        if not deleted and set(allowed.entries) != set(self.expected["domains"]):  # a new order alone changes nothing
             self.expected["domains"] = list(allowed.entries)
 
     @rule(pin=st.sampled_from(PINS), version_published=st.booleans(), actor=actors)
@@ -151,7 +151,7 @@ class WidgetHistory(RuleBasedStateMachine):
         if not deleted:
             self.expected["published"] = False
 
-    @rule(actor=actors, now=st.integers(0, 9))
+    @rule(actor=actors, now=st.integers(0, 19))
     def delete(self, actor: str, now: int) -> None:
         if now:  # rarely, so that most histories grow long enough to be snapshotted
             return
@@ -179,11 +179,12 @@ class WidgetHistory(RuleBasedStateMachine):
 
     @invariant()
     def the_store_gives_every_earlier_version_as_it_was(self) -> None:
-        for version in sorted(self.states)[-3:] + sorted(self.states)[:2]:
+        versions = sorted(self.states)
+        for version in {versions[0], versions[len(versions) // 2], versions[-2] if len(versions) > 1 else 1}:
             assert state_of(self.store.repository.get(self.widget.id, version=version)) == self.states[version]
 
 
 WidgetHistory.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=40, stateful_step_count=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestWidgetReplay = WidgetHistory.TestCase

@@ -32,8 +32,8 @@ export function renderForm(
   const titleId = `ar-f${n}`;
   const fields = form.fields.map((f, i) => {
     const c = control(f, `ar-f${n}-${i}`, t);
-    const text = [f.label, f.required && h('span', { class: 'sr' }, ` (${t.required})`), f.required && h('span', { 'aria-hidden': 'true' }, ' *')];
-    return { f, c, el: f.type === 'checkbox' ? h('label', { class: 'cb' }, c, ...text) : h('label', null, ...text, c) };
+    const text = h('span', null, f.label, f.required && h('span', { class: 'sr' }, ` (${t.required})`), f.required && h('span', { 'aria-hidden': 'true' }, ' *'));
+    return { f, c, el: f.type === 'checkbox' ? h('label', { class: 'cb' }, c, text) : h('label', null, text, c) };
   });
   const error = h('p', { class: 'err', role: 'alert', hidden: true }, t.formError);
   const button = h('button', { type: 'submit', class: 'btn', 'data-testid': `${testid}-submit` }, submitLabel);
@@ -50,7 +50,11 @@ export function renderForm(
     e.preventDefault();
     if (!el.reportValidity()) return;
     const values: Values = {};
-    for (const { f, c } of fields) values[f.name] = f.type === 'checkbox' ? (c as HTMLInputElement).checked : c.value.trim();
+    for (const { f, c } of fields) {
+      const v = f.type === 'checkbox' ? (c as HTMLInputElement).checked : c.value.trim();
+      // An optional field left empty is not sent: "" is not a valid email or phone number.
+      if (v !== '') values[f.name] = v;
+    }
     button.disabled = true;
     error.hidden = true;
     try {

@@ -21,7 +21,8 @@ function formIdOf(payload: string): string | null {
 }
 
 export async function connect(grant: LiveKitGrant, hooks: LiveHooks): Promise<LiveSession> {
-  setLogLevel(LogLevel.warn);
+  // The host page's console belongs to the site owner: only LiveKit's errors go there.
+  setLogLevel(LogLevel.error);
   const room = new Room({ audioCaptureDefaults: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
   let leaving = false;
 

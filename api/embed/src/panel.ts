@@ -88,7 +88,8 @@ export function buildUi(cfg: Config, t: Strings, locale: string): Ui {
 
   const noticeText = h('span');
   const retry = h('button', { type: 'button', class: 'btn', 'data-testid': 'anyreach-retry' }, t.retry);
-  const notice = h('div', { class: 'notice', role: 'alert', hidden: true }, noticeText, retry);
+  // The status line (role=status) already announces the state; the notice only offers the retry.
+  const notice = h('div', { class: 'notice', hidden: true }, noticeText, retry);
 
   const log = h('div', { class: 'log', role: 'log', 'aria-live': 'polite', 'aria-label': name, 'data-testid': 'anyreach-messages', tabindex: '0' });
   const quick = h('div', { class: 'quick', role: 'group', 'aria-label': t.suggestions });

@@ -1,10 +1,10 @@
 // Lives inside the shadow root: host-page rules cannot reach it, and it cannot reach the host page.
 
-const DARK = '--bg:#111827;--fg:#f9fafb;--mu:#9ca3af;--bd:#374151;--sf:#1f2937;';
+const DARK = 'color-scheme:dark;--bg:#111827;--fg:#f9fafb;--mu:#9ca3af;--bd:#374151;--sf:#1f2937;';
 
 export const CSS = `
 .root{--p:#2563eb;--op:#fff;--a:#0ea5e9;--bg:#fff;--fg:#111827;--mu:#4b5563;--bd:#e5e7eb;--sf:#f3f4f6;--sh:0 12px 40px rgba(0,0,0,.2);
-font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);text-align:left;-webkit-font-smoothing:antialiased}
+color-scheme:light;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);text-align:left;-webkit-font-smoothing:antialiased}
 .root[data-theme=dark]{${DARK}}
 @media (prefers-color-scheme:dark){.root[data-theme=auto]{${DARK}}}
 *,*::before,*::after{box-sizing:border-box}
@@ -27,6 +27,7 @@ header{display:flex;align-items:center;gap:10px;padding:10px 8px 10px 16px;backg
 header img{width:36px;height:36px;border-radius:50%;object-fit:cover;background:#fff}
 .hd{flex:1;min-width:0}
 h2{margin:0;font-size:16px;font-weight:600;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.status:empty{display:none}
 .status{margin:0;font-size:12px;display:flex;gap:6px;align-items:center;opacity:.9}
 .status::before{content:"";width:8px;height:8px;border-radius:50%;background:currentColor;opacity:.5;flex:none}
 .status[data-state=connected]::before{background:#22c55e;opacity:1}

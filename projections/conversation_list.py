@@ -1,0 +1,188 @@
+"""The admin read model of conversations, with their forms and feedback, in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import singledispatchmethod
+from typing import Any
+
+import msgspec
+
+from domain.conversation import Conversation
+from projections.cursor import decode_cursor, encode_cursor
+from infrastructure.sql import Database, Executor
+
+NAME = "conversation_list"
+APPLIED, STALE = 1, 0
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS projection_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS conversation_list (
+        id TEXT PRIMARY KEY, widget_id TEXT NOT NULL, organization_id TEXT NOT NULL,
+        started_at TEXT NOT NULL, row_json TEXT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS conversation_list_by_widget ON conversation_list (widget_id, started_at, id)""",
+]
+
+
+class SubmittedForm(msgspec.Struct):
+    form_id: str
+    values: dict[str, Any]
+    submitted_at: datetime
+
+
+class GivenFeedback(msgspec.Struct):
+    rating: int
+    comment: str | None
+    given_at: datetime
+
+
+class ConversationRow(msgspec.Struct, kw_only=True):
+    id: str
+    widget_id: str
+    organization_id: str
+    agent_id: str
+    agent_version_id: str
+    channel: str
+    started_at: datetime
+    updated_at: datetime
+    rooms: int = 1
+    ended: bool = False
+    ended_by: str | None = None
+    visitor: dict[str, Any] = {}
+    forms: list[SubmittedForm] = []
+    feedback: GivenFeedback | None = None
+    version: int
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(ConversationRow).decode
+
+
+class ConversationListProjection:
+    topics: Sequence[str] = (
+        "conversation.started", "conversation.resumed", "conversation.form_submitted",
+        "conversation.feedback_given", "conversation.ended",
+    )
+
+    def apply(self, events: Sequence[Any], source: ConversationListView) -> dict[str, ConversationRow]:
+        ids = {str(e.originator_id) for e in events if not isinstance(e, Conversation.Created)}
+        self.rows = source.load(ids)
+        self.changed: dict[str, ConversationRow] = {}
+        for event in events:
+            self.process_event(event)
+        return self.changed
+
+    def _touch(self, row: ConversationRow, event: Any) -> None:
+        row.updated_at, row.version = event.timestamp, event.originator_version
+        self.changed[row.id] = row
+
+    @singledispatchmethod
+    def process_event(self, event: Any) -> None:
+        """Other events change nothing here."""
+
+    @process_event.register
+    def _(self, event: Conversation.Created) -> None:
+        row = ConversationRow(
+            id=str(event.originator_id), widget_id=str(event.widget_id), organization_id=event.organization_id,
+            agent_id=str(event.agent_id), agent_version_id=str(event.agent_version_id), channel=event.channel,
+            started_at=event.timestamp, updated_at=event.timestamp, visitor=dict(event.visitor), version=1,
+        )
+        self.rows[row.id] = row
+        self._touch(row, event)
+
+    @process_event.register
+    def _(self, event: Conversation.Resumed) -> None:
+        if row := self.rows.get(str(event.originator_id)):
+            row.rooms += 1
+            row.ended, row.ended_by = False, None
+            row.agent_version_id = str(event.agent_version_id)
+            self._touch(row, event)
+
+    @process_event.register
+    def _(self, event: Conversation.FormSubmitted) -> None:
+        if row := self.rows.get(str(event.originator_id)):
+            row.forms = [*row.forms, SubmittedForm(event.form_id, dict(event.values), event.timestamp)]
+            self._touch(row, event)
+
+    @process_event.register
+    def _(self, event: Conversation.FeedbackGiven) -> None:
+        if row := self.rows.get(str(event.originator_id)):
+            row.feedback = GivenFeedback(event.rating, event.comment, event.timestamp)
+            self._touch(row, event)
+
+    @process_event.register
+    def _(self, event: Conversation.Ended) -> None:
+        if row := self.rows.get(str(event.originator_id)):
+            row.ended, row.ended_by = True, event.by
+            self._touch(row, event)
+
+
+class ConversationListView:
+    def __init__(self, db: Database | Executor, create: bool = True) -> None:
+        self.db = db
+        self.generation = 1
+        if create and isinstance(db, Database):
+            self.create_tables(db)
+
+    @staticmethod
+    def create_tables(db: Database) -> None:
+        with db.transaction() as tx:
+            for statement in SCHEMA:
+                tx.execute(statement)
+            tx.execute("INSERT INTO projection_positions (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", [NAME])
+
+    def position(self) -> int:
+        return int(self.db.query("SELECT position FROM projection_positions WHERE name = ?", [NAME])[0][0])
+
+    def is_current(self) -> bool:
+        return True
+
+    def load(self, ids: set[str]) -> dict[str, ConversationRow]:
+        found: dict[str, ConversationRow] = {}
+        ordered = sorted(ids)
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for (row_json,) in self.db.query(f"SELECT row_json FROM conversation_list WHERE id IN ({marks})", chunk):
+                row = _decode(row_json)
+                found[row.id] = row
+        return found
+
+    def commit(self, changes: dict[str, ConversationRow], first: int, last: int) -> int:
+        if isinstance(self.db, Executor):
+            return commit_in(self.db, changes, first, last)
+        with self.db.transaction() as tx:
+            return commit_in(tx, changes, first, last)
+
+    def page(self, organization_id: str, widget_id: str, limit: int, cursor: str | None) -> tuple[list[ConversationRow], str | None]:
+        """A widget's conversations, newest first."""
+        where, params = "organization_id = ? AND widget_id = ?", [organization_id, widget_id]
+        if cursor:
+            started_at, conversation_id = decode_cursor(cursor)
+            where += " AND (started_at < ? OR (started_at = ? AND id < ?))"
+            params += [started_at, started_at, conversation_id]
+        found = self.db.query(
+            f"SELECT row_json, started_at, id FROM conversation_list WHERE {where} ORDER BY started_at DESC, id DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        rows = [_decode(r[0]) for r in found[:limit]]
+        next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if len(found) > limit else None
+        return rows, next_cursor
+
+
+def commit_in(tx: Executor, changes: dict[str, ConversationRow], first: int, last: int) -> int:
+    moved = tx.execute("UPDATE projection_positions SET position = ? WHERE name = ? AND position < ?", [last, NAME, first])
+    if moved.rowcount != 1:
+        return STALE
+    tx.executemany(
+        """INSERT INTO conversation_list (id, widget_id, organization_id, started_at, row_json) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO UPDATE SET row_json = excluded.row_json""",
+        [(r.id, r.widget_id, r.organization_id, r.started_at.isoformat(), _encode(r).decode()) for r in changes.values()],
+    )
+    return APPLIED
+
+
+def reset_in(tx: Executor) -> None:
+    tx.execute("DELETE FROM conversation_list")
+    tx.execute("UPDATE projection_positions SET position = 0 WHERE name = ?", [NAME])
