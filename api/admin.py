@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -10,7 +11,10 @@ from litestar import Controller, Request, Response, delete, get, patch, post, pu
 from litestar.di import Provide
 from litestar.params import Body, Parameter
 
+from api.audit import After, History, widget_history
+from api.audit import Limit as HistoryLimit
 from api.admin_lists import ConversationPage, Cursor, Limit, list_conversations, list_widgets
+from api.deps import caller_from, services_from
 from api.errors import ApiError, Problem, ProblemField
 from api.schemas import (
     AgentCreate,
@@ -57,15 +61,6 @@ def idempotency_key(key: str | None) -> str | None:
 
 def with_etag(state: WidgetState, status: int = 200) -> Response[WidgetOut]:
     return Response(widget_out(state), status_code=status, headers={"ETag": f'"{state.widget.version}"'})
-
-
-def caller_from(request: Request[Any, Any, Any]) -> Caller:
-    services: Services = request.app.state.services
-    return services.tokens.verify(request.headers.get("authorization"))
-
-
-def services_from(request: Request[Any, Any, Any]) -> Services:
-    return request.app.state.services
 
 
 ERRORS = {400: Problem, 401: Problem, 403: Problem, 404: Problem, 409: Problem, 412: Problem, 413: Problem, 422: Problem}
@@ -124,11 +119,22 @@ class WidgetController(Controller):
     ) -> ConversationPage:
         return list_conversations(request, widget_id, cursor, limit)
 
+    @get("/{widget_id:uuid}/history", sync_to_thread=True, summary="The widget's events, oldest first (audit:read)")
+    def history(self, request: Request[Any, Any, Any], widget_id: UUID, after: After = 0, limit: HistoryLimit = 100) -> History:
+        return widget_history(request, widget_id, after, limit)
+
     @get("/{widget_id:uuid}", sync_to_thread=True)
     def get_widget(
         self, caller: Caller, services: Services, widget_id: UUID,
-        version: Annotated[int | None, Parameter(query="version", ge=1, required=False)] = None,
+        version: Annotated[int | None, Parameter(query="version", ge=1, required=False, description="As it stood at this version (audit:read)")] = None,
+        at: Annotated[datetime | None, Parameter(query="at", required=False, description="As it stood at this RFC 3339 time (audit:read)")] = None,
     ) -> Response[WidgetOut]:
+        if at is not None:
+            if at.tzinfo is None:
+                raise ApiError(400, "invalid_request", "The request is not valid",
+                               errors=[ProblemField("at", "must be an RFC 3339 time with a UTC offset")])
+            widget = services.history.widget_at_time(caller, widget_id, at)
+            return with_etag(services.widgets.state(caller, widget))
         if version is not None:
             caller.require("audit:read")
         return with_etag(services.widgets.get_widget(caller, widget_id, version))

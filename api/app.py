@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from api.admin import AgentController, WidgetController
+from api.audit import AuditController
 from api.errors import exception_handlers
 from api.middleware import RequestContextMiddleware
 from api.operations import ReadModelController, healthz, readyz
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = Litestar(
         route_handlers=[
-            healthz, readyz, ReadModelController, AgentController, WidgetController, PublicWidgetController, livekit_webhook,
+            healthz, readyz, ReadModelController, AgentController, WidgetController, AuditController, PublicWidgetController, livekit_webhook,
         ],
         exception_handlers=exception_handlers,
         middleware=[RequestContextMiddleware],

@@ -84,7 +84,7 @@ def project() -> None:
 
 
 @main.command()
-@click.option("--projection", type=click.Choice(["public_lookup", "widget_list", "conversation_list"]), default=None, help="Only this one.")
+@click.option("--projection", type=click.Choice(["public_lookup", "widget_list", "conversation_list", "audit_feed"]), default=None, help="Only this one.")
 def rebuild(projection: str | None) -> None:
     """Replay the event store into fresh read models and switch readers over."""
     from infrastructure.eventstore import open_event_store

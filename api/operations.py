@@ -9,10 +9,9 @@ import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
-from api.admin import caller_from, services_from
+from api.deps import caller_from, services_from
 from api.errors import ApiError
 from api.services import Services
-from projections.setup import CONVERSATION_LIST, PUBLIC_LOOKUP, WIDGET_LIST
 
 
 class ProjectionStatus(msgspec.Struct):
@@ -34,22 +33,7 @@ async def healthz() -> dict[str, str]:
 
 
 def positions(services: Services) -> dict[str, int]:
-    """Where each projection stands, whether it runs here or in a `widgets project` process."""
-    runners = services.read_models.runners
-    found = {name: runner.position for name, runner in runners.items()}
-    if WIDGET_LIST not in found:
-        found[WIDGET_LIST] = services.read_models.list_view.position()
-    if CONVERSATION_LIST not in found:
-        found[CONVERSATION_LIST] = services.read_models.conversation_view.position()
-    if PUBLIC_LOOKUP not in found and services.settings.redis_url:
-        from projections.setup import redis_public_view, sync_redis
-
-        client = sync_redis(services.settings)
-        try:
-            found[PUBLIC_LOOKUP] = redis_public_view(client, services.settings).position()
-        finally:
-            client.close()
-    return found
+    return services.read_models.positions()
 
 
 def _readiness(services: Services) -> Readiness:

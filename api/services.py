@@ -10,6 +10,7 @@ import structlog
 
 from application.agents import AgentService
 from application.conversations import ConversationService
+from application.history import HistoryService
 from application.store import EventStore
 from application.widgets import WidgetService
 from infrastructure.auth import TokenAuthority
@@ -33,6 +34,7 @@ class Services:
     agents: AgentService
     widgets: WidgetService
     conversations: ConversationService
+    history: HistoryService
     webhooks: LiveKitWebhooks
     rate_limits: PublicRateLimits
     reader: Any = None  # the public reader; built on the event loop at startup
@@ -54,6 +56,7 @@ class Services:
             tokens=TokenAuthority(settings.auth_secret),
             agents=agents,
             widgets=WidgetService(store, agents),
+            history=HistoryService(store),
             conversations=ConversationService(
                 store,
                 LiveKitIssuer(

@@ -65,7 +65,9 @@ class ConversationListProjection:
         "conversation.feedback_given", "conversation.ended",
     )
 
-    def apply(self, events: Sequence[Any], source: ConversationListView) -> dict[str, ConversationRow]:
+    def apply(
+        self, events: Sequence[Any], source: ConversationListView, positions: Sequence[int] = ()
+    ) -> dict[str, ConversationRow]:
         ids = {str(e.originator_id) for e in events if not isinstance(e, Conversation.Created)}
         self.rows = source.load(ids)
         self.changed: dict[str, ConversationRow] = {}
@@ -119,6 +121,10 @@ class ConversationListProjection:
 
 
 class ConversationListView:
+    @staticmethod
+    def reset(tx: Executor) -> None:
+        reset_in(tx)
+
     def __init__(self, db: Database | Executor, create: bool = True) -> None:
         self.db = db
         self.generation = 1

@@ -20,9 +20,6 @@ from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from projections.public_views import RedisKeys, RedisPublicView, current_generation
 from projections.runner import ProjectionRunner
-from projections import conversation_list, widget_list
-from projections.conversation_list import ConversationListProjection, ConversationListView
-from projections.widget_list import WidgetListView
 
 Progress = Callable[[int, int], None]  # (position reached, events applied)
 
@@ -68,34 +65,29 @@ def drop_generation(client: redis.Redis, prefix: str, generation: int) -> int:
     return dropped
 
 
-def rebuild_sql(store: EventStore, db: Database, on_page: Progress | None = None) -> int:
-    """Replay the admin widget list inside one transaction; returns the position reached."""
-    WidgetListView.create_tables(db)
-    with db.transaction() as tx:
-        widget_list.reset_in(tx)
-        runner = ProjectionRunner("rebuild-widget_list", store, WidgetListView(tx, create=False))
-        runner.catch_up(on_page=on_page)
-        return runner.position
+def rebuild_sql(store: EventStore, db: Database, name: str = "widget_list", on_page: Progress | None = None) -> int:
+    """Replay one SQL read model inside one transaction; returns the position reached.
 
+    Readers keep seeing the old model until the commit; the live runner's next
+    page then meets a position it has passed, and carries on after it.
+    """
+    from projections.setup import SQL_PROJECTIONS
 
-def rebuild_conversations(store: EventStore, db: Database, on_page: Progress | None = None) -> int:
-    """Replay the admin conversation list inside one transaction; returns the position reached."""
-    ConversationListView.create_tables(db)
+    view_class, projection_class = SQL_PROJECTIONS[name]
+    view_class.create_tables(db)
     with db.transaction() as tx:
-        conversation_list.reset_in(tx)
-        view = ConversationListView(tx, create=False)
-        runner = ProjectionRunner("rebuild-conversation_list", store, view, projection_factory=ConversationListProjection)
+        view_class.reset(tx)
+        runner = ProjectionRunner(f"rebuild-{name}", store, view_class(tx, create=False), projection_factory=projection_class)
         runner.catch_up(on_page=on_page)
         return runner.position
 
 
 def rebuild(settings: Settings, store: EventStore, db: Database, names: tuple[str, ...], on_page: Progress | None = None) -> None:
-    from projections.setup import CONVERSATION_LIST, PUBLIC_LOOKUP, WIDGET_LIST, sync_redis
+    from projections.setup import PUBLIC_LOOKUP, SQL_PROJECTIONS, sync_redis
 
-    if WIDGET_LIST in names:
-        rebuild_sql(store, db, on_page)
-    if CONVERSATION_LIST in names:
-        rebuild_conversations(store, db, on_page)
+    for name in names:
+        if name in SQL_PROJECTIONS:
+            rebuild_sql(store, db, name, on_page)
     if PUBLIC_LOOKUP in names and settings.redis_url:
         client = sync_redis(settings)
         try:

@@ -89,7 +89,7 @@ class ProjectionRunner:
     def _apply_page(self, notifications: Any, first: int, last: int) -> None:
         try:
             events = [self.store.mapper.to_domain_event(n) for n in notifications]
-            changes = self.projection_factory().apply(events, self.view)
+            changes = self.projection_factory().apply(events, self.view, positions=[n.id for n in notifications])
             result = self.view.commit(changes, first, last)
         except Exception as error:
             position = notifications[0].id if notifications else first

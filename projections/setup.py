@@ -3,35 +3,52 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
 from application.store import EventStore
 from infrastructure.settings import Settings
 from infrastructure.sql import Database
+from projections.audit_feed import AuditFeedProjection, AuditFeedView
 from projections.conversation_list import ConversationListProjection, ConversationListView
 from projections.public_views import InProcessPublicView, RedisPublicView, current_generation
 from projections.runner import ProjectionRunner
 from projections.widget_list import WidgetListView
+from projections.widget_rows import WidgetRowsProjection
 
 PUBLIC_LOOKUP = "public_lookup"
 WIDGET_LIST = "widget_list"
 CONVERSATION_LIST = "conversation_list"
-PROJECTIONS = (PUBLIC_LOOKUP, WIDGET_LIST, CONVERSATION_LIST)
+AUDIT_FEED = "audit_feed"
+PROJECTIONS = (PUBLIC_LOOKUP, WIDGET_LIST, CONVERSATION_LIST, AUDIT_FEED)
+SQL_PROJECTIONS = {
+    WIDGET_LIST: (WidgetListView, WidgetRowsProjection),
+    CONVERSATION_LIST: (ConversationListView, ConversationListProjection),
+    AUDIT_FEED: (AuditFeedView, AuditFeedProjection),
+}
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
 
 
+def redis_public_view(client: redis.Redis, settings: Settings) -> RedisPublicView:
+    return RedisPublicView(client, settings.redis_prefix, current_generation(client, settings.redis_prefix))
+
+
 @dataclass
 class ReadModels:
     """The read models of one process, and the runners that keep them (when they run here)."""
 
-    list_view: WidgetListView
-    conversation_view: ConversationListView
-    public_view: InProcessPublicView | None
+    settings: Settings
+    views: dict[str, Any]
     runners: dict[str, ProjectionRunner] = field(default_factory=dict)
+
+    list_view = property(lambda self: self.views[WIDGET_LIST])
+    conversation_view = property(lambda self: self.views[CONVERSATION_LIST])
+    audit_view = property(lambda self: self.views[AUDIT_FEED])
+    public_view = property(lambda self: self.views.get(PUBLIC_LOOKUP))
 
     def start(self) -> None:
         for runner in self.runners.values():
@@ -45,28 +62,34 @@ class ReadModels:
     def wait(self, position: int, timeout: float) -> bool:
         return all(r.wait(position, timeout) for r in self.runners.values())
 
-
-def redis_public_view(client: redis.Redis, settings: Settings) -> RedisPublicView:
-    return RedisPublicView(client, settings.redis_prefix, current_generation(client, settings.redis_prefix))
+    def positions(self) -> dict[str, int]:
+        """Where each projection stands, whether it runs here or in a `widgets project` process."""
+        found = {name: runner.position for name, runner in self.runners.items()}
+        for name, view in self.views.items():
+            if name not in found and view is not None:
+                found[name] = view.position()
+        if PUBLIC_LOOKUP not in found and self.settings.redis_url:
+            client = sync_redis(self.settings)
+            try:
+                found[PUBLIC_LOOKUP] = redis_public_view(client, self.settings).position()
+            finally:
+                client.close()
+        return found
 
 
 def build_runners(settings: Settings, store: EventStore, db: Database, names: tuple[str, ...] = PROJECTIONS) -> ReadModels:
-    list_view = WidgetListView(db)
-    public_view = InProcessPublicView() if not settings.redis_url else None
-    conversation_view = ConversationListView(db)
-    models = ReadModels(list_view=list_view, conversation_view=conversation_view, public_view=public_view)
-    if WIDGET_LIST in names:
-        models.runners[WIDGET_LIST] = ProjectionRunner(WIDGET_LIST, store, list_view)
-    if CONVERSATION_LIST in names:
-        models.runners[CONVERSATION_LIST] = ProjectionRunner(
-            CONVERSATION_LIST, store, conversation_view, projection_factory=ConversationListProjection
-        )
-    if PUBLIC_LOOKUP in names:
-        if public_view is not None:
-            models.runners[PUBLIC_LOOKUP] = ProjectionRunner(PUBLIC_LOOKUP, store, public_view)
-        else:
+    views: dict[str, Any] = {name: view_class(db) for name, (view_class, _) in SQL_PROJECTIONS.items()}
+    if not settings.redis_url:
+        views[PUBLIC_LOOKUP] = InProcessPublicView()
+    models = ReadModels(settings=settings, views=views)
+    for name in names:
+        if name in SQL_PROJECTIONS:
+            models.runners[name] = ProjectionRunner(name, store, views[name], projection_factory=SQL_PROJECTIONS[name][1])
+        elif name == PUBLIC_LOOKUP and not settings.redis_url:
+            models.runners[name] = ProjectionRunner(name, store, views[name])
+        elif name == PUBLIC_LOOKUP:
             client = sync_redis(settings)
-            models.runners[PUBLIC_LOOKUP] = ProjectionRunner(
-                PUBLIC_LOOKUP, store, redis_public_view(client, settings), reopen=lambda: redis_public_view(client, settings)
+            models.runners[name] = ProjectionRunner(
+                name, store, redis_public_view(client, settings), reopen=lambda: redis_public_view(client, settings)
             )
     return models

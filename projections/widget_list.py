@@ -34,6 +34,10 @@ _decode_row = msgspec.json.Decoder(WidgetRow).decode
 
 
 class WidgetListView:
+    @staticmethod
+    def reset(tx: Executor) -> None:
+        reset_in(tx)
+
     def __init__(self, db: Database | Executor, create: bool = True) -> None:
         self.db = db
         self.generation = 1

@@ -85,7 +85,7 @@ class WidgetRowsProjection:
         "agent.version_created", "agent.version_published", "agent.version_unpublished",
     )
 
-    def apply(self, events: Sequence[Any], source: RowSource) -> Changes:
+    def apply(self, events: Sequence[Any], source: RowSource, positions: Sequence[int] = ()) -> Changes:
         widget_ids, version_ids = touched_ids(events)
         self.rows, self.versions = source.load(widget_ids, version_ids)
         self.source = source

@@ -20,6 +20,7 @@ from application.commands import Caller
 from application.errors import ConflictError
 from application.store import EventStore
 from application.widgets import WidgetService
+from domain import event_types
 from domain.config import parse_config
 from domain.domains import AllowedDomains
 from domain.errors import DomainError, NotFoundError
@@ -153,10 +154,12 @@ def random_history(
                 admin.publish_version(rng.choice(agent_versions))
             elif roll < 0.94:
                 admin.unpublish_version(rng.choice(agent_versions))
-            elif roll < 0.97:
+            elif roll < 0.96:
                 admin.widget(rng.choice(by_agent[rng.choice(fleet)]), domains=rng.sample(DOMAIN_POOL, 2))
-            else:
+            elif roll < 0.975:
                 admin.delete(widget_id)
+            else:
+                admin.configure(widget_id, {})
         except (DomainError, NotFoundError, ConflictError):
             pass
     return issued
@@ -231,12 +234,9 @@ def test_events_outside_the_read_model_change_nothing(admin: Admin, store: Event
 
 
 def test_the_projection_subscribes_to_every_widget_event_type() -> None:
-    widget_topics = {topic for topic in WidgetRowsProjection.topics if topic.startswith("widget.")}
-    assert widget_topics == {
-        "widget.created", "widget.domains_changed", "widget.version_pinned", "widget.config_changed",
-        "widget.published", "widget.unpublished", "widget.deleted",
-    }
-    assert {"agent.version_published", "agent.version_unpublished"} <= set(WidgetRowsProjection.topics)
+    widget_topics = {value for name, value in vars(event_types).items() if name.startswith("WIDGET_")}
+    assert widget_topics <= set(WidgetRowsProjection.topics)
+    assert {event_types.AGENT_VERSION_PUBLISHED, event_types.AGENT_VERSION_UNPUBLISHED} <= set(WidgetRowsProjection.topics)
 
 
 # ---- rows follow the aggregates ----------------------------------------------------------

@@ -1,6 +1,7 @@
 // Entry of embed.js: finds its <script>, starts the widget it names and
 // exposes the page API as window.Anyreach (the only global it defines).
-import { Widget, type EventName, type Listener, type WidgetApi } from './widget';
+import type { EventName, Listener } from './events';
+import { Widget, type WidgetApi } from './widget';
 
 interface PageApi extends Omit<WidgetApi, 'id'> {
   /** One widget by id; without an id, the first one on the page. */

@@ -1,0 +1,60 @@
+"""Auditors' API: a widget's history, and the organization's event feed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, get
+from litestar.params import Parameter
+from msgspec import Struct
+
+from api.deps import caller_from, services_from
+from application.history import AUDIT
+from domain.records import EventRecord
+from projections.audit_feed import FeedEvent
+
+After = Annotated[int, Parameter(query="after", ge=0, description="Return events after this version / position")]
+Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
+
+
+class HistoryEvent(Struct):
+    widget_id: UUID
+    version: int
+    type: str
+    occurred_at: datetime
+    actor: str
+    data: dict[str, Any]
+
+
+class History(Struct):
+    items: list[HistoryEvent]
+    next_after: int | None
+
+
+class Feed(Struct):
+    items: list[FeedEvent]
+    next_after: int
+
+
+def history_item(record: EventRecord) -> HistoryEvent:
+    return HistoryEvent(record.aggregate_id, record.version, record.type, record.occurred_at, record.actor, record.data)
+
+
+def widget_history(request: Request[Any, Any, Any], widget_id: UUID, after: int, limit: int) -> History:
+    records = services_from(request).history.widget_history(caller_from(request), widget_id, after, limit)
+    items = [history_item(r) for r in records]
+    return History(items=items, next_after=items[-1].version if len(items) == limit else None)
+
+
+class AuditController(Controller):
+    path = "/v1/audit"
+    tags = ["audit"]
+
+    @get("/events", sync_to_thread=True, summary="The organization's events across widgets, agents and conversations, in commit order")
+    def events(self, request: Request[Any, Any, Any], after: After = 0, limit: Limit = 100) -> Feed:
+        caller = caller_from(request)
+        caller.require(AUDIT)
+        items = services_from(request).read_models.audit_view.page(caller.organization_id, after, limit)
+        return Feed(items=items, next_after=items[-1].position if items else after)

@@ -1,0 +1,178 @@
+"""Granian against uvicorn, one worker each, on a bare Litestar route and on our app's `/healthz`.
+
+    uv run python -m tests.bench.bench_servers [--duration 10] [--runs 3] [--connections 64]
+
+Each server runs on 127.0.0.1 with one worker pinned to core 0 (`taskset -c 0`),
+and wrk loads it from core 1 over loopback. Runs are interleaved (every server
+and route once, then again) so that drift on the machine hits all of them alike,
+and the table shows the median of the runs. Needs `wrk` (`apt-get install -y wrk`).
+Our app is started in its embedded mode from a temporary folder; `/healthz`
+touches no store, so the figure is the server plus our middleware and routing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+from litestar import Litestar, get
+
+BARE_APP = "tests.bench.bench_servers:bare_app"
+OUR_APP = "api.app:create_app"
+
+
+class Pong(msgspec.Struct):
+    status: str
+    count: int
+
+
+@get("/ping")
+async def ping() -> Pong:
+    return Pong(status="ok", count=1)
+
+
+def bare_app() -> Litestar:
+    """A Litestar app with one route returning a small msgspec struct: the server's own ceiling."""
+    return Litestar(route_handlers=[ping], openapi_config=None, debug=False)
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    factory: str
+    path: str
+
+
+TARGETS = (Target("bare Litestar /ping", BARE_APP, "/ping"), Target("our app /healthz", OUR_APP, "/healthz"))
+
+
+def server_command(server: str, factory: str, port: int) -> list[str]:
+    if server == "granian":
+        return [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-ws", factory]
+    return [sys.executable, "-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+            "--no-access-log", factory]
+
+
+SERVERS = ("granian", "uvicorn")
+
+
+def pinned(core: int, command: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core), *command]
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(port: int, path: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before serving")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing served http://127.0.0.1:{port}{path} within {timeout}s")
+
+
+@dataclass(frozen=True)
+class Measure:
+    requests_per_second: float
+    p99_ms: float
+    errors: int
+
+
+def parse_wrk(output: str) -> Measure:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    if not rps or not p99:
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return Measure(float(rps.group(1)), float(p99.group(1)) * scale, errors + (int(non_2xx.group(1)) if non_2xx else 0))
+
+
+def wrk(port: int, path: str, duration: int, connections: int) -> Measure:
+    command = pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}{path}"])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, check=True)
+    return parse_wrk(done.stdout)
+
+
+def measure(server: str, target: Target, duration: int, connections: int, env: dict[str, str]) -> Measure:
+    port = free_port()
+    process = subprocess.Popen(pinned(0, server_command(server, target.factory, port)), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_until_serving(port, target.path, process)
+        wrk(port, target.path, 2, connections)  # warm-up, not counted
+        return wrk(port, target.path, duration, connections)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per server and route; the median is shown (default 3)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: apt-get install -y wrk")
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory(prefix="widgets-bench-") as data_dir:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WIDGETS_")}
+        env.update(WIDGETS_DATA_DIR=data_dir, WIDGETS_LOG_LEVEL="warning", WIDGETS_LOG_FORMAT="json",
+                   PYTHONPATH=str(root) + os.pathsep + env.get("PYTHONPATH", ""))
+        results: dict[tuple[str, str], list[Measure]] = {}
+        for run in range(args.runs):
+            for target in TARGETS:
+                for server in SERVERS if run % 2 == 0 else tuple(reversed(SERVERS)):
+                    found = measure(server, target, args.duration, args.connections, env)
+                    results.setdefault((server, target.label), []).append(found)
+                    print(f"run {run + 1}: {server:8} {target.label:22} {found.requests_per_second:9.0f} req/s "
+                          f"p99 {found.p99_ms:6.2f} ms errors {found.errors}", file=sys.stderr, flush=True)
+    print(f"\n{args.runs} x {args.duration} s, {args.connections} connections, one worker on core 0, wrk on core 1 "
+          f"(median of runs)\n")
+    print(f"| {'route':22} | {'server':8} | {'req/s':>8} | {'p99 ms':>7} | {'errors':>6} | {'vs uvicorn':>10} |")
+    print(f"| {'-' * 22} | {'-' * 8} | {'-' * 8}: | {'-' * 6}: | {'-' * 5}: | {'-' * 9}: |")
+    for target in TARGETS:
+        base = statistics.median(m.requests_per_second for m in results[("uvicorn", target.label)])
+        for server in SERVERS:
+            runs = results[(server, target.label)]
+            rps = statistics.median(m.requests_per_second for m in runs)
+            p99 = statistics.median(m.p99_ms for m in runs)
+            errors = sum(m.errors for m in runs)
+            print(f"| {target.label:22} | {server:8} | {rps:8.0f} | {p99:7.2f} | {errors:6d} | {rps / base:10.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Stores for the projection tests: the real PostgreSQL, Redis and SQLite, fresh per test.
+
+Also `dump_*`: a read model's whole stored state as plain data, to compare one
+store with another (an incremental run against a rebuild) byte for byte.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from application.store import EventStore
+from infrastructure.eventstore import open_event_store
+from infrastructure.settings import Settings
+from infrastructure.sql import Database
+from projections.public_entry import encode_entry
+from projections.public_views import InProcessPublicView, RedisKeys
+from projections.widget_list import TABLES, WidgetListView
+
+
+@pytest.fixture
+def pg_store(production_settings: Settings) -> Iterator[EventStore]:
+    """The event store as production opens it, in this test's schema."""
+    store = open_event_store(production_settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def pg_db(production_settings: Settings) -> Iterator[Database]:
+    db = Database(production_settings)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def sqlite_store(embedded_settings: Settings) -> Iterator[EventStore]:
+    store = open_event_store(embedded_settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def sqlite_db(embedded_settings: Settings) -> Iterator[Database]:
+    db = Database(embedded_settings)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def redis_client(redis_server_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def other_pg_schema(pg_server_url: str) -> Iterator[str]:
+    """A second fresh schema, for a rebuild to compare with."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield schema
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def other_pg_db(production_settings: Settings, other_pg_schema: str) -> Iterator[Database]:
+    db = Database(replace(production_settings, database_schema=other_pg_schema))
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def other_redis_prefix(redis_client: redis.Redis, redis_prefix: str) -> Iterator[str]:
+    """A second fresh key prefix, for a rebuild to compare with."""
+    prefix = f"{redis_prefix}other:"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+def dump_redis_generation(client: redis.Redis, prefix: str, generation: int) -> dict[str, Any]:
+    """Every key of one generation (without the prefix), as bytes or, for sets, a set of bytes."""
+    base = RedisKeys(prefix, generation).base
+    found: dict[str, Any] = {}
+    for key in client.scan_iter(match=f"{base}*", count=1000):
+        name = key.decode()[len(base):]
+        kind = client.type(key)
+        found[name] = client.smembers(key) if kind == b"set" else client.get(key)
+    return found
+
+
+def dump_sql(db: Database) -> dict[str, Any]:
+    found: dict[str, Any] = {table: sorted(db.query(f"SELECT * FROM {table}")) for table in TABLES}
+    found["position"] = WidgetListView(db, create=False).position()
+    return found
+
+
+def dump_in_process(view: InProcessPublicView) -> dict[str, Any]:
+    return {
+        "entries": {w: encode_entry(e) for w, e in view.entries.items()},
+        "versions": dict(view.versions),
+        "pins": {v: set(ws) for v, ws in view.pins.items() if ws},
+        "position": view.position(),
+    }
+
