@@ -107,6 +107,55 @@ def rebuild(projection: str | None) -> None:
 
 
 @main.command()
+def verify() -> None:
+    """Replay every read model into scratch space and compare it with the live one; exit 1 on any difference."""
+    from infrastructure.eventstore import open_event_store
+    from infrastructure.sql import Database
+    from projections.verify import verify as run_verify
+
+    settings = Settings.from_env()
+    store, db = open_event_store(settings), Database(settings)
+    try:
+        differences, checked = run_verify(settings, store, db, None)
+    finally:
+        db.close()
+        store.close()
+    for difference in differences:
+        click.echo(str(difference))
+    click.echo(f"Checked {', '.join(checked)}: {len(differences)} difference(s).", err=True)
+    if not settings.redis_url:
+        click.echo("public_lookup is in-process in the embedded mode and is rebuilt by each server at start.", err=True)
+    raise SystemExit(1 if differences else 0)
+
+
+@main.command()
+@click.argument("widget_id", type=click.UUID)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, as the history endpoint returns.")
+def history(widget_id: object, as_json: bool) -> None:
+    """Print a widget's events, oldest first."""
+    import msgspec
+
+    from domain.records import describe
+    from infrastructure.eventstore import open_event_store
+
+    store = open_event_store(Settings.from_env())
+    try:
+        records = [describe(e) for e in store.events.get(widget_id)]  # type: ignore[arg-type]
+    finally:
+        store.close()
+    if not records or records[0].type != "widget.created":
+        raise click.ClickException(f"No widget {widget_id} in the event store.")
+    if as_json:
+        items = [{"widget_id": r.aggregate_id, "version": r.version, "type": r.type, "occurred_at": r.occurred_at,
+                  "actor": r.actor, "data": r.data} for r in records]
+        click.echo(msgspec.json.encode({"items": items}).decode())
+        return
+    for r in records:
+        data = msgspec.json.encode(r.data).decode()
+        click.echo(f"{r.version:>5}  {r.occurred_at.isoformat(timespec='seconds')}  {r.type:<24} {r.actor:<16} {data}")
+
+
+@main.command()
 @click.option("--org", required=True, help="Organization id (the org_id claim).")
 @click.option("--sub", default="dev", show_default=True, help="Actor recorded on every event.")
 @click.option("--scope", default="widgets:write widgets:read audit:read", show_default=True, help="Space-separated scopes.")

@@ -718,7 +718,8 @@ def ratio(run: dict[str, Any], base: dict[str, Any]) -> float:
 
 def markdown(lag: dict[str, Any] | None, rebuild: dict[str, Any] | None, meta: dict[str, Any]) -> str:
     out = [
-        f"Measured with `{meta['command']}` on {meta['machine']} ({meta['date']}).",
+        f"Measured with `{meta['command']}` on {meta['machine']} ({meta['date']}; "
+        f"1-minute load average {meta['load_start']:.1f} at the start, {meta['load_end']:.1f} at the end).",
         "Lag is the time from `store.save` returning to the widget's Redis key showing that version "
         f"(polled every {POLL_INTERVAL * 1000:.1f} ms), with `widgets project` in its own process.",
         "",
@@ -814,6 +815,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "command": "uv run python -m tests.bench.bench_projections" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip(),
         "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
         "date": time.strftime("%Y-%m-%d"),
+        "load_start": os.getloadavg()[0],
     }
     lag = rebuild = None
     try:
@@ -826,6 +828,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
             rebuild = bench_rebuild(scratch, sizes, gen_budget=args.gen_budget, profile=args.profile, log=log)
     finally:
         scratch.cleanup()
+    meta["load_end"] = os.getloadavg()[0]
     table = markdown(lag, rebuild, meta)
     log("\n# Results (paste into the README's performance section)\n")
     log(table)

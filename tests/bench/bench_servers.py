@@ -163,7 +163,7 @@ def main() -> None:
     print(f"\n{args.runs} x {args.duration} s, {args.connections} connections, one worker on core 0, wrk on core 1 "
           f"(median of runs)\n")
     print(f"| {'route':22} | {'server':8} | {'req/s':>8} | {'p99 ms':>7} | {'errors':>6} | {'vs uvicorn':>10} |")
-    print(f"| {'-' * 22} | {'-' * 8} | {'-' * 8}: | {'-' * 6}: | {'-' * 5}: | {'-' * 9}: |")
+    print(f"| {'-' * 22} | {'-' * 8} | {'-' * 7}: | {'-' * 6}: | {'-' * 5}: | {'-' * 9}: |")
     for target in TARGETS:
         base = statistics.median(m.requests_per_second for m in results[("uvicorn", target.label)])
         for server in SERVERS:

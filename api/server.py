@@ -1,0 +1,44 @@
+"""The production ASGI server behind `widgets serve` and the container image: granian.
+
+Chosen by measuring (`uv run python -m tests.bench.bench_servers`): on one
+worker pinned to one core, granian served more requests a second than uvicorn
+(uvloop, httptools) with a lower p99, on a bare Litestar route and on our own
+app. It also ends with status 0 after a SIGTERM, where uvicorn re-raises the
+signal and so ends "killed by SIGTERM".
+
+On SIGTERM or SIGINT the main process closes its listening socket and asks every
+worker to stop: a worker stops accepting, finishes the requests it has already
+read (including one whose body is still arriving), closes idle keep-alive
+connections, runs the app's shutdown (stores closed), and exits. A worker
+still busy after `graceful_timeout` seconds is killed. A worker that dies on
+its own (its app failed to start, for example because the stores stayed
+unreachable past WIDGETS_STARTUP_TIMEOUT) stops the whole server with status 1,
+so that the supervisor (Kubernetes, compose) restarts it with backoff rather
+than this process respawning it in a loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def run_server(app_factory_path: str, host: str, port: int, workers: int, graceful_timeout: float) -> None:
+    """Serve the app that `app_factory_path` ("module:function") builds, in `workers` processes, until SIGTERM."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server(
+        app_factory_path,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,  # with lifespan: the app's on_startup / on_shutdown run in every worker
+        factory=True,  # each worker calls the factory, so nothing built in this process is shared across fork
+        workers=max(1, workers),
+        http=HTTPModes.auto,
+        websockets=False,  # no route of ours is a websocket
+        log_level=LogLevels.warning,  # our own structured logs say what matters; no access log
+        log_access=False,
+        respawn_failed_workers=False,
+        workers_kill_timeout=max(1, math.ceil(graceful_timeout)),
+    ).serve()

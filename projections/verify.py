@@ -1,0 +1,173 @@
+"""`widgets verify`: replay every read model into scratch space and compare it with the live one.
+
+Nothing live is touched: SQL models replay into a scratch schema (PostgreSQL)
+or file (SQLite), the Redis lookup into a scratch key prefix, each up to the
+position the live model has reached. A model still moving is compared again
+at its new position, so only differences that persist are reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import psycopg
+import redis
+
+from application.store import EventStore
+from infrastructure.settings import Settings
+from infrastructure.sql import Database
+from projections.public_entry import decode_entry
+from projections.public_views import RedisKeys, RedisPublicView, current_generation
+from projections.rebuild import drop_generation
+from projections.runner import ProjectionRunner
+from projections.setup import PUBLIC_LOOKUP, SQL_PROJECTIONS, sync_redis
+
+ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class Difference:
+    model: str
+    item: str
+    field: str
+    live: Any
+    replayed: Any
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.item} {self.field}: live={self.live!r} replayed={self.replayed!r}"
+
+
+def _json(text: str) -> Any:
+    return msgspec.json.decode(text)
+
+
+def dump_sql(db: Database, name: str) -> dict[str, Any]:
+    """Every row of one SQL read model, keyed by kind and id."""
+    out: dict[str, Any] = {}
+    if name == "widget_list":
+        out |= {f"widget {i}": _json(j) for i, j in db.query("SELECT id, row_json FROM widget_list")}
+        out |= {f"version {v}": bool(p) for v, p in db.query("SELECT version_id, published FROM widget_list_versions")}
+        for version_id, widget_id in db.query("SELECT version_id, widget_id FROM widget_list_pins"):
+            out.setdefault(f"pins {version_id}", set()).add(widget_id)
+    elif name == "conversation_list":
+        out |= {f"conversation {i}": _json(j) for i, j in db.query("SELECT id, row_json FROM conversation_list")}
+    elif name == "audit_feed":
+        out |= {f"event {p}": {"organization_id": o, **_json(j)} for p, o, j in
+                db.query("SELECT position, organization_id, event_json FROM audit_feed")}
+        out |= {f"owner {a}": o for a, o in db.query("SELECT aggregate_id, organization_id FROM audit_owners")}
+    return out
+
+
+def dump_redis(client: redis.Redis, keys: RedisKeys) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for raw in client.scan_iter(match=f"{keys.base}*", count=1000):
+        key = raw.decode()[len(keys.base):]
+        kind, _, ident = key.partition(":")
+        if kind == "w":
+            entry = decode_entry(client.get(raw))
+            out[f"widget {ident}"] = {**msgspec.to_builtins(entry.row), "matcher": sorted(entry.matcher.exact | {f"*{w}" for w in entry.matcher.wildcard}),
+                                      "body": _json(entry.body), "etag": entry.etag}
+        elif kind == "v":
+            out[f"version {ident}"] = client.get(raw).decode()
+        elif kind == "p":
+            out[f"pins {ident}"] = {m.decode() for m in client.smembers(raw)}
+    return out
+
+
+def compare(model: str, live: dict[str, Any], replayed: dict[str, Any]) -> list[Difference]:
+    found: list[Difference] = []
+    for item in sorted(live.keys() | replayed.keys()):
+        a, b = live.get(item, _MISSING), replayed.get(item, _MISSING)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += [Difference(model, item, f, a.get(f, _MISSING), b.get(f, _MISSING))
+                      for f in sorted(a.keys() | b.keys()) if a.get(f, _MISSING) != b.get(f, _MISSING)]
+        else:
+            found.append(Difference(model, item, "(value)", a, b))
+    return found
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+@contextmanager
+def scratch_database(settings: Settings) -> Iterator[Database]:
+    if settings.database_url:
+        schema = f"verify_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        db = Database(dataclasses.replace(settings, database_schema=schema))
+        try:
+            yield db
+        finally:
+            db.close()
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    else:
+        folder = tempfile.mkdtemp(prefix="widgets-verify-")
+        db = Database(dataclasses.replace(settings, data_dir=folder))
+        try:
+            yield db
+        finally:
+            db.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _converge(model: str, live_position: Any, dump_live: Any, runner: ProjectionRunner, dump_replayed: Any) -> list[Difference]:
+    differences: list[Difference] = []
+    for _ in range(ROUNDS):
+        position = live_position()
+        runner.catch_up(stop_at=position)
+        differences = compare(model, dump_live(), dump_replayed())
+        if not differences or live_position() == position:
+            return differences
+    return differences
+
+
+def verify(settings: Settings, store: EventStore, db: Database, live_positions: Any) -> tuple[list[Difference], list[str]]:
+    """Compare every read model with a replay; returns the differences and the models checked."""
+    differences: list[Difference] = []
+    checked: list[str] = []
+    with scratch_database(settings) as scratch:
+        for name, (view_class, projection_class) in SQL_PROJECTIONS.items():
+            live_view = view_class(db)
+            runner = ProjectionRunner(f"verify-{name}", store, view_class(scratch), projection_factory=projection_class)
+            differences += _converge(name, live_view.position, lambda n=name: dump_sql(db, n), runner,
+                                     lambda n=name: dump_sql(scratch, n))
+            checked.append(name)
+    if settings.redis_url:
+        client = sync_redis(settings)
+        try:
+            differences += verify_redis(client, settings.redis_prefix, store)
+            checked.append(PUBLIC_LOOKUP)
+        finally:
+            client.close()
+    return differences, checked
+
+
+def verify_redis(client: redis.Redis, prefix: str, store: EventStore) -> list[Difference]:
+    live_keys = RedisKeys(prefix, current_generation(client, prefix))
+    scratch_prefix = f"{prefix}verify-{uuid.uuid4().hex[:8]}:"
+    client.set(f"{scratch_prefix}generation", 1)
+    scratch = RedisPublicView(client, scratch_prefix, 1)
+    try:
+        runner = ProjectionRunner("verify-public_lookup", store, scratch)
+        return _converge(PUBLIC_LOOKUP, lambda: int(client.get(live_keys.position) or 0),
+                         lambda: dump_redis(client, live_keys), runner, lambda: dump_redis(client, scratch.keys))
+    finally:
+        drop_generation(client, scratch_prefix, 1)
+        client.delete(f"{scratch_prefix}generation")
