@@ -116,7 +116,7 @@ def verify() -> None:
     settings = Settings.from_env()
     store, db = open_event_store(settings), Database(settings)
     try:
-        differences, checked = run_verify(settings, store, db, None)
+        differences, checked = run_verify(settings, store, db)
     finally:
         db.close()
         store.close()

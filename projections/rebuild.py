@@ -15,11 +15,10 @@ from collections.abc import Callable
 
 import redis
 
-from application.store import EventStore
 from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from projections.public_views import RedisKeys, RedisPublicView, current_generation
-from projections.runner import ProjectionRunner
+from projections.runner import EventLog, ProjectionRunner
 
 Progress = Callable[[int, int], None]  # (position reached, events applied)
 
@@ -33,7 +32,7 @@ return 1
 
 
 def rebuild_redis(
-    store: EventStore, client: redis.Redis, prefix: str, on_page: Progress | None = None, grace: float = 2.0
+    store: EventLog, client: redis.Redis, prefix: str, on_page: Progress | None = None, grace: float = 2.0
 ) -> int:
     """Replay into a new generation and switch to it; returns the new generation."""
     old = current_generation(client, prefix)
@@ -65,7 +64,7 @@ def drop_generation(client: redis.Redis, prefix: str, generation: int) -> int:
     return dropped
 
 
-def rebuild_sql(store: EventStore, db: Database, name: str = "widget_list", on_page: Progress | None = None) -> int:
+def rebuild_sql(store: EventLog, db: Database, name: str = "widget_list", on_page: Progress | None = None) -> int:
     """Replay one SQL read model inside one transaction; returns the position reached.
 
     Readers keep seeing the old model until the commit; the live runner's next
@@ -82,7 +81,7 @@ def rebuild_sql(store: EventStore, db: Database, name: str = "widget_list", on_p
         return runner.position
 
 
-def rebuild(settings: Settings, store: EventStore, db: Database, names: tuple[str, ...], on_page: Progress | None = None) -> None:
+def rebuild(settings: Settings, store: EventLog, db: Database, names: tuple[str, ...], on_page: Progress | None = None) -> None:
     from projections.setup import PUBLIC_LOOKUP, SQL_PROJECTIONS, sync_redis
 
     for name in names:

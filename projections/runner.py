@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from application.store import EventStore
 from projections.widget_rows import Changes, RowSource, WidgetRowsProjection
 
 log = structlog.get_logger("projections")
@@ -23,6 +22,15 @@ APPLIED, STALE, NOT_OWNER = 1, 0, -1
 PAGE_SIZE = 500
 SQLITE_SAFETY_WAKE = 1.0
 LISTENING_SAFETY_WAKE = 10.0  # in case a NOTIFY is lost with a dropped connection
+
+
+class EventLog(Protocol):
+    """The event store as projections see it: its notification log, its mapper, and its saves."""
+
+    recorder: Any
+    mapper: Any
+
+    def on_saved(self, listener: Callable[[int], None]) -> None: ...
 
 
 class View(RowSource, Protocol):
@@ -43,7 +51,7 @@ class ProjectionRunner:
     def __init__(
         self,
         name: str,
-        store: EventStore,
+        store: EventLog,
         view: View,
         projection_factory: Callable[[], WidgetRowsProjection] = WidgetRowsProjection,
         page_size: int = PAGE_SIZE,

@@ -7,13 +7,12 @@ from typing import Any
 
 import redis
 
-from application.store import EventStore
 from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from projections.audit_feed import AuditFeedProjection, AuditFeedView
 from projections.conversation_list import ConversationListProjection, ConversationListView
 from projections.public_views import InProcessPublicView, RedisPublicView, current_generation
-from projections.runner import ProjectionRunner
+from projections.runner import EventLog, ProjectionRunner
 from projections.widget_list import WidgetListView
 from projections.widget_rows import WidgetRowsProjection
 
@@ -77,7 +76,7 @@ class ReadModels:
         return found
 
 
-def build_runners(settings: Settings, store: EventStore, db: Database, names: tuple[str, ...] = PROJECTIONS) -> ReadModels:
+def build_runners(settings: Settings, store: EventLog, db: Database, names: tuple[str, ...] = PROJECTIONS) -> ReadModels:
     views: dict[str, Any] = {name: view_class(db) for name, (view_class, _) in SQL_PROJECTIONS.items()}
     if not settings.redis_url:
         views[PUBLIC_LOOKUP] = InProcessPublicView()

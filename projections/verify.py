@@ -21,13 +21,12 @@ import msgspec
 import psycopg
 import redis
 
-from application.store import EventStore
 from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from projections.public_entry import decode_entry
 from projections.public_views import RedisKeys, RedisPublicView, current_generation
 from projections.rebuild import drop_generation
-from projections.runner import ProjectionRunner
+from projections.runner import EventLog, ProjectionRunner
 from projections.setup import PUBLIC_LOOKUP, SQL_PROJECTIONS, sync_redis
 
 ROUNDS = 5
@@ -138,7 +137,7 @@ def _converge(model: str, live_position: Any, dump_live: Any, runner: Projection
     return differences
 
 
-def verify(settings: Settings, store: EventStore, db: Database, live_positions: Any) -> tuple[list[Difference], list[str]]:
+def verify(settings: Settings, store: EventLog, db: Database) -> tuple[list[Difference], list[str]]:
     """Compare every read model with a replay; returns the differences and the models checked."""
     differences: list[Difference] = []
     checked: list[str] = []
@@ -159,7 +158,7 @@ def verify(settings: Settings, store: EventStore, db: Database, live_positions: 
     return differences, checked
 
 
-def verify_redis(client: redis.Redis, prefix: str, store: EventStore) -> list[Difference]:
+def verify_redis(client: redis.Redis, prefix: str, store: EventLog) -> list[Difference]:
     live_keys = RedisKeys(prefix, current_generation(client, prefix))
     scratch_prefix = f"{prefix}verify-{uuid.uuid4().hex[:8]}:"
     client.set(f"{scratch_prefix}generation", 1)

@@ -18,6 +18,19 @@ from tests.servers import PrivatePostgres, PrivateRedis
 MACHINE_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MACHINE_REDIS = os.environ.get("WIDGETS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ALL_SCOPES = ["widgets:write", "widgets:read", "audit:read"]
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI nothing may be skipped: a test that needs PostgreSQL, Redis or Chromium must run."""
+    if os.environ.get("CI") and _skipped and exitstatus == 0:
+        print(f"\nCI: {len(_skipped)} test(s) were skipped, which CI does not allow: {_skipped[:5]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _reachable(url: str, default_port: int) -> bool:

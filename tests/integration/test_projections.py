@@ -425,7 +425,7 @@ def test_a_runner_whose_view_refuses_the_commit_stops_at_the_page_and_keeps_its_
     runner.catch_up()
     reached = view.position()
     with pg_db.transaction() as tx:  # the database itself refuses the next write
-        tx.execute("ALTER TABLE widget_list ADD CONSTRAINT refuse_after CHECK (row_json NOT LIKE '%After%')")
+        tx.execute("ALTER TABLE widget_list ADD CONSTRAINT refuse_after CHECK (strpos(row_json, 'After') = 0)")
     admin.configure(widget_id, config_named("After"))
 
     with pytest.raises(ProjectionFailedError, match=rf"stopped at notification {reached + 1}\b"):

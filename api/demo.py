@@ -1,0 +1,52 @@
+"""`widgets serve --demo`: a demo agent and a live widget allowed on the server's own origin."""
+
+from __future__ import annotations
+
+import click
+
+from application.agents import AgentService
+from application.commands import Caller
+from application.widgets import WidgetService
+from infrastructure.auth import TokenAuthority
+from infrastructure.eventstore import open_event_store
+from infrastructure.settings import Settings
+
+DEMO_ORG = "org_demo"
+DEMO_CONFIG = {
+    "v1": {
+        "branding": {"display_name": "Anyreach demo"},
+        "text": {"welcome_message": "Hi! This is a demo widget. Type, or press the microphone to talk."},
+        "quick_actions": [
+            {"label": "What can you do?", "message": "What can you do?"},
+            {"label": "Talk to a human", "message": "I'd like to talk to a human."},
+        ],
+        "feedback": {"enabled": True, "type": "thumbs"},
+    }
+}
+
+
+def prepare_demo(settings: Settings) -> str:
+    """Create (once; reruns reuse them) a demo agent, version and live widget; print how to see it."""
+    store = open_event_store(settings)
+    try:
+        caller = Caller(DEMO_ORG, "demo", frozenset({"widgets:write", "widgets:read", "audit:read"}))
+        agents = AgentService(store)
+        widgets = WidgetService(store, agents)
+        agent = agents.create_agent(caller, "Demo agent", idempotency_key="demo-agent")
+        version = agents.create_version(caller, agent.id, "demo", idempotency_key="demo-version")
+        agents.publish_version(caller, agent.id, version.id)
+        origins = [f"{settings.host}:{settings.port}", f"localhost:{settings.port}", f"127.0.0.1:{settings.port}"]
+        if settings.public_base_url:
+            origins.append(settings.public_base_url.split("://", 1)[-1].rstrip("/"))
+        domains = sorted({o for o in origins if not o.startswith("0.0.0.0")})
+        state = widgets.create_widget(caller, agent.id, version.id, domains, DEMO_CONFIG, idempotency_key="demo-widget")
+        widgets.change_domains(caller, state.widget.id, domains)
+        widgets.publish(caller, state.widget.id)
+    finally:
+        store.close()
+    token = TokenAuthority(settings.auth_secret).mint(DEMO_ORG, "demo", ["widgets:write", "widgets:read", "audit:read"], ttl=86400)
+    base = settings.base_url().replace("0.0.0.0", "127.0.0.1")
+    click.echo(f"Demo widget {state.widget.id} is live.", err=True)
+    click.echo(f"Demo page:   {base}/demo?widget={state.widget.id}", err=True)
+    click.echo(f"Admin token (org {DEMO_ORG}, 24 h): {token}", err=True)
+    return str(state.widget.id)
