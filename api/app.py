@@ -12,7 +12,7 @@ from api.admin import AgentController, WidgetController
 from api.audit import AuditController
 from api.errors import exception_handlers
 from api.middleware import RequestContextMiddleware
-from api.operations import ReadModelController, healthz, readyz
+from api.operations import ReadModelController, healthz, metrics, readyz
 from api.public import PublicWidgetController, livekit_webhook
 from api.public_fallback import EventStoreFallback
 from api.services import Services
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = Litestar(
         route_handlers=[
-            healthz, readyz, ReadModelController, AgentController, WidgetController, AuditController, PublicWidgetController, livekit_webhook,
+            healthz, readyz, metrics, ReadModelController, AgentController, WidgetController, AuditController, PublicWidgetController, livekit_webhook,
         ],
         exception_handlers=exception_handlers,
         middleware=[RequestContextMiddleware],

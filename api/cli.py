@@ -16,6 +16,13 @@ def main() -> None:
     """Anyreach web widgets."""
 
 
+def serve_metrics(settings: Settings) -> None:
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
+
+
 @main.command()
 @click.option("--host", default=None, help="Address to bind (WIDGETS_HOST).")
 @click.option("--port", type=int, default=None, help="Port to bind (WIDGETS_PORT).")
@@ -63,6 +70,7 @@ def project() -> None:
     store = wait_for(lambda: open_event_store(settings), "event store", settings.startup_timeout)
     db = wait_for(lambda: Database(settings), "read model database", settings.startup_timeout)
     models = build_runners(settings, store, db)
+    serve_metrics(settings)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -95,7 +103,8 @@ def rebuild(projection: str | None) -> None:
     settings = Settings.from_env()
     store, db = open_event_store(settings), Database(settings)
     names = (projection,) if projection else PROJECTIONS
-    progress = Progress("rebuild", store.recorder.max_notification_id() or 0)
+    serve_metrics(settings)
+    progress = Progress("rebuild", store.recorder.max_notification_id() or 0, metric="+".join(names))
     try:
         run_rebuild(settings, store, db, names, on_page=progress.update)
     finally:

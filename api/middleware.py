@@ -1,4 +1,4 @@
-"""Request ids and access logs, as plain ASGI so that the public hot path pays little."""
+"""Request ids, access logs and request metrics, as plain ASGI so that the public hot path pays little."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import time
 from typing import Any
 
 import structlog
+
+from infrastructure.metrics import LATENCY, REQUESTS
 
 log = structlog.get_logger("access")
 INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -41,6 +43,10 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            REQUESTS.labels(route, scope["method"], str(status)).inc()
+            LATENCY.labels(route, scope["method"]).observe(elapsed)
             path = scope["path"]
             if path not in QUIET_PATHS:
                 log.info(
@@ -48,6 +54,6 @@ class RequestContextMiddleware:
                     method=scope["method"],
                     path=path,
                     status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(elapsed * 1000, 2),
                 )
             structlog.contextvars.unbind_contextvars("request_id")

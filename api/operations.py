@@ -12,6 +12,7 @@ from litestar.params import Parameter
 from api.deps import caller_from, services_from
 from api.errors import ApiError
 from api.services import Services
+from infrastructure.metrics import PROJECTION_LAG, PROJECTION_POSITION, render
 
 
 class ProjectionStatus(msgspec.Struct):
@@ -62,6 +63,20 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Readiness]:
             readiness.read_model, readiness.status = False, "unavailable"
         return Response(readiness, status_code=200 if readiness.status == "ready" else 503)
     return Response(Readiness("unavailable", False, False, {}), status_code=503)
+
+
+@get("/metrics", tags=["operations"], summary="Prometheus metrics", sync_to_thread=True)
+def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services: Services = request.app.state.services
+    try:
+        head = services.store.recorder.max_notification_id() or 0
+        for name, position in positions(services).items():
+            PROJECTION_POSITION.labels(name).set(position)
+            PROJECTION_LAG.labels(name).set(max(0, head - position))
+    except Exception:  # a store is down: the request counters still report
+        pass
+    body, content_type = render()
+    return Response(body, media_type=content_type)
 
 
 class ReadModelController(Controller):

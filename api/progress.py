@@ -5,16 +5,21 @@ from __future__ import annotations
 import sys
 import time
 
+from infrastructure.metrics import REBUILD_PROGRESS
+
 
 class Progress:
-    def __init__(self, label: str, total: int, stream=sys.stderr, every: float = 0.2) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, label: str, total: int, stream=sys.stderr, every: float = 0.2, metric: str | None = None) -> None:  # type: ignore[no-untyped-def]
         self.label, self.total, self.stream, self.every = label, max(total, 0), stream, every
+        self.metric = metric
         self.started = self._last = time.monotonic()
         self.position = self.count = 0
         self.tty = stream.isatty()
 
     def update(self, position: int, count: int) -> None:
         self.position, self.count = position, count
+        if self.metric:
+            REBUILD_PROGRESS.labels(self.metric).set(position)
         now = time.monotonic()
         if now - self._last >= (self.every if self.tty else 5.0):
             self._last = now

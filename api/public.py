@@ -28,6 +28,7 @@ from api.public_schemas import (
 from api.services import Services
 from application.conversations import Grant, LiveWidget
 from domain.origin import Origin, origin_from_referer, parse_origin
+from infrastructure.metrics import CONVERSATIONS_STARTED, ORIGIN_REFUSALS
 from projections.public_entry import CHANNEL, PublicEntry
 
 PUBLIC_BODY_LIMIT = 8 * 1024
@@ -80,6 +81,7 @@ def conversation_id(cid: str) -> UUID:
 
 def check_origin(entry: PublicEntry, origin: Origin) -> None:
     if not entry.matcher.allows(origin):
+        ORIGIN_REFUSALS.labels(entry.row.id, "origin_not_allowed").inc()
         raise ApiError(403, "origin_not_allowed", "Origin not allowed", f"This widget may not be used on {origin}.")
 
 
@@ -152,6 +154,7 @@ class PublicWidgetController(Controller):
         if data is not None and data.visitor is not None:
             visitor = {k: v for k, v in (("name", data.visitor.name), ("locale", data.visitor.locale)) if v is not None}
         started = await anyio.to_thread.run_sync(services.conversations.start, live_widget(entry), str(origin), visitor)
+        CONVERSATIONS_STARTED.inc()
         body = grant_out(str(started.conversation_id), started.resume_token, started.grant)
         return Response(body, status_code=201, headers=cors_headers(origin))
 

@@ -11,7 +11,6 @@ the launcher renderable without fetching anything.
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
@@ -173,15 +172,28 @@ def _changed(old: msgspec.Struct, new: msgspec.Struct, prefix: str) -> Iterable[
 
 
 def merge_patch(target: object, patch: object) -> object:
-    """Apply an RFC 7396 JSON merge patch; a new value, the inputs are never mutated."""
+    """Apply an RFC 7396 JSON merge patch, giving a new value; the inputs are never mutated.
+
+    Unchanged sub-values are shared with the inputs, not copied. Iterative, so a
+    deeply nested patch cannot exhaust the interpreter's stack.
+    """
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for name, value in patch.items():
-        if value is None:
-            result.pop(name, None)
-        else:
-            result[name] = merge_patch(result.get(name), value)
+        return patch
+    result: dict[Any, Any] = {}
+    pending: list[tuple[dict[Any, Any], object, dict[Any, Any]]] = [(result, target, patch)]
+    while pending:
+        out, before, changes = pending.pop()
+        if isinstance(before, dict):
+            out.update(before)
+        for name, value in changes.items():
+            if value is None:
+                out.pop(name, None)
+            elif isinstance(value, dict):
+                child: dict[Any, Any] = {}
+                pending.append((child, out.get(name), value))
+                out[name] = child
+            else:
+                out[name] = value
     return result
 
 

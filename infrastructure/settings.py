@@ -41,6 +41,7 @@ class Settings:
     redis_max_connections: int = setting(512, "Connections in each process's Redis pool")
     pg_pool_size: int = setting(10, "Connections in each process's PostgreSQL pool")
     startup_timeout: float = setting(30.0, "Seconds to wait for the stores at startup before giving up")
+    metrics_port: int = setting(0, "Port where `widgets project` and `widgets rebuild` serve Prometheus metrics; 0: none (the API serves /metrics)")
     log_level: str = setting("info", "Log level: debug, info, warning, error")
     log_format: str = setting("auto", "Log format: json, console, or auto (console on a terminal)")
 

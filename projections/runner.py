@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from infrastructure.metrics import PROJECTION_LAG, PROJECTION_POSITION
+
 from projections.widget_rows import Changes, RowSource, WidgetRowsProjection
 
 log = structlog.get_logger("projections")
@@ -90,6 +92,7 @@ class ProjectionRunner:
             last = notifications[-1].id if len(notifications) == self.page_size else target
             self._apply_page(notifications, self._position + 1, last)
             applied += len(notifications)
+            PROJECTION_LAG.labels(self.name).set(max(0, target - self._position))
             if on_page:
                 on_page(self._position, applied)
         return applied
@@ -117,6 +120,7 @@ class ProjectionRunner:
             raise ProjectionFailedError(f"{self.name}: generation {self.view.generation} is no longer the one to write")
 
     def _advance(self, position: int) -> None:
+        PROJECTION_POSITION.labels(self.name).set(position)
         with self._reached:
             self._position = position
             self._reached.notify_all()

@@ -251,13 +251,21 @@ def test_merge_patch_follows_rfc_7396_appendix_a(target: Any, patch: Any, result
     assert (target, patch) == before
 
 
-def test_merge_patch_result_shares_nothing_with_its_inputs() -> None:
-    target, patch = {"a": {"b": [1]}, "k": [0]}, {"c": {"d": [2]}}
-    result = merge_patch(target, patch)
-    assert isinstance(result, dict)
-    result["a"]["b"].append(9)
-    result["c"]["d"].append(9)
-    assert target == {"a": {"b": [1]}, "k": [0]} and patch == {"c": {"d": [2]}}
+def test_merge_patch_never_mutates_what_it_is_given() -> None:
+    target, patch = {"a": {"b": [1], "c": 2}, "k": [0]}, {"a": {"c": None, "d": {"e": 1}}, "k": None}
+    assert merge_patch(target, patch) == {"a": {"b": [1], "d": {"e": 1}}}
+    assert target == {"a": {"b": [1], "c": 2}, "k": [0]}
+    assert patch == {"a": {"c": None, "d": {"e": 1}}, "k": None}
+
+
+def test_merge_patch_handles_a_patch_nested_as_deep_as_json_decoding_allows() -> None:
+    depth = 900
+    patch = msgspec.json.decode(b'{"a":' * depth + b"null" + b"}" * depth)
+    result = merge_patch({"a": 1}, patch)
+    for _ in range(depth - 1):
+        assert isinstance(result, dict)
+        result = result["a"]
+    assert result == {}
 
 
 def test_a_patched_config_is_parsed_like_any_other() -> None:
