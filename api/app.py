@@ -10,6 +10,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from api.admin import AgentController, WidgetController
 from api.audit import AuditController
+from api.embed_routes import embed_router
 from api.errors import exception_handlers
 from api.middleware import RequestContextMiddleware
 from api.operations import ReadModelController, healthz, metrics, readyz
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = Litestar(
         route_handlers=[
-            healthz, readyz, metrics, ReadModelController, AgentController, WidgetController, AuditController, PublicWidgetController, livekit_webhook,
+            healthz, readyz, metrics, ReadModelController, AgentController, WidgetController, AuditController, PublicWidgetController, livekit_webhook, embed_router,
         ],
         exception_handlers=exception_handlers,
         middleware=[RequestContextMiddleware],

@@ -98,14 +98,21 @@ class ProjectionRunner:
         return applied
 
     def _apply_page(self, notifications: Any, first: int, last: int) -> None:
+        undecodable: int | None = None
         try:
-            events = [self.store.mapper.to_domain_event(n) for n in notifications]
+            events = []
+            for notification in notifications:
+                undecodable = notification.id
+                events.append(self.store.mapper.to_domain_event(notification))
+            undecodable = None
             changes = self.projection_factory().apply(events, self.view, positions=[n.id for n in notifications])
             result = self.view.commit(changes, first, last)
         except Exception as error:
             position = notifications[0].id if notifications else first
-            log.error("projection_failed", projection=self.name, position=position, last=last, error=repr(error))
-            raise ProjectionFailedError(f"{self.name} stopped at notification {position}: {error!r}") from error
+            culprit = f" (notification {undecodable} cannot be decoded)" if undecodable is not None else ""
+            log.error("projection_failed", projection=self.name, position=position, last=last, undecodable=undecodable,
+                      error=repr(error))
+            raise ProjectionFailedError(f"{self.name} stopped at notification {position}{culprit}: {error!r}") from error
         if result == APPLIED:
             self._advance(last)
         elif result == STALE:

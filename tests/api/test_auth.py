@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import jwt
@@ -38,7 +39,7 @@ def bad_authorizations(settings: Settings) -> dict[str, dict[str, str]]:
         "bearer without token": {"Authorization": "Bearer "},
         "garbage": bearer("not.a.jwt"),
         "expired": bearer(TokenAuthority(settings.auth_secret).mint("org_a", "alice", ["widgets:write", "widgets:read"], ttl=-60)),
-        "other secret": bearer(jwt.encode(valid_claims, "another-secret-of-enough-length", algorithm="HS256")),
+        "other secret": bearer(jwt.encode(valid_claims, "another-secret-that-is-long-enough-for-hs256", algorithm="HS256")),
         "alg none": bearer(unsigned(valid_claims)),
         "tampered": bearer(token(settings)[:-4] + "AAAA"),
         "no exp": bearer(token(settings, exp=None)),
@@ -75,7 +76,7 @@ def test_a_request_without_a_valid_token_is_401(org_a: Admin, store: EventStore,
 
 
 def test_an_expired_token_says_so(org_a: Admin, settings: Settings) -> None:
-    response = org_a.client.get("/v1/agents/" + "0" * 8 + "-0000-4000-8000-000000000000", headers=bad_authorizations(settings)["expired"])
+    response = org_a.client.get(f"/v1/agents/{uuid.uuid4()}", headers=bad_authorizations(settings)["expired"])
     body = assert_problem(response, 401, "invalid_token")
     assert "expired" in body["detail"]
 
@@ -141,7 +142,5 @@ def test_a_valid_token_names_the_actor_on_the_events(org_a: Admin, store: EventS
         f"/v1/widgets/{widget['id']}/domains", json={"domains": []}, headers=bearer(token(settings, sub="user_42"))
     )
     assert response.status_code == 200
-    import uuid
-
     events = list(store.events.get(uuid.UUID(widget["id"])))
     assert [e.actor for e in events] == ["alice", "user_42"]

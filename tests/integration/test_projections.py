@@ -403,7 +403,7 @@ def test_a_runner_stops_at_an_undecodable_notification_naming_it_and_never_passe
     after = model.admin.widget(published=True)
 
     for _ in range(2):  # a retry meets it again: it is never skipped
-        with pytest.raises(ProjectionFailedError, match=rf"stopped at notification {bad}\b"):
+        with pytest.raises(ProjectionFailedError, match=rf"stopped at notification {bad} \(notification {bad} cannot"):
             model.runner.catch_up()
         assert model.runner.position == model.view.position() == bad - 1
     assert model.row(good) is not None
@@ -448,8 +448,8 @@ def test_a_background_runner_that_fails_records_why_and_stops_answering_waits(
         assert not runner.wait(bad, timeout=10)
         assert eventually(lambda: runner.failure is not None, timeout=5)
         assert isinstance(runner.failure, ProjectionFailedError)
-        assert f"notification {bad}" in str(runner.failure)
-        assert view.position() == bad - 1
+        assert f"notification {bad} cannot be decoded" in str(runner.failure)
+        assert runner.position == view.position() == 1  # the page holding it is not applied at all
     finally:
         runner.stop()
 
@@ -484,7 +484,7 @@ def test_the_embedded_app_lists_a_widget_once_its_position_is_reached_and_report
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
         projections = ready.json()["projections"]
-        assert set(projections) == {"public_lookup", "widget_list"}
+        assert {"public_lookup", "widget_list"} <= set(projections)
         assert all(p == {"position": position, "lag": 0} for p in projections.values()), projections
 
 
