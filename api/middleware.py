@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from application.store import saved_positions
 from infrastructure.metrics import LATENCY, REQUESTS
 
 log = structlog.get_logger("access")
@@ -31,12 +32,17 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
+        positions: list[int] = []
+        saved_positions.set(positions)
 
         async def send_with_id(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                if positions:  # read-your-writes: GET /v1/read-models/wait?position=<this>
+                    extra.append((b"x-event-position", str(max(positions)).encode()))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -13,6 +14,10 @@ from eventsourcing.persistence import Recording
 
 from domain.agent import Agent
 from domain.widget import Widget
+
+
+# The request's list of positions saved while serving it; the HTTP edge reports the last as X-Event-Position.
+saved_positions: ContextVar[list[int] | None] = ContextVar("saved_positions", default=None)
 
 
 class EventStore(Application[UUID]):
@@ -34,6 +39,9 @@ class EventStore(Application[UUID]):
             return
         position = max(r.notification.id for r in recordings)
         self._local.last_position = position
+        sink = saved_positions.get()
+        if sink is not None:
+            sink.append(position)
         for listener in self._saved_listeners:
             listener(position)
 

@@ -13,7 +13,7 @@ from domain.config import config_to_builtins, merge_patch, parse_config
 from domain.errors import ValidationError
 
 Json = Any
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --- valid configs ----------------------------------------------------------------------
 
