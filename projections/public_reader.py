@@ -75,6 +75,7 @@ class RedisPublicReader:
         self.cache = BoundedCache(cache_size, ttl)
         self.fallback = fallback
         self._keys: RedisKeys | None = None
+        self._ready = False
         self._listener: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
 
@@ -100,24 +101,31 @@ class RedisPublicReader:
             return entry
         try:
             keys = self._keys or await self._resolve_generation()
+            if not self._ready:
+                return await self._read_through(widget_id, "read model not ready")
             data = await self.client.get(keys.widget(widget_id))
             if data is None and (await self._resolve_generation()).generation != keys.generation:
                 data = await self.client.get(self._keys.widget(widget_id))  # a rebuild switched generations
         except (RedisError, OSError) as error:
-            if self.fallback is None:
-                raise
-            log.warning("public_read_fallback", reason=type(error).__name__)
             self._keys = None
-            return await self.fallback(widget_id)
+            return await self._read_through(widget_id, type(error).__name__)
         entry = decode_entry(data) if data is not None else None
         if self.listening.is_set():
             self.cache.put(widget_id, entry)
         return entry
 
+    async def _read_through(self, widget_id: str, reason: str) -> PublicEntry | None:
+        if self.fallback is None:
+            raise RuntimeError(f"public read model unavailable ({reason}) and no fallback")
+        log.warning("public_read_fallback", reason=reason)
+        return await self.fallback(widget_id)
+
     async def _resolve_generation(self) -> RedisKeys:
         raw = await self.client.get(f"{self.prefix}generation")
-        self._keys = RedisKeys(self.prefix, int(raw or 1))
-        return self._keys
+        keys = RedisKeys(self.prefix, int(raw or 1))
+        self._ready = raw is not None and await self.client.get(keys.ready) == b"1"
+        self._keys = keys
+        return keys
 
     async def _listen(self) -> None:
         channel = f"{self.prefix}invalidate"

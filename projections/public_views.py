@@ -47,6 +47,7 @@ class RedisKeys:
     building = property(lambda self: f"{self.prefix}building")
     channel = property(lambda self: f"{self.prefix}invalidate")
     position = property(lambda self: f"{self.base}position")
+    ready = property(lambda self: f"{self.base}ready")
 
     def widget(self, widget_id: str) -> str:
         return f"{self.base}w:{widget_id}"
@@ -71,6 +72,16 @@ class RedisPublicView:
         self.keys = RedisKeys(prefix, generation)
         self.owner_key = self.keys.building if building else self.keys.current
         self._commit = client.register_script(COMMIT_PAGE)
+        self._ready = False
+
+    def mark_caught_up(self) -> None:
+        """Readers trust this generation only once it has caught up with the log (after a rebuild, or
+        after Redis lost its data); until then they read through to the event store."""
+        if not self._ready:
+            self.client.set(self.keys.ready, "1")
+            if self.owner_key == self.keys.current:
+                self.client.publish(self.keys.channel, "*")
+            self._ready = True
 
     @property
     def generation(self) -> int:

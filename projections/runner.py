@@ -23,7 +23,7 @@ log = structlog.get_logger("projections")
 APPLIED, STALE, NOT_OWNER = 1, 0, -1
 PAGE_SIZE = 500
 SQLITE_SAFETY_WAKE = 1.0
-LISTENING_SAFETY_WAKE = 10.0  # in case a NOTIFY is lost with a dropped connection
+LISTENING_SAFETY_WAKE = 2.0  # also how soon a read model that lost its data (Redis restarted empty) is noticed
 
 
 class EventLog(Protocol):
@@ -95,6 +95,8 @@ class ProjectionRunner:
             PROJECTION_LAG.labels(self.name).set(max(0, target - self._position))
             if on_page:
                 on_page(self._position, applied)
+        if self._position >= target and hasattr(self.view, "mark_caught_up"):
+            self.view.mark_caught_up()
         return applied
 
     def _apply_page(self, notifications: Any, first: int, last: int) -> None:
@@ -144,6 +146,15 @@ class ProjectionRunner:
                 self._reached.wait(remaining)
         return True
 
+    def _resync(self) -> None:
+        """Notice a read model that moved or lost its data, and carry on from where it really is."""
+        if self.reopen is not None and not self.view.is_current():
+            self.view = self.reopen()
+        stored = self.view.position()
+        if stored < self._position:
+            log.warning("projection_read_model_behind", projection=self.name, stored=stored, expected=self._position)
+            self._advance(stored)
+
     def wake(self, _position: int | None = None) -> None:
         self._wake.set()
 
@@ -159,6 +170,7 @@ class ProjectionRunner:
         try:
             while not self._stop.is_set():
                 self._wake.clear()
+                self._resync()
                 self.catch_up()
                 self._wake.wait(LISTENING_SAFETY_WAKE if listening else SQLITE_SAFETY_WAKE)
         except BaseException as error:

@@ -1,0 +1,331 @@
+"""Each event counts exactly once in every read model: however often a page is delivered,
+however a runner is restarted, and whenever its process is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from application.store import EventStore
+from infrastructure.settings import Settings
+from infrastructure.sql import Database
+from projections.public_views import APPLIED, NOT_OWNER, STALE, InProcessPublicView, RedisPublicView, current_generation
+from projections.rebuild import rebuild_redis, rebuild_sql
+from projections.runner import ProjectionRunner
+from projections.widget_list import WidgetListView
+from projections.widget_rows import Changes, RowSource, WidgetRowsProjection
+from tests.integration.conftest import dump_in_process, dump_redis_generation, dump_sql
+from tests.unit.test_widget_rows import Admin, random_history
+
+ROOT = Path(__file__).resolve().parents[2]
+VIEWS = ["public lookup, in-process", "public lookup, Redis", "admin list, SQLite", "admin list, PostgreSQL"]
+
+
+@dataclass
+class Target:
+    """A view on its store, and how to open it afresh and dump it whole."""
+
+    kind: str
+    store: EventStore
+    view: Any
+    request: pytest.FixtureRequest
+
+    def reopen(self) -> Any:
+        """The same stored view, as a restarted process would open it."""
+        if isinstance(self.view, RedisPublicView):
+            return RedisPublicView(self.view.client, self.view.keys.prefix, self.view.generation)
+        if isinstance(self.view, WidgetListView):
+            return WidgetListView(self.view.db, create=False)
+        return self.view  # in-process: its state is this object
+
+    def dump(self) -> dict[str, Any]:
+        if isinstance(self.view, RedisPublicView):
+            return dump_redis_generation(self.view.client, self.view.keys.prefix, self.view.generation)
+        if isinstance(self.view, WidgetListView):
+            return dump_sql(self.view.db)
+        return dump_in_process(self.view)
+
+
+@pytest.fixture(params=VIEWS)
+def target(request: pytest.FixtureRequest) -> Target:
+    fixture = request.getfixturevalue
+    if request.param == "public lookup, in-process":
+        store, view = fixture("sqlite_store"), InProcessPublicView()
+    elif request.param == "public lookup, Redis":
+        client, prefix = fixture("redis_client"), fixture("redis_prefix")
+        store, view = fixture("pg_store"), RedisPublicView(client, prefix, current_generation(client, prefix))
+    elif request.param == "admin list, SQLite":
+        store, view = fixture("sqlite_store"), WidgetListView(fixture("sqlite_db"))
+    else:
+        store, view = fixture("pg_store"), WidgetListView(fixture("pg_db"))
+    return Target(request.param, store, view, request)
+
+
+def page(store: EventStore, source: RowSource, first: int, last: int) -> Changes:
+    notifications = store.recorder.select_notifications(
+        start=first, limit=10_000, stop=last, topics=tuple(WidgetRowsProjection.topics)
+    )
+    return WidgetRowsProjection().apply([store.mapper.to_domain_event(n) for n in notifications], source)
+
+
+def head(store: EventStore) -> int:
+    return store.recorder.max_notification_id() or 0
+
+
+# ---- (a) the same page twice ------------------------------------------------------------------------
+
+
+def test_a_page_delivered_twice_is_applied_once(target: Target) -> None:
+    admin = Admin(target.store)
+    shared = admin.version()
+    widgets = [admin.widget(shared, published=True) for _ in range(3)]
+    admin.unpublish_version(shared)
+    first_head = head(target.store)
+    changes = page(target.store, target.view, 1, first_head)
+
+    assert target.view.commit(changes, 1, first_head) == APPLIED
+    applied = target.dump()
+    assert target.view.commit(changes, 1, first_head) == STALE
+    assert target.dump() == applied
+    assert target.view.position() == first_head
+
+    admin.publish_version(shared)
+    admin.delete(widgets[0])
+    second_head = head(target.store)
+    later = page(target.store, target.view, first_head + 1, second_head)
+    # A page that overlaps what is already applied is refused whole.
+    assert target.view.commit(later, first_head, second_head) == STALE
+    assert target.dump() == applied
+    assert target.view.commit(later, first_head + 1, second_head) == APPLIED
+    assert target.view.position() == second_head
+    assert target.dump() != applied
+
+
+def test_a_redis_page_delivered_twice_tells_readers_nothing_the_second_time(
+    pg_store: EventStore, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    view = RedisPublicView(redis_client, redis_prefix, current_generation(redis_client, redis_prefix))
+    Admin(pg_store).widget(published=True)
+    changes = page(pg_store, view, 1, head(pg_store))
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(view.keys.channel)
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+    try:
+        assert view.commit(changes, 1, head(pg_store)) == APPLIED
+        assert pubsub.get_message(timeout=2) is not None
+        assert view.commit(changes, 1, head(pg_store)) == STALE
+        assert pubsub.get_message(timeout=0.3) is None
+    finally:
+        pubsub.close()
+
+
+def test_a_redis_page_for_a_generation_that_is_not_current_writes_nothing(
+    pg_store: EventStore, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    current = current_generation(redis_client, redis_prefix)
+    stale = RedisPublicView(redis_client, redis_prefix, current + 1)
+    Admin(pg_store).widget()
+    assert stale.commit(page(pg_store, stale, 1, head(pg_store)), 1, head(pg_store)) == NOT_OWNER
+    assert dump_redis_generation(redis_client, redis_prefix, current + 1) == {}
+
+
+# ---- (b) a restarted runner ------------------------------------------------------------------------------
+
+
+class CountingProjection(WidgetRowsProjection):
+    """The real projection, noting every event it is handed."""
+
+    seen: list[tuple[Any, int]] = []
+
+    def process_event(self, event: Any) -> None:  # type: ignore[override]
+        CountingProjection.seen.append((event.originator_id, event.originator_version))
+        super().process_event(event)
+
+
+def test_a_restarted_runner_continues_from_the_stored_position_and_applies_nothing_twice(target: Target) -> None:
+    CountingProjection.seen = []
+    admin = Admin(target.store)
+    rng = random.Random(5)
+    random_history(admin, rng, 80, widgets=6, agents=2, versions=2)
+    first = ProjectionRunner("first", target.store, target.view, CountingProjection, page_size=7)
+    first.catch_up()
+    random_history(admin, rng, 80, widgets=3, agents=1, versions=2)
+    stopped_at = first.position + (head(target.store) - first.position) // 2
+    first.catch_up(stop_at=stopped_at)  # and then the process dies
+    random_history(admin, rng, 80, widgets=3, agents=1, versions=2)
+
+    restarted = ProjectionRunner("restarted", target.store, target.reopen(), CountingProjection, page_size=7)
+    assert restarted.position == stopped_at
+    restarted.catch_up()
+
+    in_log = [(n.originator_id, n.originator_version) for n in target.store.recorder.select_notifications(
+        start=1, limit=100_000, topics=tuple(WidgetRowsProjection.topics))]
+    assert [k for k, n in Counter(CountingProjection.seen).items() if n > 1] == []
+    assert sorted(CountingProjection.seen) == sorted(in_log)
+    assert restarted.position == target.reopen().position() == head(target.store)
+    assert restarted.catch_up() == 0
+    for widget_id in admin.created:
+        expected = admin.expected_row(widget_id)
+        stored = target.view.load({str(widget_id)}, set())[0].get(str(widget_id))
+        if isinstance(target.view, WidgetListView) or not expected.deleted:
+            assert stored == expected
+        else:
+            assert stored is None
+
+
+def test_a_second_runner_behind_the_view_writes_nothing_and_jumps_to_its_position(target: Target) -> None:
+    admin = Admin(target.store)
+    random_history(admin, random.Random(9), 60, widgets=5, agents=2, versions=2)
+    ahead = ProjectionRunner("ahead", target.store, target.view, page_size=5)
+    behind = ProjectionRunner("behind", target.store, target.reopen(), page_size=5)
+    assert behind.position == 0
+    ahead.catch_up()
+    applied = target.dump()
+
+    behind.catch_up()
+
+    assert target.dump() == applied
+    assert behind.position == ahead.position == head(target.store)
+
+
+# ---- (c) killed at random moments -----------------------------------------------------------------------------
+
+
+def start_worker(settings: Settings, page_size: int) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "WIDGETS_DATABASE_URL": settings.database_url, "WIDGETS_DATABASE_SCHEMA": settings.database_schema,
+        "WIDGETS_REDIS_URL": settings.redis_url, "WIDGETS_REDIS_PREFIX": settings.redis_prefix,
+        "WIDGETS_LOG_LEVEL": "warning", "WIDGETS_LOG_FORMAT": "json", "PAGE_SIZE": str(page_size),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.projection_worker"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_ready(worker: subprocess.Popen[str], timeout: float = 20.0) -> None:
+    assert worker.stdout is not None
+    readable, _, _ = select.select([worker.stdout], [], [], timeout)
+    line = worker.stdout.readline() if readable else ""
+    assert line.strip() == "ready", f"the worker did not start: {line}{worker.stdout.read() if worker.poll() is not None else ''}"
+
+
+@pytest.mark.slow
+def test_a_projection_process_killed_at_random_moments_ends_equal_to_a_rebuild(
+    production_settings: Settings, pg_store: EventStore, pg_db: Database, other_pg_db: Database,
+    redis_client: redis.Redis, redis_prefix: str, other_redis_prefix: str,
+) -> None:
+    rng = random.Random(2024)
+    list_view = WidgetListView(pg_db)
+    public_view = RedisPublicView(redis_client, redis_prefix, current_generation(redis_client, redis_prefix))
+    admin = Admin(pg_store)
+    deadline = time.monotonic() + 50
+    produced: list[int] = []
+    failures: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            produced.append(random_history(admin, random.Random(1), 3000, widgets=50,
+                                           should_stop=lambda: time.monotonic() > deadline))
+        except BaseException as error:  # noqa: BLE001 (reported by the test below)
+            failures.append(error)
+
+    producer = threading.Thread(target=produce, name="producer")
+    producer.start()
+    kills = kills_while_behind = kills_after_stream = 0
+    try:
+        while producer.is_alive() or kills_after_stream < 3:  # a few more while it catches up on the backlog
+            worker = start_worker(production_settings, rng.choice([1, 3, 10, 50, 500]))
+            try:
+                wait_ready(worker)
+                time.sleep(rng.uniform(0.05, 0.6))
+                behind = min(public_view.position(), list_view.position()) < head(pg_store)
+                assert worker.poll() is None, f"the worker stopped by itself: {worker.stdout.read()}"  # type: ignore[union-attr]
+            finally:
+                worker.send_signal(signal.SIGKILL)
+                worker.wait()
+            kills += 1
+            kills_while_behind += behind
+            kills_after_stream += not producer.is_alive()
+            if time.monotonic() > deadline + 5:
+                break
+    finally:
+        deadline = 0  # stop the producer if the loop failed
+        producer.join()
+    assert not failures, failures
+
+    for view in (public_view, list_view):
+        ProjectionRunner("final", pg_store, view).catch_up()
+    final = head(pg_store)
+    print(f"\nSIGKILL test: {produced[0]} commands, {final} notifications, {kills} kills, "
+          f"{kills_while_behind} of them while the worker was behind")
+    assert kills >= 5 and kills_while_behind >= 3
+
+    # The public lookup equals a rebuild into another prefix, key for key and byte for byte.
+    rebuilt_generation = rebuild_redis(pg_store, redis_client, other_redis_prefix, grace=0)
+    incremental = dump_redis_generation(redis_client, redis_prefix, public_view.generation)
+    rebuilt = dump_redis_generation(redis_client, other_redis_prefix, rebuilt_generation)
+    assert incremental["position"] == rebuilt["position"] == str(final).encode()
+    assert sorted(incremental) == sorted(rebuilt)
+    assert incremental == rebuilt
+    assert {k[:2] for k in incremental} >= {"w:", "v:", "p:"}
+
+    # The admin list equals a rebuild into another schema.
+    rebuild_sql(pg_store, other_pg_db)
+    assert dump_sql(pg_db) == dump_sql(other_pg_db)
+    assert list_view.position() == final
+
+    # And both agree with the aggregates themselves.
+    for widget_id in admin.created:
+        expected = admin.expected_row(widget_id)
+        assert list_view.load({str(widget_id)}, set())[0][str(widget_id)] == expected
+        entry = public_view.get(str(widget_id))
+        assert (entry.row if entry else None) == (None if expected.deleted else expected)
+
+
+# ---- concurrent writers ----------------------------------------------------------------------------------------
+
+
+def test_runners_following_concurrent_writers_miss_no_event(
+    pg_store: EventStore, pg_db: Database, other_pg_db: Database,
+    redis_client: redis.Redis, redis_prefix: str, other_redis_prefix: str,
+) -> None:
+    """Several API workers write at once; a live runner must not pass an id whose transaction commits later."""
+    public_view = RedisPublicView(redis_client, redis_prefix, current_generation(redis_client, redis_prefix))
+    list_view = WidgetListView(pg_db)
+    runners = [ProjectionRunner("public_lookup", pg_store, public_view).start(),
+               ProjectionRunner("widget_list", pg_store, list_view).start()]
+    admins = [Admin(pg_store, actor=f"writer{i}") for i in range(4)]
+    try:
+        writers = [threading.Thread(target=random_history, args=(a, random.Random(i), 150),
+                                    kwargs={"widgets": 10, "agents": 2, "versions": 2}) for i, a in enumerate(admins)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join()
+        final = head(pg_store)
+        assert all(r.wait(final, timeout=30) for r in runners)
+    finally:
+        for runner in runners:
+            runner.stop()
+
+    rebuilt_generation = rebuild_redis(pg_store, redis_client, other_redis_prefix, grace=0)
+    assert dump_redis_generation(redis_client, redis_prefix, public_view.generation) == dump_redis_generation(
+        redis_client, other_redis_prefix, rebuilt_generation)
+    rebuild_sql(pg_store, other_pg_db)
+    assert dump_sql(pg_db) == dump_sql(other_pg_db)
