@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from http import HTTPStatus
 from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, Parameter
 
 from api.audit import After, History, widget_history
 from api.audit import Limit as HistoryLimit
 from api.admin_lists import ConversationPage, Cursor, Limit, list_conversations, list_widgets
 from api.deps import caller_from, services_from
-from api.errors import ApiError, Problem, ProblemField
+from api.errors import PROBLEM_JSON, ApiError, Problem, ProblemField
 from api.schemas import (
     AgentCreate,
     AgentOut,
@@ -63,7 +65,12 @@ def with_etag(state: WidgetState, status: int = 200) -> Response[WidgetOut]:
     return Response(widget_out(state), status_code=status, headers={"ETag": f'"{state.widget.version}"'})
 
 
-ERRORS = {400: Problem, 401: Problem, 403: Problem, 404: Problem, 409: Problem, 412: Problem, 413: Problem, 422: Problem}
+# What the OpenAPI document declares besides the success: every error is a problem document (api/errors.py).
+WRITE_ERRORS = {
+    status: ResponseSpec(Problem, media_type=PROBLEM_JSON, description=HTTPStatus(status).phrase, generate_examples=False)
+    for status in (400, 401, 403, 404, 409, 412, 413, 422, 503)
+}
+READ_ERRORS = {status: WRITE_ERRORS[status] for status in (400, 401, 403, 404, 503)}
 
 
 class AgentController(Controller):
@@ -71,15 +78,15 @@ class AgentController(Controller):
     tags = ["agents"]
     dependencies = {"caller": Provide(caller_from, sync_to_thread=False), "services": Provide(services_from, sync_to_thread=False)}
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, summary="Create an agent", responses=WRITE_ERRORS)
     def create_agent(self, caller: Caller, services: Services, data: AgentCreate, key: IdempotencyKey = None) -> AgentOut:
         return agent_out(services.agents.create_agent(caller, data.name, idempotency_key(key)))
 
-    @get("/{agent_id:uuid}", sync_to_thread=True)
+    @get("/{agent_id:uuid}", sync_to_thread=True, summary="An agent with its versions", responses=READ_ERRORS)
     def get_agent(self, caller: Caller, services: Services, agent_id: UUID) -> AgentOut:
         return agent_out(services.agents.get_agent(caller, agent_id))
 
-    @post("/{agent_id:uuid}/versions", sync_to_thread=True, status_code=201)
+    @post("/{agent_id:uuid}/versions", sync_to_thread=True, status_code=201, summary="Create an agent version", responses=WRITE_ERRORS)
     def create_version(
         self, caller: Caller, services: Services, agent_id: UUID, key: IdempotencyKey = None,
         data: Annotated[VersionCreate | None, Body()] = None,
@@ -88,11 +95,13 @@ class AgentController(Controller):
         version = services.agents.create_version(caller, agent_id, label, idempotency_key(key))
         return version_out(agent_id, version)
 
-    @post("/{agent_id:uuid}/versions/{version_id:uuid}/publish", sync_to_thread=True, status_code=200)
+    @post("/{agent_id:uuid}/versions/{version_id:uuid}/publish", sync_to_thread=True, status_code=200,
+          summary="Publish an agent version", responses=WRITE_ERRORS)
     def publish_version(self, caller: Caller, services: Services, agent_id: UUID, version_id: UUID, if_match: IfMatch = None) -> VersionOut:
         return version_out(agent_id, services.agents.publish_version(caller, agent_id, version_id, expected_version(if_match)))
 
-    @post("/{agent_id:uuid}/versions/{version_id:uuid}/unpublish", sync_to_thread=True, status_code=200)
+    @post("/{agent_id:uuid}/versions/{version_id:uuid}/unpublish", sync_to_thread=True, status_code=200,
+          summary="Unpublish an agent version: widgets pinned to it stop serving", responses=WRITE_ERRORS)
     def unpublish_version(self, caller: Caller, services: Services, agent_id: UUID, version_id: UUID, if_match: IfMatch = None) -> VersionOut:
         return version_out(agent_id, services.agents.unpublish_version(caller, agent_id, version_id, expected_version(if_match)))
 
@@ -102,28 +111,28 @@ class WidgetController(Controller):
     tags = ["widgets"]
     dependencies = {"caller": Provide(caller_from, sync_to_thread=False), "services": Provide(services_from, sync_to_thread=False)}
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, summary="Create a widget", responses=WRITE_ERRORS)
     def create_widget(self, caller: Caller, services: Services, data: WidgetCreate, key: IdempotencyKey = None) -> Response[WidgetOut]:
         state = services.widgets.create_widget(
             caller, data.agent_id, data.agent_version_id, data.domains, data.config, idempotency_key(key)
         )
         return with_etag(state, 201)
 
-    @get("/", sync_to_thread=True, summary="This organization's widgets, newest first")
+    @get("/", sync_to_thread=True, summary="This organization's widgets, newest first", responses=READ_ERRORS)
     def list_widgets(self, request: Request[Any, Any, Any], cursor: Cursor = None, limit: Limit = 20) -> WidgetPage:
         return list_widgets(request, cursor, limit)
 
-    @get("/{widget_id:uuid}/conversations", sync_to_thread=True, summary="A widget's conversations with forms and feedback")
+    @get("/{widget_id:uuid}/conversations", sync_to_thread=True, summary="A widget's conversations with forms and feedback", responses=READ_ERRORS)
     def list_conversations(
         self, request: Request[Any, Any, Any], widget_id: UUID, cursor: Cursor = None, limit: Limit = 20
     ) -> ConversationPage:
         return list_conversations(request, widget_id, cursor, limit)
 
-    @get("/{widget_id:uuid}/history", sync_to_thread=True, summary="The widget's events, oldest first (audit:read)")
+    @get("/{widget_id:uuid}/history", sync_to_thread=True, summary="The widget's events, oldest first (audit:read)", responses=READ_ERRORS)
     def history(self, request: Request[Any, Any, Any], widget_id: UUID, after: After = 0, limit: HistoryLimit = 100) -> History:
         return widget_history(request, widget_id, after, limit)
 
-    @get("/{widget_id:uuid}", sync_to_thread=True)
+    @get("/{widget_id:uuid}", sync_to_thread=True, summary="A widget, now or as it stood at a version or time", responses=READ_ERRORS)
     def get_widget(
         self, caller: Caller, services: Services, widget_id: UUID,
         version: Annotated[int | None, Parameter(query="version", ge=1, required=False, description="As it stood at this version (audit:read)")] = None,
@@ -139,32 +148,33 @@ class WidgetController(Controller):
             caller.require("audit:read")
         return with_etag(services.widgets.get_widget(caller, widget_id, version))
 
-    @put("/{widget_id:uuid}/domains", sync_to_thread=True)
+    @put("/{widget_id:uuid}/domains", sync_to_thread=True, summary="Replace the allowed domains", responses=WRITE_ERRORS)
     def change_domains(self, caller: Caller, services: Services, widget_id: UUID, data: DomainsChange, if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.change_domains(caller, widget_id, data.domains, expected_version(if_match)))
 
-    @put("/{widget_id:uuid}/agent-version", sync_to_thread=True)
+    @put("/{widget_id:uuid}/agent-version", sync_to_thread=True, summary="Pin an agent version", responses=WRITE_ERRORS)
     def pin_version(self, caller: Caller, services: Services, widget_id: UUID, data: VersionPin, if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(
             services.widgets.pin_version(caller, widget_id, data.agent_version_id, data.agent_id, expected_version(if_match))
         )
 
-    @put("/{widget_id:uuid}/config", sync_to_thread=True)
+    @put("/{widget_id:uuid}/config", sync_to_thread=True, summary="Replace the config", responses=WRITE_ERRORS)
     def replace_config(self, caller: Caller, services: Services, widget_id: UUID, data: dict[str, Any], if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.replace_config(caller, widget_id, data, expected_version(if_match)))
 
-    @patch("/{widget_id:uuid}/config", sync_to_thread=True)
+    @patch("/{widget_id:uuid}/config", sync_to_thread=True, summary="Change the config with a JSON merge patch (RFC 7396)",
+            responses=WRITE_ERRORS)
     def patch_config(self, caller: Caller, services: Services, widget_id: UUID, data: dict[str, Any], if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.patch_config(caller, widget_id, data, expected_version(if_match)))
 
-    @post("/{widget_id:uuid}/publish", sync_to_thread=True, status_code=200)
+    @post("/{widget_id:uuid}/publish", sync_to_thread=True, status_code=200, summary="Publish the widget", responses=WRITE_ERRORS)
     def publish(self, caller: Caller, services: Services, widget_id: UUID, if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.publish(caller, widget_id, expected_version(if_match)))
 
-    @post("/{widget_id:uuid}/unpublish", sync_to_thread=True, status_code=200)
+    @post("/{widget_id:uuid}/unpublish", sync_to_thread=True, status_code=200, summary="Unpublish the widget", responses=WRITE_ERRORS)
     def unpublish(self, caller: Caller, services: Services, widget_id: UUID, if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.unpublish(caller, widget_id, expected_version(if_match)))
 
-    @delete("/{widget_id:uuid}", sync_to_thread=True, status_code=204)
+    @delete("/{widget_id:uuid}", sync_to_thread=True, status_code=204, summary="Delete the widget", responses=WRITE_ERRORS)
     def delete_widget(self, caller: Caller, services: Services, widget_id: UUID, if_match: IfMatch = None) -> None:
         services.widgets.delete(caller, widget_id, expected_version(if_match))

@@ -53,8 +53,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await anyio.to_thread.run_sync(built.start)
         built.reader = build_reader(built)
         await built.reader.start()
+        await built.rate_limits.start()
 
     async def stop(app: Litestar) -> None:
+        await built.rate_limits.close()
         if built.reader is not None:
             await built.reader.close()
         if owned:

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
+from http import HTTPStatus
 from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from msgspec import Struct
 
 from api.deps import caller_from, services_from
+from api.errors import PROBLEM_JSON, Problem
 from application.history import AUDIT
 from domain.records import EventRecord
 from projections.audit_feed import FeedEvent
 
 After = Annotated[int, Parameter(query="after", ge=0, description="Return events after this version / position")]
 Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
+# Every error is a problem document (api/errors.py).
+READ_ERRORS = {
+    status: ResponseSpec(Problem, media_type=PROBLEM_JSON, description=HTTPStatus(status).phrase, generate_examples=False)
+    for status in (400, 401, 403, 503)
+}
 
 
 class HistoryEvent(Struct):
@@ -52,7 +60,8 @@ class AuditController(Controller):
     path = "/v1/audit"
     tags = ["audit"]
 
-    @get("/events", sync_to_thread=True, summary="The organization's events across widgets, agents and conversations, in commit order")
+    @get("/events", sync_to_thread=True, summary="The organization's events across widgets, agents and conversations, in commit order",
+          responses=READ_ERRORS)
     def events(self, request: Request[Any, Any, Any], after: After = 0, limit: Limit = 100) -> Feed:
         caller = caller_from(request)
         caller.require(AUDIT)

@@ -10,11 +10,28 @@ from typing import Any
 import structlog
 
 from application.store import saved_positions
+from infrastructure.logging import request_id as request_id_var
 from infrastructure.metrics import LATENCY, REQUESTS
 
 log = structlog.get_logger("access")
 INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Public config reads happen on every page view of every customer site: their successes are
+# counted in metrics and logged at debug level only; refusals and errors are logged as usual.
+HOT_ROUTE = "/public/v1/widgets/{widget_id:str}"
+_requests: dict[tuple[str, str, int], Any] = {}
+_latency: dict[tuple[str, str], Any] = {}
+
+
+def observe(route: str, method: str, status: int, elapsed: float) -> None:
+    counter = _requests.get((route, method, status))
+    if counter is None:
+        counter = _requests[(route, method, status)] = REQUESTS.labels(route, method, str(status))
+    histogram = _latency.get((route, method))
+    if histogram is None:
+        histogram = _latency[(route, method)] = LATENCY.labels(route, method)
+    counter.inc()
+    histogram.observe(elapsed)
 
 
 class RequestContextMiddleware:
@@ -28,7 +45,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
-        request_id = incoming if INCOMING_ID.match(incoming) else "req_" + secrets.token_hex(8)
+        request_id = incoming if incoming and INCOMING_ID.match(incoming) else f"req_{secrets.randbits(64):016x}"
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -45,16 +62,17 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        request_id_var.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
-            REQUESTS.labels(route, scope["method"], str(status)).inc()
-            LATENCY.labels(route, scope["method"]).observe(elapsed)
+            observe(route, scope["method"], status, elapsed)
             path = scope["path"]
-            if path not in QUIET_PATHS:
+            if route == HOT_ROUTE and status in (200, 304) and scope["method"] == "GET":
+                log.debug("request", method="GET", path=path, status=status, duration_ms=round(elapsed * 1000, 2))
+            elif path not in QUIET_PATHS:
                 log.info(
                     "request",
                     method=scope["method"],
@@ -62,4 +80,4 @@ class RequestContextMiddleware:
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
                 )
-            structlog.contextvars.unbind_contextvars("request_id")
+            request_id_var.set(None)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import anyio
 import msgspec
 from litestar import Controller, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from api.deps import caller_from, services_from
-from api.errors import ApiError
+from api.errors import PROBLEM_JSON, ApiError, Problem
 from api.services import Services
-from infrastructure.metrics import PROJECTION_LAG, PROJECTION_POSITION, render
+from infrastructure.metrics import CONTENT_TYPE_LATEST, PROJECTION_LAG, PROJECTION_POSITION, render
 
 
 class ProjectionStatus(msgspec.Struct):
@@ -26,6 +28,11 @@ class Readiness(msgspec.Struct):
     read_model: bool
     projections: dict[str, ProjectionStatus]
     event_store_position: int | None = None
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI description of error answers: each a problem document (api/errors.py)."""
+    return {s: ResponseSpec(Problem, media_type=PROBLEM_JSON, description=HTTPStatus(s).phrase, generate_examples=False) for s in statuses}
 
 
 @get("/healthz", tags=["operations"], summary="The process is up")
@@ -54,7 +61,8 @@ def _readiness(services: Services) -> Readiness:
                      projections=projections, event_store_position=head)
 
 
-@get("/readyz", tags=["operations"], summary="Event store and read models reachable, and each projection's lag")
+@get("/readyz", tags=["operations"], summary="Event store and read models reachable, and each projection's lag",
+     responses={503: ResponseSpec(Readiness, description="A store is unreachable", generate_examples=False)})
 async def readyz(request: Request[Any, Any, Any]) -> Response[Readiness]:
     services: Services = request.app.state.services
     with anyio.move_on_after(5):
@@ -65,7 +73,8 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Readiness]:
     return Response(Readiness("unavailable", False, False, {}), status_code=503)
 
 
-@get("/metrics", tags=["operations"], summary="Prometheus metrics", sync_to_thread=True)
+@get("/metrics", tags=["operations"], summary="Prometheus metrics", sync_to_thread=True,
+     responses={200: ResponseSpec(str, media_type=CONTENT_TYPE_LATEST, description="Prometheus text format", generate_examples=False)})
 def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     services: Services = request.app.state.services
     try:
@@ -83,7 +92,8 @@ class ReadModelController(Controller):
     path = "/v1/read-models"
     tags = ["operations"]
 
-    @get("/wait", sync_to_thread=True, summary="Wait until every read model has reached an event position")
+    @get("/wait", sync_to_thread=True, summary="Wait until every read model has reached an event position",
+         responses=problems(400, 401, 503, 504))
     def wait(
         self,
         request: Request[Any, Any, Any],

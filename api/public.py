@@ -8,14 +8,19 @@ one set lookup per label of the origin's host, and pre-encoded bytes.
 
 from __future__ import annotations
 
+from http import HTTPStatus
+import re
 from typing import Annotated, Any
 from uuid import UUID
 
 import anyio
 from litestar import Controller, Request, Response, get, post, route
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.response.base import ASGIResponse
 from litestar.params import Body
 
-from api.errors import ApiError, Problem
+from api.errors import PROBLEM_JSON, ApiError, Problem
 from api.public_schemas import (
     Accepted,
     ConversationStart,
@@ -29,7 +34,7 @@ from api.services import Services
 from application.conversations import Grant, LiveWidget
 from domain.origin import Origin, origin_from_referer, parse_origin
 from infrastructure.metrics import CONVERSATIONS_STARTED, ORIGIN_REFUSALS
-from projections.public_entry import CHANNEL, PublicEntry
+from projections.public_entry import CHANNEL, PublicConfig, PublicEntry
 
 PUBLIC_BODY_LIMIT = 8 * 1024
 ALLOW_METHODS = "GET, POST, OPTIONS"
@@ -51,9 +56,65 @@ def request_origin(request: Request[Any, Any, Any], allow_referer: bool = False)
     else:
         origin = parse_origin(header)
     if origin is None:
-        raise ApiError(403, "origin_required", "Origin required",
-                       "Public calls must come from a browser page whose Origin the widget allows.")
+        raise origin_required()
     return origin
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: `*` or a list of tags, compared weakly (a `W/` prefix is ignored)."""
+    if not if_none_match:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+class BytesResponse(ASGIResponse):
+    """A response whose headers are already bytes: the hot path skips Litestar's header handling."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:  # no super(): nothing to encode
+        self._status, self._headers, self._body = status, headers, body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [*self._headers, (b"content-length", str(len(self._body)).encode())]
+        if self._body:
+            headers.append((b"content-type", b"application/json"))
+        await send({"type": "http.response.start", "status": self._status, "headers": headers})
+        await send({"type": "http.response.body", "body": self._body, "more_body": False})
+
+
+ORIGIN_CACHE_SIZE = 4096
+_parsed_origins: dict[bytes, Origin | None] = {}
+
+
+def raw_header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def hot_origin(headers: list[tuple[bytes, bytes]]) -> Origin:
+    """The request's origin (Referer's origin only when no Origin was sent), parsed once per distinct value."""
+    raw = next((v for k, v in headers if k == b"origin"), None)
+    if raw is None:
+        referer = raw_header(headers, b"referer")
+        origin = origin_from_referer(referer)
+    else:
+        try:
+            origin = _parsed_origins[raw]
+        except KeyError:
+            origin = parse_origin(raw.decode("latin-1"))
+            if len(_parsed_origins) >= ORIGIN_CACHE_SIZE:
+                _parsed_origins.clear()
+            _parsed_origins[raw] = origin
+    if origin is None:
+        raise origin_required()
+    return origin
+
+
+def origin_required() -> ApiError:
+    return ApiError(403, "origin_required", "Origin required",
+                    "Public calls must come from a browser page whose Origin the widget allows.")
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
@@ -61,11 +122,16 @@ def client_address(request: Request[Any, Any, Any]) -> str:
     return client[0] if client else "unknown"
 
 
+CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 async def live_entry(services: Services, widget_id: str) -> PublicEntry:
-    try:
-        key = str(UUID(widget_id))
-    except ValueError:
-        raise not_found() from None
+    key = widget_id
+    if not CANONICAL_ID.fullmatch(widget_id):  # the loader always sends the canonical form
+        try:
+            key = str(UUID(widget_id))
+        except ValueError:
+            raise not_found() from None
     entry = await services.reader.get(key)
     if entry is None or not entry.row.live:
         raise not_found()
@@ -95,7 +161,13 @@ def grant_out(conversation_id: str, resume_token: str, grant: Grant) -> GrantOut
     return GrantOut(conversation_id=conversation_id, resume_token=resume_token, channel=CHANNEL, livekit=livekit)
 
 
-ERRORS = {403: Problem, 404: Problem, 413: Problem, 429: Problem, 503: Problem}
+# What the OpenAPI document declares besides the success: every error is a problem document (api/errors.py).
+ERRORS = {
+    status: ResponseSpec(Problem, media_type=PROBLEM_JSON, description=HTTPStatus(status).phrase, generate_examples=False)
+    for status in (400, 401, 403, 404, 413, 429, 503)
+}
+VISITOR_ERRORS = {status: ERRORS[status] for status in (400, 403, 404, 413, 429, 503)}
+WEBHOOK_ERRORS = {status: ERRORS[status] for status in (400, 401, 413, 503)}
 
 
 class PublicWidgetController(Controller):
@@ -103,21 +175,39 @@ class PublicWidgetController(Controller):
     tags = ["public"]
     request_max_body_size = PUBLIC_BODY_LIMIT
 
-    @get("/{widget_id:str}", summary="A live widget's public config, for an allowed origin")
-    async def get_widget(self, request: Request[Any, Any, Any], widget_id: str) -> Response[bytes]:
+    def get_route_handlers(self) -> list[BaseRouteHandler]:
+        # Litestar registers a controller's handlers in name order and gives a path whose first handler
+        # has no OPTIONS an automatic one, which then shadows `preflight` (it answered 204 with no CORS
+        # check on `/{id}`, `/feedback` and `/end`). Registering `preflight` first keeps it in charge.
+        handlers = super().get_route_handlers()
+        handlers.sort(key=lambda handler: handler.handler_name != "preflight")
+        return handlers
+
+    @get(
+        "/{widget_id:str}",
+        summary="A live widget's public config, for an allowed origin",
+        responses={
+            200: ResponseSpec(PublicConfig, description="The widget's public config"),
+            304: ResponseSpec(None, description="Not modified (If-None-Match names the current ETag)"),
+            **{status: ERRORS[status] for status in (403, 404, 429, 503)},
+        },
+    )
+    async def get_widget(self, request: Request[Any, Any, Any], widget_id: str) -> ASGIResponse:
+        # The hot path: every page view of every site. One cached lookup, one set lookup per label.
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
-        origin = request_origin(request, allow_referer=True)
+        origin = hot_origin(request.scope["headers"])
         check_origin(entry, origin)
         await services.rate_limits.check_config_read(client_address(request))
-        headers = {
-            **cors_headers(origin),
-            "ETag": entry.etag,
-            "Cache-Control": f"public, max-age={services.settings.public_max_age}",
-        }
-        if request.headers.get("if-none-match") == entry.etag:
-            return Response(b"", status_code=304, headers=headers)
-        return Response(entry.body, media_type="application/json", headers=headers)
+        headers = [
+            (b"access-control-allow-origin", str(origin).encode()),
+            (b"vary", b"Origin"),
+            (b"etag", entry.etag.encode()),
+            (b"cache-control", services.public_cache_control),
+        ]
+        if etag_matches(raw_header(request.scope["headers"], b"if-none-match"), entry.etag):
+            return BytesResponse(304, headers)
+        return BytesResponse(200, headers, entry.body)
 
     @route(
         ["/{widget_id:str}", "/{widget_id:str}/conversations", "/{widget_id:str}/conversations/{cid:str}/resume",
@@ -140,7 +230,8 @@ class PublicWidgetController(Controller):
         }
         return Response(None, status_code=204, headers=headers)
 
-    @post("/{widget_id:str}/conversations", status_code=201, summary="Start a conversation: a grant for a fresh LiveKit room")
+    @post("/{widget_id:str}/conversations", status_code=201, summary="Start a conversation: a grant for a fresh LiveKit room",
+          responses=VISITOR_ERRORS)
     async def start_conversation(
         self, request: Request[Any, Any, Any], widget_id: str,
         data: Annotated[ConversationStart | None, Body(title="ConversationStart")] = None,
@@ -158,14 +249,16 @@ class PublicWidgetController(Controller):
         body = grant_out(str(started.conversation_id), started.resume_token, started.grant)
         return Response(body, status_code=201, headers=cors_headers(origin))
 
-    @post("/{widget_id:str}/conversations/{cid:str}/resume", status_code=200, summary="Resume a conversation in a fresh room")
+    @post("/{widget_id:str}/conversations/{cid:str}/resume", status_code=200, summary="Resume a conversation in a fresh room",
+          responses=VISITOR_ERRORS)
     async def resume(self, request: Request[Any, Any, Any], widget_id: str, cid: str, data: Resume) -> Response[GrantOut]:
         entry, origin, services = await self._checked(request, widget_id)
         conversation = conversation_id(cid)
         grant = await anyio.to_thread.run_sync(services.conversations.resume, live_widget(entry), conversation, data.resume_token)
         return Response(grant_out(str(conversation), data.resume_token, grant), headers=cors_headers(origin))
 
-    @post("/{widget_id:str}/conversations/{cid:str}/forms/{form_id:str}", status_code=202, summary="Submit a form's values")
+    @post("/{widget_id:str}/conversations/{cid:str}/forms/{form_id:str}", status_code=202, summary="Submit a form's values",
+          responses=VISITOR_ERRORS)
     async def submit_form(
         self, request: Request[Any, Any, Any], widget_id: str, cid: str, form_id: str, data: FormSubmission
     ) -> Response[Accepted]:
@@ -175,7 +268,8 @@ class PublicWidgetController(Controller):
         )
         return Response(Accepted(), status_code=202, headers=cors_headers(origin))
 
-    @post("/{widget_id:str}/conversations/{cid:str}/feedback", status_code=202, summary="Give feedback on a conversation")
+    @post("/{widget_id:str}/conversations/{cid:str}/feedback", status_code=202, summary="Give feedback on a conversation",
+          responses=VISITOR_ERRORS)
     async def feedback(
         self, request: Request[Any, Any, Any], widget_id: str, cid: str, data: FeedbackSubmission
     ) -> Response[Accepted]:
@@ -185,7 +279,7 @@ class PublicWidgetController(Controller):
         )
         return Response(Accepted(), status_code=202, headers=cors_headers(origin))
 
-    @post("/{widget_id:str}/conversations/{cid:str}/end", status_code=202, summary="End a conversation")
+    @post("/{widget_id:str}/conversations/{cid:str}/end", status_code=202, summary="End a conversation", responses=VISITOR_ERRORS)
     async def end(self, request: Request[Any, Any, Any], widget_id: str, cid: str, data: Resume) -> Response[Accepted]:
         entry, origin, services = await self._checked(request, widget_id)
         await anyio.to_thread.run_sync(services.conversations.end, live_widget(entry), conversation_id(cid), data.resume_token)
@@ -200,7 +294,7 @@ class PublicWidgetController(Controller):
 
 
 @post("/webhooks/livekit", status_code=200, tags=["webhooks"], summary="LiveKit's signed webhook; room_finished ends the conversation",
-      request_max_body_size=PUBLIC_BODY_LIMIT * 8)
+      request_max_body_size=PUBLIC_BODY_LIMIT * 8, responses=WEBHOOK_ERRORS)
 async def livekit_webhook(request: Request[Any, Any, Any]) -> dict[str, str]:
     services: Services = request.app.state.services
     body = await request.body()

@@ -39,6 +39,10 @@ class Services:
     rate_limits: PublicRateLimits
     reader: Any = None  # the public reader; built on the event loop at startup
 
+    @property
+    def public_cache_control(self) -> bytes:
+        return f"public, max-age={self.settings.public_max_age}".encode()
+
     @classmethod
     def build(cls, settings: Settings) -> Services:
         if settings.auth_secret == DEV_AUTH_SECRET and not settings.embedded:

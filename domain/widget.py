@@ -21,7 +21,25 @@ from domain.errors import AgentVersionNotPublishedError, WidgetDeletedError
 class Widget(Aggregate):
     TOPIC = t.WIDGET
 
-    @event("Created", topic=t.WIDGET_CREATED)
+    class Created(Aggregate.Created):
+        """Version 2 added `request_fingerprint` (idempotent creates); version 1 events predate it."""
+
+        TOPIC = t.WIDGET_CREATED
+        class_version = 2
+
+        organization_id: str
+        agent_id: UUID
+        agent_version_id: UUID
+        domains: list[str]
+        config: dict[str, Any]
+        actor: str
+        request_fingerprint: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("request_fingerprint", None)
+
+    @event(Created)
     def __init__(
         self,
         id: UUID,  # noqa: A002 (given, so that idempotent creates get a deterministic id)

@@ -1,14 +1,19 @@
 """Abuse limits on the public endpoints, shared across workers through Redis (in-process when embedded).
 
-Built on the `limits` package (moving windows). If Redis fails, each process
-falls back to its own in-memory window for that request rather than failing
-open or failing the request.
+Conversation starts use the `limits` package (moving windows, exact across
+workers). Config reads, on every page view, use a local-first window counter
+that shares its counts through Redis in the background (below). If Redis
+fails, each process falls back to its own counts rather than failing open or
+failing the request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from contextlib import suppress
+from typing import Any
 
 import structlog
 from limits import RateLimitItem, parse
@@ -39,9 +44,28 @@ class PublicRateLimits:
                 "async+" + redis_url, implementation="redispy", key_prefix=f"{prefix}rl", socket_timeout=1, socket_connect_timeout=1
             )
         self._shared = MovingWindowRateLimiter(storage) if storage is not None else self._local
+        counter_client = None
+        if redis_url:
+            import redis.asyncio as aioredis
+
+            counter_client = aioredis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+        self._reads = SharedWindowCounter(self.config_reads, counter_client, prefix)
+        self._sync_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._reads.client is not None:
+            self._sync_task = asyncio.create_task(self._reads.run(), name="rate-limit-sync")
+
+    async def close(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._sync_task
+        if self._reads.client is not None:
+            await self._reads.client.aclose()
 
     async def check_config_read(self, client: str) -> None:
-        await self._hit(self.config_reads, "config", client)
+        await self._reads.hit(client)
 
     async def check_conversation_start(self, client: str, widget_id: str) -> None:
         await self._hit(self.conversation_starts, "start", client, widget_id)
@@ -62,3 +86,84 @@ class PublicRateLimits:
             except Exception:
                 pass
             raise RateLimited(retry_after)
+
+
+class SharedWindowCounter:
+    """Fixed-window counts decided in this process and shared through Redis in the background.
+
+    For the hot path (config reads on every page view): a decision costs a dict
+    lookup, not a Redis round trip. Every `sync_interval` seconds, and at once
+    whenever a key comes near its limit, this process adds its new hits to
+    Redis (INCRBY) and learns the total from every worker. Far from the limit,
+    workers may overshoot by what they served since the last sync; near it,
+    every decision is taken on the shared total. Without Redis, or while Redis
+    is down, each process counts on its own.
+    """
+
+    NEAR = 0.8
+    MAX_KEYS = 100_000
+
+    def __init__(self, item: RateLimitItem, client: Any | None, prefix: str, sync_interval: float = 0.1) -> None:
+        self.limit = item.amount
+        self.window = item.get_expiry()
+        self.client = client
+        self.prefix = f"{prefix}rl:w:"
+        self.sync_interval = sync_interval
+        self.current = -1
+        self.unsynced: dict[str, int] = {}
+        self.known: dict[str, int] = {}
+
+    def _roll(self, now: float) -> int:
+        window = int(now // self.window)
+        if window != self.current:
+            self.current = window
+            self.unsynced.clear()
+            self.known.clear()
+        return window
+
+    def _retry_after(self, now: float) -> int:
+        return max(1, math.ceil((self.current + 1) * self.window - now))
+
+    async def hit(self, key: str) -> None:
+        now = time.time()
+        self._roll(now)
+        total = self.known.get(key, 0) + self.unsynced.get(key, 0)
+        if self.client is not None and total + 1 >= self.limit * self.NEAR:
+            await self.sync([key])
+            total = self.known.get(key, 0) + self.unsynced.get(key, 0)
+        if total >= self.limit:
+            raise RateLimited(self._retry_after(now))
+        self.unsynced[key] = self.unsynced.get(key, 0) + 1
+        if len(self.unsynced) > self.MAX_KEYS and self.client is not None:
+            await self.sync(list(self.unsynced))
+
+    async def sync(self, keys: list[str] | None = None) -> None:
+        """Add this process's new hits to the shared counts and learn the totals."""
+        if self.client is None:
+            return
+        window = self.current
+        keys = [k for k in (keys if keys is not None else list(self.unsynced)) if k in self.unsynced or k not in self.known]
+        if not keys:
+            return
+        deltas = {k: self.unsynced.pop(k, 0) for k in keys}
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, delta in deltas.items():
+                    name = f"{self.prefix}{window}:{key}"
+                    pipe.incrby(name, delta)
+                    pipe.expire(name, self.window * 2)
+                results = await pipe.execute()
+        except Exception as error:  # keep counting here; the hits are added back for the next try
+            for key, delta in deltas.items():
+                self.unsynced[key] = self.unsynced.get(key, 0) + delta
+            log.warning("rate_limit_sync_failed", reason=type(error).__name__)
+            return
+        if window == self.current:
+            for key, total in zip(deltas, results[::2], strict=True):
+                self.known[key] = int(total)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_interval)
+            self._roll(time.time())
+            await self.sync()

@@ -28,7 +28,9 @@ class PublicEntry(msgspec.Struct, array_like=True):
 
 _encoder = msgspec.msgpack.Encoder(order="deterministic")  # a rebuild gives the same bytes
 _decoder = msgspec.msgpack.Decoder(PublicEntry)
-_json = msgspec.json.Encoder()
+# Sorted keys: a row read back from Redis (msgpack, sorted) and a row fresh from an event
+# (insertion order) must give the same body, or a rebuild would change the bytes served.
+_json = msgspec.json.Encoder(order="deterministic")
 
 
 def entry_for(row: WidgetRow) -> PublicEntry:

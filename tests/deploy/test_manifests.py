@@ -93,6 +93,8 @@ SHAPES: dict[str, Callable[[str], bool]] = {
     "WIDGETS_RATE_CONFIG_READS": lambda v: re.fullmatch(r"\d+/(second|minute|hour|day)", v) is not None,
     "WIDGETS_RATE_CONVERSATION_STARTS": lambda v: re.fullmatch(r"\d+/(second|minute|hour|day)", v) is not None,
     "WIDGETS_PORT": lambda v: 0 < int(v) < 65536,
+    "WIDGETS_METRICS_PORT": lambda v: 0 <= int(v) < 65536,
+    "WIDGETS_HOST": lambda v: re.fullmatch(r"[0-9a-zA-Z.:\-\[\]]+", v) is not None,
     "WIDGETS_WORKERS": _positive,
     "WIDGETS_LIVEKIT_TOKEN_TTL": _positive,
     "WIDGETS_PUBLIC_CACHE_SIZE": _positive,
@@ -112,7 +114,11 @@ def assert_settings_shaped(env: dict[str, Any], where: str) -> None:
             continue
         assert isinstance(value, str), f"{where}: {name} must be a quoted string, not {type(value).__name__}"
         if name in SHAPES:
-            assert SHAPES[name](value), f"{where}: {name}={value!r} does not have the shape of that setting"
+            try:
+                shaped = SHAPES[name](value)
+            except ValueError:
+                shaped = False
+            assert shaped, f"{where}: {name}={value!r} does not have the shape of that setting"
     # Every typed setting converts (the service refuses to start otherwise).
     Settings.from_env({k: v for k, v in env.items() if v is not None})
 

@@ -1,15 +1,20 @@
-"""A projection process for the crash tests: the public lookup (Redis) and the admin list (PostgreSQL),
-each followed by `ProjectionRunner.run_forever()` in its own thread, as `widgets project` runs them.
+"""Projection processes for the crash test, forked on demand so that they can be killed often.
 
-Run as `python -m tests.integration.projection_worker` with WIDGETS_DATABASE_URL,
-WIDGETS_DATABASE_SCHEMA, WIDGETS_REDIS_URL, WIDGETS_REDIS_PREFIX and PAGE_SIZE in the
-environment. Prints `ready` once both runners are built; exits 1 if one fails. The
-test kills it with SIGKILL at random moments: nothing here cleans up on purpose.
+`python -m tests.integration.projection_worker` imports everything once, then reads
+`start <page size>` lines on stdin. For each it forks a child that follows the log into
+the public lookup (Redis) and the admin list (PostgreSQL), each with
+`ProjectionRunner.run_forever()` in its own thread, as `widgets project` runs them, and
+prints `ready <pid>`. The test kills that child with SIGKILL at a random moment, then
+asks for the next. A child that fails prints `failed <pid>: ...` and exits 1.
+
+Settings come from WIDGETS_DATABASE_URL, WIDGETS_DATABASE_SCHEMA, WIDGETS_REDIS_URL
+and WIDGETS_REDIS_PREFIX. Nothing is opened before the fork.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -24,9 +29,7 @@ from projections.runner import ProjectionRunner
 from projections.widget_list import WidgetListView
 
 
-def main() -> int:
-    settings = Settings.from_env()
-    page_size = int(os.environ.get("PAGE_SIZE", "500"))
+def run(settings: Settings, page_size: int) -> int:
     store = open_event_store(settings)
     db = Database(settings)
     client = redis.Redis.from_url(settings.redis_url)
@@ -40,13 +43,33 @@ def main() -> int:
     ]
     for runner in runners:
         threading.Thread(target=runner.run_forever, name=runner.name, daemon=True).start()
-    print("ready", flush=True)
+    print(f"ready {os.getpid()}", flush=True)
     while True:
         for runner in runners:
             if runner.failure is not None:
-                print(f"failed: {runner.name}: {runner.failure!r}", flush=True)
+                print(f"failed {os.getpid()}: {runner.name}: {runner.failure!r}", flush=True)
                 return 1
-        time.sleep(0.05)
+        time.sleep(0.02)
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # killed children are reaped at once
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        if command != "start":
+            continue
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                code = run(settings, int(argument))
+            except BaseException as error:  # noqa: BLE001 (the test reads this line)
+                print(f"failed {os.getpid()}: {error!r}", flush=True)
+                code = 1
+            os._exit(code)
+    return 0
 
 
 if __name__ == "__main__":

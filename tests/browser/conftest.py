@@ -1,0 +1,262 @@
+"""Browser fixtures: the real service on a loopback port, two customer sites on two other origins,
+and Debian's Chromium driven by Playwright (session-scoped; one fresh context per test).
+
+Nothing here skips: a missing Chromium, bundle or npm fails the test with what to do about it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import create_app
+from api.embed_routes import BUILD_COMMAND, DIST
+from infrastructure.settings import Settings
+from tests.browser.hostpages import HostSite, page_html
+from tests.conftest import admin_headers
+
+ROOT = Path(__file__).resolve().parents[2]
+EMBED_DIR = ROOT / "api" / "embed"
+SCREENSHOTS = ROOT / "build" / "screenshots"
+CHROMIUM = os.environ.get("WIDGETS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+ORG = "org_browser"
+TIMEOUT_MS = 15_000
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- the embed bundle ----
+
+
+def _bundle_is_stale() -> bool:
+    manifest = DIST / "manifest.json"
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    sources = [*(EMBED_DIR / "src").glob("*.ts"), EMBED_DIR / "build.mjs", EMBED_DIR / "package-lock.json"]
+    return any(p.stat().st_mtime > built for p in sources if p.exists())
+
+
+@pytest.fixture(scope="session")
+def embed_bundle() -> Path:
+    """The built loader; built here (never skipped) when it is missing or older than its sources."""
+    if not _bundle_is_stale():
+        return DIST
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail(f"The embed bundle is missing or stale and npm is not installed. Run `{BUILD_COMMAND}`.")
+    steps = [["run", "build"]] if (EMBED_DIR / "node_modules").exists() else [["ci"], ["run", "build"]]
+    for step in steps:
+        done = subprocess.run([npm, "--prefix", str(EMBED_DIR), *step], capture_output=True, text=True, timeout=240)
+        if done.returncode != 0:
+            pytest.fail(f"`npm {' '.join(step)}` failed while building the embed bundle:\n{done.stdout}\n{done.stderr}")
+    return DIST
+
+
+# ---- the service ----
+
+
+@dataclass
+class ApiServer:
+    """The service running for real on a loopback port, and an admin of one organization calling it."""
+
+    base: str
+    settings: Settings
+    http: httpx.Client = field(repr=False)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(method, path, **kwargs)
+
+    def _ok(self, response: httpx.Response, status: int) -> dict[str, Any]:
+        assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
+        return response.json()
+
+    def create_live_widget(self, domains: list[str], config: dict[str, Any]) -> dict[str, Any]:
+        """A published widget pinned to a published agent version, allowed on `domains` only."""
+        agent = self._ok(self.call("POST", "/v1/agents", json={"name": "Browser test agent"}), 201)
+        version = self._ok(self.call("POST", f"/v1/agents/{agent['id']}/versions", json={"label": "v1"}), 201)
+        self._ok(self.call("POST", f"/v1/agents/{agent['id']}/versions/{version['id']}/publish"), 200)
+        body = {"agent_id": agent["id"], "agent_version_id": version["id"], "domains": domains, "config": config}
+        widget = self._ok(self.call("POST", "/v1/widgets", json=body), 201)
+        widget = self._ok(self.call("POST", f"/v1/widgets/{widget['id']}/publish"), 200)
+        assert widget["live"] is True
+        return widget
+
+    def wait_public(self, widget_id: str, origin: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Waits until the public read model serves the widget to `origin` (read-your-writes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            response = httpx.get(f"{self.base}/public/v1/widgets/{widget_id}", headers={"Origin": origin}, timeout=5)
+            if response.status_code == 200:
+                return response.json()
+            assert time.monotonic() < deadline, f"widget {widget_id} not public for {origin}: {response.status_code} {response.text}"
+            time.sleep(0.05)
+
+    def conversations(self, widget_id: str) -> list[dict[str, Any]]:
+        return self._ok(self.call("GET", f"/v1/widgets/{widget_id}/conversations"), 200)["items"]
+
+    def wait_conversation(
+        self, widget_id: str, conversation_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The admin view of one conversation once `until` holds for it (the list is a projection)."""
+        deadline = time.monotonic() + timeout
+        row: dict[str, Any] | None = None
+        while True:
+            row = next((c for c in self.conversations(widget_id) if c["id"] == conversation_id), None)
+            if row is not None and until(row):
+                return row
+            assert time.monotonic() < deadline, f"conversation {conversation_id} never reached the expected state: {row}"
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def api_server(embed_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """`create_app` on the embedded wiring, served by uvicorn in a thread on a free loopback port.
+
+    LiveKit points at a loopback port where nothing listens: joining a room fails at once,
+    as it does wherever no LiveKit server runs.
+    """
+    settings = Settings(
+        data_dir=str(tmp_path_factory.mktemp("widgets-var")),
+        log_format="json",
+        log_level="warning",
+        livekit_url=f"ws://127.0.0.1:{free_port()}",
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="widgets-api", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "the API server thread died while starting"
+        assert time.monotonic() < deadline, "the API server did not start within 30 s"
+        time.sleep(0.05)
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{base}/embed.js", timeout=5).status_code == 200, "GET /embed.js does not serve the loader"
+    with httpx.Client(base_url=base, headers=admin_headers(settings, ORG, "browser_admin"), timeout=10) as client:
+        yield ApiServer(base, settings, client)
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+# ---- the customer sites ----
+
+
+@pytest.fixture(scope="session")
+def allowed_site() -> Iterator[HostSite]:
+    """The site the widget allows: http://127.0.0.1:<port>."""
+    site = HostSite("127.0.0.1").start()
+    yield site
+    site.stop()
+
+
+@pytest.fixture(scope="session")
+def other_site() -> Iterator[HostSite]:
+    """Another site on another origin (http://localhost:<port>), which the widget does not allow."""
+    site = HostSite("localhost").start()
+    yield site
+    site.stop()
+
+
+@pytest.fixture(scope="session")
+def embed_page(api_server: ApiServer) -> Callable[..., str]:
+    """`embed_page(site, widget_id, path=..., head=...)`: serves a page with the snippet, answers its URL."""
+
+    def make(site: HostSite, widget_id: str, path: str | None = None, *, head: str = "", title: str = "Customer site") -> str:
+        return site.serve(path or f"/{widget_id}.html", page_html(api_server.base, widget_id, title=title, head=head))
+
+    return make
+
+
+# ---- the browser ----
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: `apt-get install -y chromium` (or set WIDGETS_CHROMIUM).")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Recorder:
+    """What one page did: its requests, console messages and uncaught errors."""
+
+    requests: list[Any] = field(default_factory=list)
+    console: list[Any] = field(default_factory=list)
+    errors: list[Any] = field(default_factory=list)
+
+    def attach(self, page: Any) -> None:
+        # Playwright tags its handlers with an attribute, which bound built-ins cannot carry.
+        page.on("request", lambda request: self.requests.append(request))
+        page.on("console", lambda message: self.console.append(message))
+        page.on("pageerror", lambda error: self.errors.append(error))
+
+    def posts(self, suffix: str) -> list[Any]:
+        return [r for r in self.requests if r.method == "POST" and r.url.split("?", 1)[0].endswith(suffix)]
+
+    def warnings(self) -> list[str]:
+        return [m.text for m in self.console if m.type == "warning"]
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """A fresh browser profile (own storage) per test."""
+    ctx = browser.new_context(viewport={"width": 1024, "height": 800}, color_scheme="light", reduced_motion="reduce")
+    ctx.set_default_timeout(TIMEOUT_MS)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def page(context: Any, recorder: Recorder) -> Any:
+    page = context.new_page()
+    recorder.attach(page)
+    return page
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
