@@ -10,6 +10,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+# Two cores shared with PostgreSQL, Redis and Chromium: judge properties on what they find, not on time.
+hypothesis_settings.register_profile("widgets", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("widgets")
 
 from infrastructure.auth import TokenAuthority
 from infrastructure.settings import Settings
