@@ -13,7 +13,7 @@ from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, Parameter
 
-from api.audit import After, History, widget_history
+from api.audit import MAX_POSITION, After, History, widget_history
 from api.audit import Limit as HistoryLimit
 from api.admin_lists import ConversationPage, Cursor, Limit, list_conversations, list_widgets
 from api.deps import caller_from, services_from
@@ -135,7 +135,7 @@ class WidgetController(Controller):
     @get("/{widget_id:uuid}", sync_to_thread=True, summary="A widget, now or as it stood at a version or time", responses=READ_ERRORS)
     def get_widget(
         self, caller: Caller, services: Services, widget_id: UUID,
-        version: Annotated[int | None, Parameter(query="version", ge=1, required=False, description="As it stood at this version (audit:read)")] = None,
+        version: Annotated[int | None, Parameter(query="version", ge=1, le=MAX_POSITION, required=False, description="As it stood at this version (audit:read)")] = None,
         at: Annotated[datetime | None, Parameter(query="at", required=False, description="As it stood at this RFC 3339 time (audit:read)")] = None,
     ) -> Response[WidgetOut]:
         if at is not None:
@@ -144,8 +144,6 @@ class WidgetController(Controller):
                                errors=[ProblemField("at", "must be an RFC 3339 time with a UTC offset")])
             widget = services.history.widget_at_time(caller, widget_id, at)
             return with_etag(services.widgets.state(caller, widget))
-        if version is not None:
-            caller.require("audit:read")
         return with_etag(services.widgets.get_widget(caller, widget_id, version))
 
     @put("/{widget_id:uuid}/domains", sync_to_thread=True, summary="Replace the allowed domains", responses=WRITE_ERRORS)

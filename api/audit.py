@@ -14,11 +14,12 @@ from msgspec import Struct
 
 from api.deps import caller_from, services_from
 from api.errors import PROBLEM_JSON, Problem
-from application.history import AUDIT
+from application.agents import AUDIT
 from domain.records import EventRecord
 from projections.audit_feed import FeedEvent
 
-After = Annotated[int, Parameter(query="after", ge=0, description="Return events after this version / position")]
+MAX_POSITION = 2**63 - 1  # the stores' 64-bit integers: a larger number is bad input (400), not a server error
+After = Annotated[int, Parameter(query="after", ge=0, le=MAX_POSITION, description="Return events after this version / position")]
 Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
 # Every error is a problem document (api/errors.py).
 READ_ERRORS = {

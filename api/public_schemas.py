@@ -30,7 +30,8 @@ class FormSubmission(Struct, forbid_unknown_fields=True):
 
 class FeedbackSubmission(Struct, forbid_unknown_fields=True):
     resume_token: Token
-    rating: int
+    # Litestar converts bodies in msgspec's lax mode, which would turn "5" into 5; the domain checks the raw value.
+    rating: Annotated[Any, Meta(description="An integer on the widget's feedback scale (thumbs 0-1, stars and scale_5 1-5)")]
     comment: Annotated[str, Meta(max_length=2000)] | None = None
 
 

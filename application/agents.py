@@ -13,6 +13,7 @@ from domain.agent import Agent, AgentVersion
 
 WRITE = "widgets:write"
 READ = "widgets:read"
+AUDIT = "audit:read"
 
 
 class AgentService:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from application.agents import AUDIT
 from application.commands import Caller, load_owned
 from application.store import EventStore
 from domain.errors import NotFoundError
 from domain.records import EventRecord, describe
 from domain.widget import Widget
 
-AUDIT = "audit:read"
 
 
 class HistoryService:

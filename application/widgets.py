@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from application.agents import READ, WRITE, AgentService
+from application.agents import AUDIT, READ, WRITE, AgentService
 from application.commands import Caller, change, create_once, fingerprint, idempotent_id, load_owned
 from application.store import EventStore
 from domain.agent import Agent
@@ -79,7 +79,8 @@ class WidgetService:
         return self.state(caller, widget)
 
     def get_widget(self, caller: Caller, widget_id: UUID, version: int | None = None) -> WidgetState:
-        caller.require(READ)
+        """The widget now (`widgets:read`), or as it stood at a version (`audit:read`, deleted ones too)."""
+        caller.require(READ if version is None else AUDIT)
         widget = self.load(caller, widget_id, version)
         if widget.deleted and version is None:
             raise NotFoundError("Widget", widget_id)

@@ -46,6 +46,10 @@ def rebuild_redis(
     runner.catch_up(on_page=on_page)  # what arrived during the first pass, so the live runner has little left
     if not client.register_script(SWITCH)(keys=[keys.current, keys.building, keys.channel], args=[str(new)]):
         raise RuntimeError(f"generation {new} was no longer the one being built; another rebuild ran at the same time")
+    # An idle live runner that wrote the old generation after our last pass would not notice the
+    # switch until its next write: finish the catch-up as the new generation's owner (positions keep
+    # it exactly once if the live runner gets there too).
+    ProjectionRunner(f"rebuild-g{new}-switched", store, RedisPublicView(client, prefix, new)).catch_up()
     time.sleep(grace)  # readers that resolved the old generation just before the switch finish reading it
     drop_generation(client, prefix, old)
     return new

@@ -506,12 +506,14 @@ def worker(kind: str, pg_url: str, redis_url: str, schema: str, prefix: str, pro
     with psycopg.connect(pg_url) as conn:
         (expected,) = conn.execute(f"SELECT count(*) FROM {table} WHERE topic = ANY(%s)", [topics]).fetchone()
     applied = {"total": 0, "last": 0}
+    pages: list[tuple[float, int]] = []  # (time, events so far): the rate early and late in one run
 
     def on_page(_position: int, count: int) -> None:  # runner.catch_up's count restarts on each pass
         if count < applied["last"]:
             applied["last"] = 0
         applied["total"] += count - applied["last"]
         applied["last"] = count
+        pages.append((time.perf_counter(), applied["total"]))
 
     def work() -> int:
         if kind == "raw-stream":
@@ -601,7 +603,8 @@ def worker(kind: str, pg_url: str, redis_url: str, schema: str, prefix: str, pro
             print(f"--- cProfile of {kind} over {events:,} events, sorted by {order} ---")
             pstats.Stats(profiler, stream=sys.stdout).sort_stats(order).print_stats(25)
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    check = verify(kind, pg_url, redis_url, schema, prefix) if kind.startswith("rebuild") else {}
+    pages.insert(0, (started, 0))
+    check = {**decile_rates(pages), **(verify(kind, pg_url, redis_url, schema, prefix) if kind.startswith("rebuild") else {})}
     if store is not None:
         store.close()
     return {
@@ -615,6 +618,23 @@ def worker(kind: str, pg_url: str, redis_url: str, schema: str, prefix: str, pro
         "profiled": profile,
         **check,
     }
+
+
+def decile_rates(pages: list[tuple[float, int]]) -> dict[str, float]:
+    """Events/s over the first and the last 10% of a rebuild's events (flat if the cost per event does not grow)."""
+    total = pages[-1][1]
+    if len(pages) < 4 or total < 10:
+        return {}
+
+    def at(events: float) -> float:  # time at which `events` had been applied (linear within a page)
+        for (t0, n0), (t1, n1) in zip(pages, pages[1:]):
+            if n1 >= events:
+                return t0 + (t1 - t0) * ((events - n0) / (n1 - n0) if n1 > n0 else 1.0)
+        return pages[-1][0]
+
+    tenth = total / 10
+    return {"first_tenth_per_s": tenth / max(1e-9, at(tenth) - at(0)),
+            "last_tenth_per_s": tenth / max(1e-9, at(total) - at(total - tenth))}
 
 
 def verify(kind: str, pg_url: str, redis_url: str, schema: str, prefix: str) -> dict[str, Any]:
@@ -698,7 +718,9 @@ def bench_rebuild(
                 log(f"  {kind:14} {result['events']:>10,} events {result['seconds']:8.2f} s "
                     f"{result['per_s']:>10,.0f}/s  peak RSS {result['rss_peak_mb']:.0f} MB "
                     f"(before {result['rss_before_mb']:.0f} MB)"
-                    + (f"  widgets current {result['widgets_current']}/{result['widgets']}" if "widgets" in result else ""))
+                    + (f"  widgets current {result['widgets_current']}/{result['widgets']}" if "widgets" in result else "")
+                    + (f"  first/last 10%: {result['first_tenth_per_s']:,.0f}/{result['last_tenth_per_s']:,.0f} per s"
+                       if "first_tenth_per_s" in result else ""))
             results.append(row)
             if profile and index == 0:
                 for kind in ("rebuild-redis", "rebuild-sql"):
@@ -771,6 +793,14 @@ def markdown(lag: dict[str, Any] | None, rebuild: dict[str, Any] | None, meta: d
                     a, b = sizes[0]["runs"][kind], sizes[-1]["runs"][kind]
                     out.append(f"| {labels[kind]} | {a['rss_peak_mb']:.0f} MB → {b['rss_peak_mb']:.0f} MB | "
                                f"{b['rss_peak_mb'] / a['rss_peak_mb']:.2f}× |")
+        late = [(row, kind, row["runs"][kind]) for row in sizes for kind in ("rebuild-redis", "rebuild-sql")
+                if "first_tenth_per_s" in row["runs"].get(kind, {})]
+        if late:
+            out += ["", "| Within one rebuild | N | events/s, first 10% | events/s, last 10% | last / first |",
+                    "|---|---:|---:|---:|---:|"]
+            for row, kind, run in late:
+                out.append(f"| {labels[kind]} | {run['events']:,} | {run['first_tenth_per_s']:,.0f} | "
+                           f"{run['last_tenth_per_s']:,.0f} | {run['last_tenth_per_s'] / run['first_tenth_per_s']:.2f} |")
         for note in rebuild["notes"]:
             out += ["", f"Note: {note}."]
     return "\n".join(out)

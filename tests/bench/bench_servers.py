@@ -8,11 +8,17 @@ and route once, then again) so that drift on the machine hits all of them alike,
 and the table shows the median of the runs. Needs `wrk` (`apt-get install -y wrk`).
 Our app is started in its embedded mode from a temporary folder; `/healthz`
 touches no store, so the figure is the server plus our middleware and routing.
+
+Besides req/s and p99 (wall-clock figures, which other load on the machine
+distorts), the table shows the server's CPU time per request (user + system,
+all its processes, read from /proc): with one saturated worker, req/s is about
+1 / that, and it barely moves when other processes compete for the cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shutil
@@ -103,17 +109,39 @@ class Measure:
     requests_per_second: float
     p99_ms: float
     errors: int
+    requests: int
+    cpu_us_per_request: float | None = None
+
+
+def group_cpu_seconds(pgid: int) -> float | None:
+    """User + system CPU seconds of every live process in process group `pgid` (Linux /proc)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            after_name = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(after_name[2]) == pgid:  # state ppid pgrp ... utime(11) stime(12)
+            total += int(after_name[11]) + int(after_name[12])
+    return total / ticks
 
 
 def parse_wrk(output: str) -> Measure:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    requests = re.search(r"(\d+) requests in", output)
     p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-    if not rps or not p99:
+    if not rps or not p99 or not requests:
         raise RuntimeError(f"could not read wrk's output:\n{output}")
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return Measure(float(rps.group(1)), float(p99.group(1)) * scale, errors + (int(non_2xx.group(1)) if non_2xx else 0))
+    return Measure(float(rps.group(1)), float(p99.group(1)) * scale, errors + (int(non_2xx.group(1)) if non_2xx else 0),
+                   int(requests.group(1)))
 
 
 def wrk(port: int, path: str, duration: int, connections: int) -> Measure:
@@ -129,7 +157,12 @@ def measure(server: str, target: Target, duration: int, connections: int, env: d
     try:
         wait_until_serving(port, target.path, process)
         wrk(port, target.path, 2, connections)  # warm-up, not counted
-        return wrk(port, target.path, duration, connections)
+        cpu_before = group_cpu_seconds(process.pid)
+        found = wrk(port, target.path, duration, connections)
+        cpu_after = group_cpu_seconds(process.pid)
+        if cpu_before is None or cpu_after is None or not found.requests:
+            return found
+        return dataclasses.replace(found, cpu_us_per_request=(cpu_after - cpu_before) / found.requests * 1e6)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -159,20 +192,26 @@ def main() -> None:
                     found = measure(server, target, args.duration, args.connections, env)
                     results.setdefault((server, target.label), []).append(found)
                     print(f"run {run + 1}: {server:8} {target.label:22} {found.requests_per_second:9.0f} req/s "
-                          f"p99 {found.p99_ms:6.2f} ms errors {found.errors}", file=sys.stderr, flush=True)
+                          f"p99 {found.p99_ms:7.2f} ms  cpu {found.cpu_us_per_request or 0:6.1f} us/req  "
+                          f"errors {found.errors}", file=sys.stderr, flush=True)
     print(f"\n{args.runs} x {args.duration} s, {args.connections} connections, one worker on core 0, wrk on core 1 "
           f"(median of runs)\n")
-    print(f"| {'route':22} | {'server':8} | {'req/s':>8} | {'p99 ms':>7} | {'errors':>6} | {'vs uvicorn':>10} |")
-    print(f"| {'-' * 22} | {'-' * 8} | {'-' * 7}: | {'-' * 6}: | {'-' * 5}: | {'-' * 9}: |")
+    print(f"| {'route':22} | {'server':8} | {'req/s':>8} | {'p99 ms':>7} | {'CPU us/req':>10} | {'errors':>6} "
+          f"| {'req/s vs uvicorn':>16} | {'CPU vs uvicorn':>14} |")
+    print(f"| {'-' * 22} | {'-' * 8} | {'-' * 7}: | {'-' * 6}: | {'-' * 9}: | {'-' * 5}: | {'-' * 15}: | {'-' * 13}: |")
     for target in TARGETS:
-        base = statistics.median(m.requests_per_second for m in results[("uvicorn", target.label)])
-        for server in SERVERS:
+        def medians(server: str) -> tuple[float, float, float]:
             runs = results[(server, target.label)]
-            rps = statistics.median(m.requests_per_second for m in runs)
-            p99 = statistics.median(m.p99_ms for m in runs)
-            errors = sum(m.errors for m in runs)
-            print(f"| {target.label:22} | {server:8} | {rps:8.0f} | {p99:7.2f} | {errors:6d} | {rps / base:10.2f} |")
+            cpu = [m.cpu_us_per_request for m in runs if m.cpu_us_per_request is not None]
+            return (statistics.median(m.requests_per_second for m in runs), statistics.median(m.p99_ms for m in runs),
+                    statistics.median(cpu) if cpu else float("nan"))
 
+        base_rps, _, base_cpu = medians("uvicorn")
+        for server in SERVERS:
+            rps, p99, cpu = medians(server)
+            errors = sum(m.errors for m in results[(server, target.label)])
+            print(f"| {target.label:22} | {server:8} | {rps:8.0f} | {p99:7.2f} | {cpu:10.1f} | {errors:6d} "
+                  f"| {rps / base_rps:16.2f} | {cpu / base_cpu:14.2f} |")
 
 if __name__ == "__main__":
     main()

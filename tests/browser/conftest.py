@@ -145,6 +145,7 @@ def api_server(embed_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         log_format="json",
         log_level="warning",
         livekit_url=f"ws://127.0.0.1:{free_port()}",
+        livekit_api_secret="browser-tests-livekit-secret-0123456789abcdef",
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -35,6 +35,7 @@ SECRET_SETTINGS = {"WIDGETS_DATABASE_URL", "WIDGETS_REDIS_URL", "WIDGETS_AUTH_SE
 SECRET_NAME = "widgets-secrets"
 OUR_SERVICES = ("api", "projector")
 WIDGETS_NAME = re.compile(r"WIDGETS_[A-Z0-9_]*[A-Z0-9]")
+SERVER_GRACEFUL_TIMEOUT = 20  # seconds `widgets serve` gives in-flight requests after SIGTERM
 
 
 def compose() -> dict[str, Any]:
@@ -207,6 +208,8 @@ def test_compose_has_the_production_shaped_stack() -> None:
     for name in ("postgres", "redis", "livekit", "api"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    grace = re.fullmatch(r"(\d+)s", services["api"]["stop_grace_period"])
+    assert grace and int(grace.group(1)) > SERVER_GRACEFUL_TIMEOUT, "compose must wait for the drain before SIGKILL"
     for name in OUR_SERVICES:
         conditions = services[name]["depends_on"]
         assert conditions["postgres"]["condition"] == conditions["redis"]["condition"] == "service_healthy"
@@ -292,7 +295,7 @@ def test_the_api_deployment_probes_drains_and_runs_widgets_serve() -> None:
     sleep = container["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep[0] == "sleep" and int(sleep[1]) > 0
     # The grace period covers the preStop sleep and then the server's drain.
-    assert pod["terminationGracePeriodSeconds"] >= int(sleep[1]) + 20
+    assert pod["terminationGracePeriodSeconds"] >= int(sleep[1]) + SERVER_GRACEFUL_TIMEOUT
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert "cpu" in container["resources"]["requests"], "the autoscaler needs a CPU request"
 

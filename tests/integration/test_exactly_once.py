@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 
@@ -30,7 +31,7 @@ from projections.runner import ProjectionRunner
 from projections.widget_list import WidgetListView
 from projections.widget_rows import Changes, RowSource, WidgetRowsProjection
 from tests.integration.conftest import dump_in_process, dump_redis_generation, dump_sql
-from tests.unit.test_widget_rows import Admin, random_history
+from tests.unit.test_widget_rows import Admin, config_named, random_history
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEWS = ["public lookup, in-process", "public lookup, Redis", "admin list, SQLite", "admin list, PostgreSQL"]
@@ -43,7 +44,6 @@ class Target:
     kind: str
     store: EventStore
     view: Any
-    request: pytest.FixtureRequest
 
     def reopen(self) -> Any:
         """The same stored view, as a restarted process would open it."""
@@ -73,7 +73,7 @@ def target(request: pytest.FixtureRequest) -> Target:
         store, view = fixture("sqlite_store"), WidgetListView(fixture("sqlite_db"))
     else:
         store, view = fixture("pg_store"), WidgetListView(fixture("pg_db"))
-    return Target(request.param, store, view, request)
+    return Target(request.param, store, view)
 
 
 def page(store: EventStore, source: RowSource, first: int, last: int) -> Changes:
@@ -271,13 +271,14 @@ class Workers:
 @pytest.mark.slow
 def test_a_projection_process_killed_at_random_moments_ends_equal_to_a_rebuild(
     production_settings: Settings, pg_store: EventStore, pg_db: Database, other_pg_db: Database,
-    redis_client: redis.Redis, redis_prefix: str, other_redis_prefix: str,
+    redis_client: redis.Redis, redis_prefix: str, other_redis_prefix: str, request: pytest.FixtureRequest,
 ) -> None:
     rng = random.Random(2024)
     list_view = WidgetListView(pg_db)
     public_view = RedisPublicView(redis_client, redis_prefix, current_generation(redis_client, redis_prefix))
     # The writer is another process's store in real life; this one skips the pool's pre-ping to write faster.
     writer = open_event_store(production_settings, POSTGRES_PRE_PING="n")
+    request.addfinalizer(writer.close)
     admin = Admin(writer)
     stop_producing = time.monotonic() + 40
     produced: list[int] = []
@@ -308,7 +309,6 @@ def test_a_projection_process_killed_at_random_moments_ends_equal_to_a_rebuild(
         producer.join()
         workers.close()
     assert not failures, failures
-    writer.close()
 
     for view in (public_view, list_view):
         ProjectionRunner("final", pg_store, view).catch_up()
@@ -346,27 +346,84 @@ def test_runners_following_concurrent_writers_miss_no_event(
     pg_store: EventStore, pg_db: Database, other_pg_db: Database,
     redis_client: redis.Redis, redis_prefix: str, other_redis_prefix: str,
 ) -> None:
-    """Several API workers write at once; a live runner must not pass an id whose transaction commits later."""
+    """Several API workers write at once; a runner must never pass an id whose transaction commits later."""
     public_view = RedisPublicView(redis_client, redis_prefix, current_generation(redis_client, redis_prefix))
     list_view = WidgetListView(pg_db)
-    runners = [ProjectionRunner("public_lookup", pg_store, public_view).start(),
-               ProjectionRunner("widget_list", pg_store, list_view).start()]
-    admins = [Admin(pg_store, actor=f"writer{i}") for i in range(4)]
-    try:
-        writers = [threading.Thread(target=random_history, args=(a, random.Random(i), 150),
-                                    kwargs={"widgets": 10, "agents": 2, "versions": 2}) for i, a in enumerate(admins)]
-        for writer in writers:
-            writer.start()
-        for writer in writers:
-            writer.join()
-        final = head(pg_store)
-        assert all(r.wait(final, timeout=30) for r in runners)
-    finally:
-        for runner in runners:
-            runner.stop()
+    runners = [ProjectionRunner("public_lookup", pg_store, public_view), ProjectionRunner("widget_list", pg_store, list_view)]
+    admins = [Admin(pg_store, actor=f"writer{i}") for i in range(6)]
+    widgets = [[admin.widget() for _ in range(3)] for admin in admins]
+    writing = threading.Event()
+    errors: list[BaseException] = []
 
+    def write(admin: Admin, mine: list[Any]) -> None:
+        for n in range(60):
+            admin.configure(mine[n % len(mine)], config_named(f"{admin.actor} {n}"))
+
+    def follow() -> None:  # a busy projection: catching up again as soon as it is done
+        try:
+            while writing.is_set():
+                for runner in runners:
+                    runner.catch_up()
+        except BaseException as error:  # noqa: BLE001 (asserted below)
+            errors.append(error)
+
+    writing.set()
+    follower = threading.Thread(target=follow)
+    follower.start()
+    writers = [threading.Thread(target=write, args=(a, w)) for a, w in zip(admins, widgets, strict=True)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    writing.clear()
+    follower.join()
+    assert errors == []
+    for runner in runners:
+        runner.catch_up()
+
+    for admin, mine in zip(admins, widgets, strict=True):
+        for widget_id in mine:
+            assert public_view.get(str(widget_id)).row == admin.expected_row(widget_id)  # type: ignore[union-attr]
+            assert list_view.load({str(widget_id)}, set())[0][str(widget_id)] == admin.expected_row(widget_id)
     rebuilt_generation = rebuild_redis(pg_store, redis_client, other_redis_prefix, grace=0)
     assert dump_redis_generation(redis_client, redis_prefix, public_view.generation) == dump_redis_generation(
         redis_client, other_redis_prefix, rebuilt_generation)
     rebuild_sql(pg_store, other_pg_db)
     assert dump_sql(pg_db) == dump_sql(other_pg_db)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="infrastructure/eventstore.py sets POSTGRES_ENABLE_DB_FUNCTIONS=y: eventsourcing 9.5.6's insert function "
+    "takes no table lock, so notification ids commit out of order and a runner passes an id that commits later. "
+    "Remove that setting (and this marker).",
+)
+def test_a_runner_never_passes_a_notification_id_whose_transaction_commits_later(
+    production_settings: Settings, pg_store: EventStore, pg_db: Database
+) -> None:
+    admin = Admin(pg_store)
+    slow, quick = admin.widget(config=config_named("Before")), admin.widget()
+    view = WidgetListView(pg_db)
+    runner = ProjectionRunner("widget_list", pg_store, view)
+    runner.catch_up()
+    table = f'"{production_settings.database_schema}".widgets_events'
+    # Another transaction holds the key the slow writer's next event needs, so that writer
+    # waits inside its insert, after the sequence has given it an id (or before, if it locks).
+    with psycopg.connect(production_settings.database_url) as blocker:
+        blocker.execute(f"INSERT INTO {table} (originator_id, originator_version, topic, state) VALUES (%s, 2, 'x', '')",
+                        [slow])
+        writers = [threading.Thread(target=admin.configure, args=(slow, config_named("After"))),
+                   threading.Thread(target=admin.change_domains, args=(quick, ["quick.example.com"]))]
+        writers[0].start()
+        time.sleep(0.5)
+        writers[1].start()
+        time.sleep(0.5)
+        runner.catch_up()  # the quick writer may have committed a higher id by now
+        blocker.rollback()
+    for writer in writers:
+        writer.join()
+    runner.catch_up()
+
+    assert view.load({str(slow)}, set())[0][str(slow)] == admin.expected_row(slow)
+    assert view.load({str(quick)}, set())[0][str(quick)] == admin.expected_row(quick)

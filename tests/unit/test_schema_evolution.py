@@ -315,4 +315,4 @@ def test_a_class_name_is_not_part_of_the_stored_event(store: EventStore, agents:
     for stored in store.recorder.select_events(widget.id):
         state = json.loads(stored.state)
         assert state["originator_topic"] == t.WIDGET
-        assert "Created" not in stored.topic and "Widget" not in json.dumps(state)
+        assert ":" not in stored.topic and "domain.widget" not in json.dumps(state)

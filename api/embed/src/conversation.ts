@@ -14,6 +14,19 @@ const loadChunk = (base: string) =>
     throw e;
   }));
 
+// What the API takes for `visitor` (anything else is a 400 and no conversation would ever start):
+// a name of 1 to 80 characters, and a BCP 47 tag of at most 35.
+const MAX_NAME = 80;
+const LOCALE = /^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$/;
+
+function visitorOf(name: unknown, locale: string): { name?: string; locale?: string } {
+  const visitor: { name?: string; locale?: string } = {};
+  // The pre-chat field may hold up to 1,000 characters; the form keeps all of them, the visitor name its start.
+  if (typeof name === 'string' && name.trim()) visitor.name = Array.from(name.trim()).slice(0, MAX_NAME).join('').trim();
+  if (locale.length <= 35 && LOCALE.test(locale)) visitor.locale = locale;
+  return visitor;
+}
+
 export type Link = 'connecting' | 'connected' | 'reconnecting' | 'unavailable';
 
 /** joined: in a room; gone: the stored conversation no longer exists (now forgotten); left: abandoned meanwhile; failed: try again. */
@@ -85,13 +98,13 @@ export class Conversation {
       try {
         grant = await this.api.resume(this.ref);
       } catch (e) {
-        if (!(e instanceof ApiError && e.status === 404) || gen !== this.gen) throw e;
+        // 404: unknown here (or the token is wrong); 409: it has ended meanwhile (in another tab, or the room finished).
+        if (!(e instanceof ApiError && (e.status === 404 || e.status === 409)) || gen !== this.gen) throw e;
         this.forget();
         return 'gone';
       }
     } else {
-      const name = this.prechat?.values.name;
-      grant = await this.api.start(typeof name === 'string' ? { name, locale: this.locale } : { locale: this.locale });
+      grant = await this.api.start(visitorOf(this.prechat?.values.name, this.locale));
     }
     if (gen !== this.gen) {
       if (created) void this.api.end(grant).catch(() => {});

@@ -6,8 +6,24 @@ export type Values = Record<string, string | boolean>;
 
 let seq = 0;
 
+// What the API accepts for each type of field, checked here too: an answer it refuses would be lost.
+// Browsers take `ada@localhost` as an email address; the API wants a dot in the domain.
+const MAX_LENGTH: Partial<Record<FormField['type'], number>> = { text: 1000, textarea: 5000, email: 254, phone: 32 };
+const PATTERN: Partial<Record<FormField['type'], string>> = {
+  email: '[^@\\s]+@[^@\\s]+\\.[^@\\s]+',
+  phone: '\\+?[0-9 \\(\\)\\.\\-]{5,32}',
+};
+
 function control(f: FormField, id: string, t: Strings): HTMLInputElement | HTMLTextAreaElement | HTMLSelectElement {
-  const common = { id, name: f.name, required: f.required, 'aria-required': f.required ? 'true' : null, 'data-testid': `anyreach-field-${f.name}` };
+  const common = {
+    id,
+    name: f.name,
+    required: f.required,
+    maxlength: MAX_LENGTH[f.type],
+    pattern: PATTERN[f.type],
+    'aria-required': f.required ? 'true' : null,
+    'data-testid': `anyreach-field-${f.name}`,
+  };
   if (f.type === 'textarea') return h('textarea', { ...common, rows: 3 });
   if (f.type === 'select')
     return h('select', common, h('option', { value: '' }, t.choose), ...f.options.map((o) => h('option', { value: o.value }, o.label)));

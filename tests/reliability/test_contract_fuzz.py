@@ -1,0 +1,232 @@
+"""Fuzzing the contract: schemathesis generates requests from the service's own OpenAPI document.
+
+On both wirings, with valid admin tokens of two organizations taking turns, and
+path parameters that are often the real ids of either organization's agents,
+versions, widgets and conversations: no answer is a 5xx, every answer's status,
+content type, headers and body are the ones the document declares, every error
+is an RFC 9457 problem, an input outside the document is refused, and no admin
+answer shows one organization anything of the other's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import Counter
+from itertools import cycle
+from typing import Any
+
+import hypothesis
+import jwt
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+from litestar import Litestar
+from litestar.testing import TestClient
+from schemathesis import GenerationMode
+from schemathesis.core.failures import FailureGroup, ServerError
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from infrastructure.settings import Settings
+from tests.conftest import admin_headers
+from tests.reliability.conftest import Tenant, record
+
+pytestmark = pytest.mark.slow
+
+# CI's floor is 2,000 requests per wiring; WIDGETS_FUZZ_REQUESTS raises it for a longer local run.
+TARGET = max(2000, int(os.environ.get("WIDGETS_FUZZ_REQUESTS", "2000")))
+PER_OPERATION = {GenerationMode.POSITIVE: 40, GenerationMode.NEGATIVE: 25}
+# The embed loader is a static script with no input; its route lives in api/embed_routes.py.
+NOT_FUZZED = {"/embed.js"}
+ORIGINS = ["https://example.com", "http://localhost:3000", "https://evil.example.net", "null", "https://example.com:8443"]
+PROBLEM_JSON = "application/problem+json"
+
+
+def no_server_error(ctx: Any, response: Any, case: Any) -> None:
+    """No 5xx, except the documented 504 of a read-your-writes wait whose position was never reached."""
+    if response.status_code == 504 and case.operation.path == "/v1/read-models/wait":
+        return
+    if response.status_code >= 500:
+        raise ServerError(operation=case.operation.label, status_code=response.status_code)
+
+
+def errors_are_problems(ctx: Any, response: Any, case: Any) -> None:
+    """Every 4xx/5xx is application/problem+json with type, title, status and code, and no internals."""
+    if response.status_code < 400:
+        return
+    content_type = (response.headers.get("content-type") or [""])[0]
+    assert content_type.startswith(PROBLEM_JSON), f"{response.status_code} answered {content_type!r}"
+    body = response.json()
+    assert body["status"] == response.status_code, body
+    assert re.fullmatch(r"[a-z][a-z0-9_]*", body["code"]), body
+    assert body["type"] == f"https://docs.anyreach.dev/errors/{body['code'].replace('_', '-')}", body
+    assert isinstance(body["title"], str) and body["title"], body
+    text = response.content.decode(errors="replace").lower()
+    assert "traceback" not in text and "select " not in text and "psycopg" not in text and "sqlite" not in text, text
+
+
+def caller_organization(response: Any) -> str | None:
+    authorization = response.request.headers.get("authorization", "")
+    token = authorization.partition(" ")[2]
+    return jwt.decode(token, options={"verify_signature": False}).get("org_id") if token else None
+
+
+CHECKS = [
+    no_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    errors_are_problems,
+]
+
+
+def real_path_parameters(path: str, tenants: tuple[Tenant, Tenant]) -> list[dict[str, str]]:
+    """Every combination of both organizations' real ids that fills this path's parameters."""
+    names = re.findall(r"{(\w+)}", path)
+    if not names:
+        return []
+    found: list[dict[str, str]] = []
+    for tenant in tenants:
+        ids = tenant.ids
+        widgets = [ids["widget_id"]] if path.startswith("/public/") else [ids["widget_id"], ids["draft_widget_id"]]
+        for widget_id in widgets:
+            for version_id in (ids["version_id"], ids["draft_version_id"]):
+                values = {"agent_id": ids["agent_id"], "version_id": version_id, "widget_id": widget_id,
+                          "cid": ids["cid"], "form_id": ids["form_id"]}
+                candidate = {name: values[name] for name in names}
+                if candidate not in found:
+                    found.append(candidate)
+    return found
+
+
+def has_input(operation: Any) -> bool:
+    return bool(operation.path_parameters or operation.query or operation.headers or operation.body)
+
+
+class Fuzzer:
+    """Sends schemathesis cases through the app and collects every failed check, not only the first."""
+
+    def __init__(self, client: TestClient[Litestar], settings: Settings, tenants: tuple[Tenant, Tenant]) -> None:
+        self.client = client
+        client.event_hooks = {"request": [], "response": []}  # a 5xx is a finding to collect, not a crash
+        self.tenants = tenants
+        self.tokens = cycle([admin_headers(settings, t.org, f"fuzzer_{t.org}")["Authorization"] for t in tenants])
+        self.origins = cycle(ORIGINS)
+        self.foreign_ids = {t.org: {v for k, v in t.ids.items() if k not in ("form_id", "resume_token")} for t in tenants}
+        self.resume_tokens = {t.ids["resume_token"] for t in tenants}
+        self.requests = 0
+        self.statuses: Counter[tuple[str, int]] = Counter()
+        self.failures: dict[str, str] = {}
+
+    def run(self, operation: Any, mode: GenerationMode, examples: int) -> None:
+        variants = [operation.as_strategy(mode)]
+        variants += [operation.as_strategy(mode, path_parameters=p) for p in real_path_parameters(operation.path, self.tenants)]
+
+        @hypothesis.settings(
+            max_examples=examples, deadline=None, database=None, phases=[hypothesis.Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=st.one_of(variants), use_real_token=st.booleans())
+        def send(case: Any, use_real_token: bool) -> None:
+            self.send(case, use_real_token and mode is GenerationMode.POSITIVE)
+
+        try:
+            send()
+        except Unsatisfiable:
+            pass  # nothing in this operation can be made invalid (e.g. a free-form string path parameter)
+
+    def send(self, case: Any, use_real_token: bool) -> None:
+        path = case.operation.path
+        headers = {"Authorization": next(self.tokens)}
+        if path.startswith("/public/"):
+            headers["Origin"] = next(self.origins)
+            if use_real_token and isinstance(case.body, dict) and "resume_token" in case.body:
+                case.body = {**case.body, "resume_token": self.token_of(case.path_parameters.get("widget_id"))}
+        if path == "/v1/read-models/wait":  # a far position would otherwise wait out the whole timeout
+            query = dict(case.query or {})
+            query["timeout"] = "0.01" if _is_number(query.get("timeout")) or "timeout" not in query else query["timeout"]
+            case.query = query
+        kwargs = case.as_transport_kwargs(base_url="http://testserver.local", headers=headers)
+        if not kwargs.get("cookies"):
+            kwargs.pop("cookies", None)
+        if isinstance(kwargs.get("data"), bytes):
+            kwargs["content"] = kwargs.pop("data")
+        response = self.client.request(**kwargs)
+        self.requests += 1
+        self.statuses[(f"{case.operation.method.upper()} {path}", response.status_code)] += 1
+        try:
+            case.validate_response(response, checks=CHECKS)
+            self.check_tenant_isolation(case, response)
+        except (FailureGroup, AssertionError) as failure:
+            key = f"{case.operation.method.upper()} {path} -> {response.status_code}: {type(failure).__name__}"
+            self.failures.setdefault(key, f"{failure}\nbody: {response.text[:500]}")
+
+    def token_of(self, widget_id: str | None) -> str:
+        for tenant in self.tenants:
+            if widget_id == tenant.ids["widget_id"]:
+                return tenant.ids["resume_token"]
+        return self.tenants[0].ids["resume_token"]
+
+    def check_tenant_isolation(self, case: Any, response: Any) -> None:
+        """An admin answer that succeeded names nothing of the other organization, and no answer holds a resume token."""
+        text = response.text
+        assert not any(token in text for token in self.resume_tokens if token), "a resume token was answered back"
+        if not case.operation.path.startswith("/v1/") or response.status_code >= 300:
+            return
+        caller = caller_organization(response)
+        for org, ids in self.foreign_ids.items():
+            if org != caller:
+                leaked = [i for i in ids if i in text]
+                assert not leaked, f"{caller} was shown {org}'s {leaked}"
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def test_generated_requests_get_only_documented_answers_and_never_a_server_error(
+    app: Litestar, client: TestClient[Litestar], settings: Settings, tenants: tuple[Tenant, Tenant], request: pytest.FixtureRequest
+) -> None:
+    wiring = request.node.callspec.params["settings"]
+    document = client.get("/schema/openapi.json").json()
+    schema = schemathesis.openapi.from_dict(document)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [op for op in operations if op.path not in NOT_FUZZED]
+    fuzzer = Fuzzer(client, settings, tenants)
+    started = time.monotonic()
+
+    rounds = 0
+    while fuzzer.requests < TARGET:
+        rounds += 1
+        for operation in operations:
+            for mode, examples in PER_OPERATION.items():
+                if mode is GenerationMode.NEGATIVE and not has_input(operation):
+                    continue
+                fuzzer.run(operation, mode, examples if has_input(operation) else 1)
+        assert rounds < 10, f"only {fuzzer.requests} requests after {rounds} rounds"
+
+    record(f"fuzz.{wiring}.requests", fuzzer.requests)
+    record(f"fuzz.{wiring}.operations", len(operations))
+    record(f"fuzz.{wiring}.seconds", round(time.monotonic() - started))
+    record(f"fuzz.{wiring}.answers_2xx", sum(n for (_, status), n in fuzzer.statuses.items() if status < 300))
+    record(f"fuzz.{wiring}.answers_4xx", sum(n for (_, status), n in fuzzer.statuses.items() if 400 <= status < 500))
+    record(f"fuzz.{wiring}.failures", len(fuzzer.failures))
+    assert not fuzzer.failures, "\n\n".join(f"{k}\n{v}" for k, v in fuzzer.failures.items())
+    assert fuzzer.requests >= TARGET
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
