@@ -38,19 +38,11 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
         from api.demo import prepare_demo
 
         prepare_demo(settings)
-    import uvicorn
+    from api.server import run_server
 
     click.echo(f"Serving on http://{settings.host}:{settings.port} (schema at /schema)", err=True)
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
+    run_server("api.app:create_app", host=settings.host, port=settings.port, workers=settings.workers,
+               graceful_timeout=settings.shutdown_timeout)
 
 
 @main.command()

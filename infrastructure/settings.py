@@ -31,6 +31,7 @@ class Settings:
     host: str = setting("127.0.0.1", "Address `widgets serve` binds")
     port: int = setting(8000, "Port `widgets serve` binds")
     workers: int = setting(1, "Server worker processes")
+    shutdown_timeout: float = setting(20.0, "Seconds in-flight requests get to finish after SIGTERM before workers are stopped")
     public_base_url: str = setting("", "Public URL of this service (for the demo page and embed snippet); empty: http://HOST:PORT")
     projections: str = setting("auto", "Where projections run: inprocess, external (a `widgets project` process), or auto (inprocess when embedded)")
     public_cache_size: int = setting(10_000, "Entries in the in-process cache in front of the public read model")

@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 ORG = "org_browser"
-TIMEOUT_MS = 15_000
+TIMEOUT_MS = 20_000  # generous: CI machines are shared
 
 
 def free_port() -> int:

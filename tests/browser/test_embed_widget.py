@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -146,6 +147,8 @@ def test_nothing_renders_on_another_origin(
     page: Page, recorder: Recorder, widget: dict[str, Any], other_site: HostSite, embed_page: Any, api_server: ApiServer
 ) -> None:
     widget_id = widget["id"]
+    refused = httpx.get(f"{api_server.base}/public/v1/widgets/{widget_id}", headers={"Origin": other_site.origin})
+    assert refused.status_code == 403 and refused.json()["code"] == "origin_not_allowed"
     with page.expect_console_message(lambda m: m.type == "warning" and widget_id in m.text):
         page.goto(embed_page(other_site, widget_id))
     page.wait_for_load_state("networkidle")
@@ -201,7 +204,12 @@ def test_prechat_form_starts_a_conversation_and_the_widget_stays_usable(
     with page.expect_request(lambda r: r.method == "POST" and r.url.endswith(f"/conversations/{grant['conversation_id']}/resume")):
         page.get_by_test_id("anyreach-input").fill("Is anyone there?")
         page.get_by_test_id("anyreach-input").press("Enter")
-    expect(page.locator('[data-testid="anyreach-message"][data-role="visitor"]')).to_contain_text(["Is anyone there?"])
+    visitor_lines = page.locator('[data-testid="anyreach-message"][data-role="visitor"]')
+    expect(visitor_lines).to_contain_text(["Is anyone there?"])
+    expect(status(page)).to_have_attribute("data-state", "unavailable")
+    # A quick action sends its message.
+    page.get_by_test_id("anyreach-quick-action").filter(has_text=QUICK_ACTIONS[0]["label"]).click()
+    expect(visitor_lines).to_contain_text(["Is anyone there?", QUICK_ACTIONS[0]["message"]])
     expect(status(page)).to_have_attribute("data-state", "unavailable")
     assert_usable(page)
     assert len(recorder.posts("/conversations")) == 1
