@@ -87,6 +87,15 @@ def _field_from_litestar(item: Any) -> ProblemField:
 
 
 def to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    response = _to_problem(request, exc)
+    allowed_origin = request.scope.get("state", {}).get("cors_origin")
+    if allowed_origin:  # a public call whose origin the widget allows: the page may read why it failed
+        response.headers["Access-Control-Allow-Origin"] = allowed_origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     match exc:
         case ApiError():
             return problem(exc.status, exc.code, exc.title, exc.detail, exc.errors, exc.headers)

@@ -37,6 +37,7 @@ from infrastructure.metrics import CONVERSATIONS_STARTED, ORIGIN_REFUSALS
 from projections.public_entry import CHANNEL, PublicConfig, PublicEntry
 
 PUBLIC_BODY_LIMIT = 8 * 1024
+CORS_ORIGIN = "cors_origin"  # scope state: the origin this request was allowed for
 ALLOW_METHODS = "GET, POST, OPTIONS"
 PREFLIGHT_MAX_AGE = "600"
 
@@ -145,10 +146,13 @@ def conversation_id(cid: str) -> UUID:
         raise ApiError(404, "not_found", "Not found", "No such conversation.") from None
 
 
-def check_origin(entry: PublicEntry, origin: Origin) -> None:
+def check_origin(entry: PublicEntry, origin: Origin, request: Request[Any, Any, Any] | None = None) -> None:
+    """Refuse an origin the widget does not allow; once allowed, even error answers carry CORS for it."""
     if not entry.matcher.allows(origin):
         ORIGIN_REFUSALS.labels(entry.row.id, "origin_not_allowed").inc()
         raise ApiError(403, "origin_not_allowed", "Origin not allowed", f"This widget may not be used on {origin}.")
+    if request is not None:
+        request.scope.setdefault("state", {})[CORS_ORIGIN] = str(origin)
 
 
 def live_widget(entry: PublicEntry) -> LiveWidget:
@@ -197,7 +201,7 @@ class PublicWidgetController(Controller):
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
         origin = hot_origin(request.scope["headers"])
-        check_origin(entry, origin)
+        check_origin(entry, origin, request)
         await services.rate_limits.check_config_read(client_address(request))
         headers = [
             (b"access-control-allow-origin", str(origin).encode()),
@@ -221,7 +225,7 @@ class PublicWidgetController(Controller):
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
         origin = request_origin(request)
-        check_origin(entry, origin)
+        check_origin(entry, origin, request)
         headers = {
             **cors_headers(origin),
             "Access-Control-Allow-Methods": ALLOW_METHODS,
@@ -239,7 +243,7 @@ class PublicWidgetController(Controller):
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
         origin = request_origin(request)
-        check_origin(entry, origin)
+        check_origin(entry, origin, request)
         await services.rate_limits.check_conversation_start(client_address(request), entry.row.id)
         visitor = {}
         if data is not None and data.visitor is not None:
@@ -289,7 +293,7 @@ class PublicWidgetController(Controller):
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
         origin = request_origin(request)
-        check_origin(entry, origin)
+        check_origin(entry, origin, request)
         return entry, origin, services
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from litestar import Litestar
@@ -53,9 +54,22 @@ def app(settings: Settings) -> Litestar:
     return create_app(settings)
 
 
+async def _started(app: Litestar) -> None:
+    """Wait (briefly) until the public cache listener has subscribed, so the app is fully started.
+
+    Workaround: cancelling RedisPublicReader's listener while it is still subscribing can be
+    swallowed, and the app's shutdown then waits on it forever (projections/public_reader.py).
+    """
+    listening = getattr(app.state.services.reader, "listening", None)
+    if listening is not None:
+        with anyio.move_on_after(5):
+            await listening.wait()
+
+
 @pytest.fixture
 def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
     with client_for(app) as client:
+        client.blocking_portal.call(_started, app)
         yield client
 
 

@@ -5,13 +5,22 @@ when an N+1th command wants a connection (LIBRARIES.md). The production
 wiring is therefore tested with a pool of 2 and the in-process cache off
 (size 0, TTL 0), so that every one of 64 concurrent public config reads needs
 Redis at the same moment. Every answer must be a 200 with the widget's body.
+Reads that overflow the pool are answered by the event-store fallback today
+(`RedisPublicReader` catches `MaxConnectionsError` as a `RedisError`); the
+test reports how many as a `RedisPoolOverflow` warning rather than failing.
+
+The reads go through `httpx.ASGITransport` on the loop that runs the app (the
+TestClient's portal, where the reader's pool and its pub/sub listener live),
+so they really overlap; the test checks that they did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import warnings
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -26,6 +35,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 POOL = 2
 CONCURRENT = 64
+
+
+class RedisPoolOverflow(UserWarning):
+    """Reads that the Redis pool could not serve went to the event-store fallback."""
 
 
 class InFlight:
@@ -45,6 +58,14 @@ class InFlight:
             self.now -= 1
 
 
+@dataclass
+class Burst:
+    expected: bytes
+    responses: list[httpx.Response]
+    reads: InFlight  # RedisPublicReader.get: the public reads
+    fallbacks: InFlight  # the event-store read-through, used when Redis could not answer
+
+
 @pytest.fixture
 def pool_settings(production_settings: Settings) -> Settings:
     # No in-process cache: every read is a Redis GET. Config reads are not rate limited here.
@@ -57,7 +78,9 @@ def pool_settings(production_settings: Settings) -> Settings:
     )
 
 
-def test_more_concurrent_public_reads_than_redis_connections_all_answer_200(pool_settings: Settings) -> None:
+@pytest.fixture
+def burst(pool_settings: Settings) -> Burst:
+    """64 concurrent config reads of one live widget, after one read alone gave the expected body."""
     app = create_app(pool_settings)
     with client_for(app) as client:
         admin = Admin(client, pool_settings, "org_a", "alice")
@@ -65,29 +88,37 @@ def test_more_concurrent_public_reads_than_redis_connections_all_answer_200(pool
         path = widget_path(widget["id"])
         first = client.get(path, headers=ALLOWED_HEADERS)
         assert first.status_code == 200, first.text
-        expected = first.content
 
         reader = app.state.services.reader
-        assert reader.cache.size == 0, "the in-process cache must be off, so that every read needs Redis"
-        gets = InFlight(reader.client.get)
-        reader.client.get = gets  # type: ignore[method-assign]
-        fallbacks = InFlight(reader.fallback)
-        reader.fallback = fallbacks
-        reads = InFlight(reader.get)
-        reader.get = reads  # type: ignore[method-assign]
+        assert reader.cache.size == 0 and reader.cache.ttl == 0, "the in-process cache must be off"
+        assert reader.client.connection_pool.max_connections == POOL
+        reads, fallbacks = InFlight(reader.get), InFlight(reader.fallback)
+        reader.get, reader.fallback = reads, fallbacks
 
-        async def burst() -> list[httpx.Response]:
-            # On the loop that runs the app (the TestClient's portal), where the reader's pool lives.
+        async def gather() -> list[httpx.Response]:
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as concurrent:
                 return await asyncio.gather(*(concurrent.get(path, headers=ALLOWED_HEADERS) for _ in range(CONCURRENT)))
 
-        responses = client.blocking_portal.call(burst)
+        responses = client.blocking_portal.call(gather)
+    return Burst(first.content, responses, reads, fallbacks)
 
-    statuses = sorted(r.status_code for r in responses)
+
+def test_more_concurrent_public_reads_than_redis_connections_all_answer_200(burst: Burst) -> None:
+    statuses = sorted(r.status_code for r in burst.responses)
     assert statuses == [200] * CONCURRENT, f"statuses: {statuses}"
-    assert all(r.content == expected for r in responses), "every answer carries the widget's public body"
-    assert all(r.headers["access-control-allow-origin"] == ALLOWED_HEADERS["Origin"] for r in responses)
+    assert all(r.content == burst.expected for r in burst.responses), "every answer carries the widget's public body"
+    assert all(r.headers["access-control-allow-origin"] == ALLOWED_HEADERS["Origin"] for r in burst.responses)
+    assert all(r.headers["content-type"] == "application/json" for r in burst.responses)
     # The test means something only if the reads really overlapped, far beyond the pool's size.
-    print(f"\nreads {reads.calls} peak {reads.peak}; Redis GETs: {gets.calls}, at most {gets.peak} at once; event-store fallbacks: {fallbacks.calls}")
-    assert reads.peak > POOL * 10, f"only {reads.peak} public reads were in flight at once"
+    assert burst.reads.calls == CONCURRENT
+    assert burst.reads.peak > POOL * 10, f"only {burst.reads.peak} public reads were in flight at once"
+    if burst.fallbacks.calls:
+        # Not a failure of this contract (the answers are right), but worth seeing: the pool raised
+        # MaxConnectionsError and those reads were served by the event store (PostgreSQL) instead.
+        warnings.warn(
+            f"{burst.fallbacks.calls} of {CONCURRENT} concurrent reads overflowed the Redis pool of {POOL} "
+            "and were answered by the event-store fallback",
+            RedisPoolOverflow,
+            stacklevel=1,
+        )

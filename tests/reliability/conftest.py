@@ -9,6 +9,7 @@ docs/reliability.md.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -48,6 +49,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def stored_events(store: EventStore) -> int:
     """How many events the store holds: unchanged means nothing was written."""
     return store.recorder.max_notification_id() or 0
+
+
+@pytest.fixture(autouse=True)
+def quiet_http_client_log() -> Iterator[None]:
+    """Thousands of requests: httpx's line per request would drown a failure's report."""
+    logger = logging.getLogger("httpx")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture

@@ -1,0 +1,341 @@
+"""Conversation starts per second beside raw psycopg INSERTs of rows of the same size, in one run.
+
+    uv run python -m tests.bench.bench_conversations            # full: 3 rounds x 5 s per row
+    uv run python -m tests.bench.bench_conversations --quick    # 1 round x 1 s per row
+    uv run python -m tests.bench.bench_conversations --profile  # also cProfile 2,000 starts
+
+A conversation start is one event append (the `Conversation` aggregate's
+`conversation.started`) plus one LiveKit token signing. This script calls
+`ConversationService.start` directly, single-threaded, in a loop, on an
+`EventStore` wired exactly as production wires it (`infrastructure.eventstore.
+postgres_env`: `POSTGRES_ENABLE_DB_FUNCTIONS=y`, pre-ping on), in a fresh
+PostgreSQL schema. The baseline is a raw psycopg connection (autocommit,
+prepared statement) INSERTing rows of the same size (the stored event's `topic`
+and `state` bytes, measured from a real start) into a table with the same
+definition as the event store's, in the same schema and the same run.
+
+Rows are measured in alternation (every row once per round, the order rotated
+each round) so that drift on the shared machine hits all of them alike; tables
+show medians over rounds. Besides the headline ratio (target >= 0.6), the table
+splits a start into its two halves (token signing alone; aggregate + save
+alone) and shows one diagnostic variant (the same start with
+`POSTGRES_PRE_PING=n`), so that a shortfall points at its cause.
+
+Everything runs on 127.0.0.1; the schema is dropped at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import secrets
+import statistics
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+RATIO_TARGET = 0.6
+ORG = "org_bench"
+ORIGIN = "https://example.com"
+VISITOR = {"name": "Ada", "locale": "en-GB"}
+
+
+@dataclass
+class Sample:
+    """One timed loop of one operation."""
+
+    ops: int
+    seconds: float
+    cpu_seconds: float
+    latencies: list[float] = field(repr=False)
+
+    @property
+    def per_s(self) -> float:
+        return self.ops / self.seconds
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_seconds / self.ops * 1e6
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def timed_loop(operation: Callable[[], object], seconds: float) -> Sample:
+    """Run `operation` back to back for about `seconds`; wall time, this process's CPU time, and each call's latency."""
+    latencies: list[float] = []
+    clock = time.perf_counter
+    cpu_start, start = time.process_time(), clock()
+    deadline = start + seconds
+    now = start
+    while now < deadline:
+        before = now
+        operation()
+        now = clock()
+        latencies.append(now - before)
+    return Sample(len(latencies), now - start, time.process_time() - cpu_start, latencies)
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    operation: Callable[[], object]
+    is_part: bool = False  # a component or a diagnostic, not the headline
+
+
+class Bench:
+    """A fresh schema, the production-wired store and service, and a raw psycopg connection."""
+
+    def __init__(self, pg_url: str, run_id: str) -> None:
+        import psycopg
+
+        from application.conversations import ConversationService, LiveWidget
+        from application.store import EventStore
+        from infrastructure.eventstore import postgres_env
+        from infrastructure.livekit import LiveKitIssuer
+        from infrastructure.settings import Settings
+
+        self.pg_url = pg_url
+        self.schema = f"benchconv_{run_id}"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{self.schema}"')
+        defaults = Settings()
+        self.issuer = LiveKitIssuer(
+            url=defaults.livekit_url, api_key=defaults.livekit_api_key, api_secret=defaults.livekit_api_secret,
+            agent_name=defaults.livekit_agent_name, ttl_seconds=defaults.livekit_token_ttl,
+        )
+        self.env = postgres_env(pg_url, pool_size=2, schema=self.schema)
+        self.store = EventStore(env=self.env)
+        self.service = ConversationService(self.store, self.issuer)
+        # The diagnostic variant: the same store, same tables, without psycopg_pool's per-checkout ping.
+        self.store_no_ping = EventStore(env={**self.env, "POSTGRES_PRE_PING": "n"})
+        self.service_no_ping = ConversationService(self.store_no_ping, self.issuer)
+        self.widget = LiveWidget(
+            widget_id=str(uuid.uuid4()), organization_id=ORG, agent_id=str(uuid.uuid4()),
+            agent_version_id=str(uuid.uuid4()), config={},
+        )
+        self.conn = psycopg.connect(pg_url, autocommit=True)
+        self.topic, self.state_size, self.events_per_start = self._measure_row()
+        self.state = secrets.token_bytes(self.state_size)
+        self.conn.execute(
+            f'CREATE TABLE "{self.schema}".raw_events ('
+            "originator_id uuid NOT NULL, originator_version bigint NOT NULL, topic text, state bytea, "
+            "notification_id bigserial, PRIMARY KEY (originator_id, originator_version))"
+        )
+        self.conn.execute(f'CREATE UNIQUE INDEX ON "{self.schema}".raw_events (notification_id ASC)')
+        self.conn.execute(f'ALTER TABLE "{self.schema}".raw_events SET (autovacuum_enabled = true, '
+                          "autovacuum_vacuum_threshold = 100000000, autovacuum_vacuum_scale_factor = 0.5, "
+                          "autovacuum_analyze_threshold = 1000, autovacuum_analyze_scale_factor = 0.01)")
+        self.insert_sql = f'INSERT INTO "{self.schema}".raw_events (originator_id, originator_version, topic, state) VALUES (%s, 1, %s, %s)'
+        # The statement the store sends (POSTGRES_ENABLE_DB_FUNCTIONS): its plpgsql function, which NOTIFYs and
+        # INSERTs into the event store's own table; sent here from the raw connection, without the library.
+        self.function_sql = (
+            f'SELECT * FROM "{self.schema}".es_insert_events_uuid('
+            f'ARRAY[ROW(%s::uuid, 1::bigint, %s::text, %s::bytea)::"{self.schema}".stored_event_uuid])'
+        )
+
+    def _measure_row(self) -> tuple[str, int, int]:
+        """The stored event of a real start: its topic, its state's size in bytes, and how many rows one start writes."""
+        started = self.service.start(self.widget, ORIGIN, VISITOR)
+        rows = self.conn.execute(
+            f'SELECT topic, octet_length(state) FROM "{self.schema}".widgets_events WHERE originator_id = %s',
+            [started.conversation_id],
+        ).fetchall()
+        if not rows:
+            raise RuntimeError("a conversation start stored no event")
+        return rows[0][0], int(rows[0][1]), len(rows)
+
+    def raw_insert(self) -> None:
+        self.conn.execute(self.insert_sql, (uuid.uuid4(), self.topic, self.state), prepare=True)
+
+    def raw_function(self) -> None:
+        self.conn.execute(self.function_sql, (uuid.uuid4(), self.topic, self.state), prepare=True).fetchall()
+
+    def start(self) -> None:
+        self.service.start(self.widget, ORIGIN, VISITOR)
+
+    def start_no_ping(self) -> None:
+        self.service_no_ping.start(self.widget, ORIGIN, VISITOR)
+
+    def sign_only(self) -> None:
+        from application.conversations import RoomTicket, new_identity, new_room
+
+        conversation_id = uuid.uuid4()
+        w = self.widget
+        self.issuer.grant(RoomTicket(str(conversation_id), w.organization_id, w.widget_id, w.agent_id, w.agent_version_id,
+                                     new_room(conversation_id), new_identity(), VISITOR["name"]))
+
+    def save_only(self) -> None:
+        from application.conversations import new_identity, new_room
+        from domain.conversation import CHANNEL, Conversation, hash_resume_token
+
+        conversation_id = uuid.uuid4()
+        w = self.widget
+        conversation = Conversation(
+            id=conversation_id, organization_id=w.organization_id, widget_id=uuid.UUID(w.widget_id),
+            agent_id=uuid.UUID(w.agent_id), agent_version_id=uuid.UUID(w.agent_version_id), channel=CHANNEL,
+            room=new_room(conversation_id), participant_identity=new_identity(),
+            resume_token_hash=hash_resume_token(secrets.token_urlsafe(32)), visitor=VISITOR, origin=ORIGIN,
+        )
+        self.store.save(conversation)
+
+    def rows(self) -> list[Row]:
+        return [
+            Row("raw", f"raw psycopg INSERT ({self.state_size} B state)", self.raw_insert),
+            Row("raw_function", "raw call of the store's insert function (diagnostic)", self.raw_function, is_part=True),
+            Row("start", "ConversationService.start", self.start),
+            Row("sign", "  of which: token signing alone", self.sign_only, is_part=True),
+            Row("save", "  of which: aggregate + store.save alone", self.save_only, is_part=True),
+            Row("start_no_ping", "start with POSTGRES_PRE_PING=n (diagnostic)", self.start_no_ping, is_part=True),
+        ]
+
+    def stored_rows(self) -> tuple[int, int]:
+        events = self.conn.execute(f'SELECT count(*) FROM "{self.schema}".widgets_events').fetchone()
+        raw = self.conn.execute(f'SELECT count(*) FROM "{self.schema}".raw_events').fetchone()
+        return int(events[0]), int(raw[0])
+
+    def close(self) -> None:
+        import psycopg
+
+        for closing in (self.store.close, self.store_no_ping.close, self.conn.close):
+            try:
+                closing()
+            except Exception:
+                pass
+        with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+
+def schema_exists(pg_url: str, schema: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone() is not None
+
+
+def profile_starts(bench: Bench, count: int, top: int = 25) -> str:
+    """cProfile of `count` starts: the functions by own time, then by cumulative time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(count):
+        bench.start()
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    out.write(f"cProfile of {count} ConversationService.start calls\n")
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows = results["rows"]
+    raw = rows["raw"]
+    lines = [
+        f"Conversation starts on PostgreSQL: single thread, {results['rounds']} rounds x {results['seconds']:g} s per row, "
+        f"alternated; medians. Row size: `{results['topic']}`, {results['state_bytes']} B of state, "
+        f"{results['events_per_start']} row(s) per start. Load average {results['load_before']} -> {results['load_after']}.",
+        "",
+        "| operation | ops/s | p50 ms | p99 ms | client CPU µs/op | vs raw INSERT | per round |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for key, row in rows.items():
+        ratio = row["per_s"] / raw["per_s"]
+        per_round = ", ".join(f"{r:.2f}" for r in row["round_ratios"]) if key != "raw" else ""
+        lines.append(f"| {row['label'].strip()} | {row['per_s']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+                     f"| {row['cpu_us']:,.0f} | {ratio:.2f} | {per_round} |")
+    verdict = "meets" if results["ratio"] >= RATIO_TARGET else "is below"
+    lines += ["", f"Ratio `start` / raw INSERT: **{results['ratio']:.2f}** (median of per-round ratios "
+                  f"{results['ratio_paired']:.2f}); target >= {RATIO_TARGET}: {verdict} it."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 round x 1 s per row (the CI smoke size)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per row and round (default 5; quick 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds; every row once per round (default 3; quick 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls of each row first (default 200; quick 20)")
+    parser.add_argument("--profile", action="store_true", help="also cProfile starts and print the top functions")
+    parser.add_argument("--profile-count", type=int, default=2000, help="starts under the profiler (default 2000)")
+    parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL URL (a fresh schema is made and dropped)")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    # The development LiveKit secret ("secret") is short; PyJWT warns on every token it signs.
+    warnings.filterwarnings("ignore", message="The HMAC key is")
+    seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 5.0)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    warmup = args.warmup if args.warmup is not None else (20 if args.quick else 200)
+
+    run_id = uuid.uuid4().hex[:10]
+    results: dict[str, Any] = {"run_id": run_id, "rounds": rounds, "seconds": seconds, "load_before": load_average()}
+    bench = Bench(args.pg, run_id)
+    results["schema"] = bench.schema
+    try:
+        results.update(topic=bench.topic, state_bytes=bench.state_size, events_per_start=bench.events_per_start)
+        rows = bench.rows()
+        for row in rows:
+            for _ in range(warmup):
+                row.operation()
+        samples: dict[str, list[Sample]] = {row.key: [] for row in rows}
+        for round_index in range(rounds):
+            shift = round_index % len(rows)
+            for row in rows[shift:] + rows[:shift]:
+                sample = timed_loop(row.operation, seconds)
+                samples[row.key].append(sample)
+                say(f"round {round_index + 1}: {row.label.strip():45} {sample.per_s:8,.0f} ops/s  p99 {sample.percentile(0.99):6.2f} ms  "
+                    f"cpu {sample.cpu_us:6,.0f} µs/op")
+        table: dict[str, Any] = {}
+        for row in rows:
+            runs = samples[row.key]
+            table[row.key] = {
+                "label": row.label,
+                "part": row.is_part,
+                "per_s": statistics.median(s.per_s for s in runs),
+                "p50_ms": statistics.median(s.percentile(0.5) for s in runs),
+                "p99_ms": statistics.median(s.percentile(0.99) for s in runs),
+                "cpu_us": statistics.median(s.cpu_us for s in runs),
+                "ops": sum(s.ops for s in runs),
+                "runs": [{"ops": s.ops, "seconds": s.seconds, "per_s": s.per_s, "cpu_us": s.cpu_us} for s in runs],
+                "round_ratios": [s.per_s / r.per_s for s, r in zip(runs, samples["raw"], strict=True)],
+            }
+        results["rows"] = table
+        results["ratio"] = table["start"]["per_s"] / table["raw"]["per_s"]
+        results["ratio_paired"] = statistics.median(table["start"]["round_ratios"])
+        results["stored"] = dict(zip(("events", "raw"), bench.stored_rows(), strict=True))
+        if args.profile:
+            results["profile"] = profile_starts(bench, args.profile_count)
+    finally:
+        bench.close()
+    results["load_after"] = load_average()
+    results["markdown"] = markdown(results)
+    if results.get("profile"):
+        print(results["profile"])
+    print(results["markdown"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({k: v for k, v in results.items() if k != "profile"}, f, indent=2, default=str)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""PostgreSQL goes down under the production wiring: config reads go on from Redis, writes answer 503.
+
+A private PostgreSQL cluster (tests/servers.py, run as the postgres user) on its
+own port is stopped and restarted by the test; the machine's shared server is
+never touched. While it is down: the public config read answers from Redis, a
+conversation start or any conversation call answers 503 with Retry-After (never
+500, never a hang), and nothing is half-written. After it returns, starts work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from api.app import create_app
+from infrastructure.settings import Settings
+from tests.api.conftest import Admin
+from tests.api.public_helpers import (
+    ALLOWED,
+    ALLOWED_HEADERS,
+    REFUSED_HEADERS,
+    conversation_call,
+    eventually,
+    live_widget,
+    sync,
+    verify_grant,
+    widget_path,
+)
+from tests.servers import PrivatePostgres
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+REQUEST_BUDGET = 12.0  # seconds: store connect timeouts are 5 s; much longer than that is a bug
+# eventsourcing retries a failed store call 10 times, each waiting up to the pool's connect timeout: 5 s by default
+# (infrastructure/eventstore.py), so ~52 s a request (the xfail below). The functional tests shorten the timeout
+# through the library's application-prefixed setting to stay fast; they then allow 10 x 1 s plus the waits.
+FAST_FAIL_BUDGET = 20.0
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres().start()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop()
+        except Exception:
+            pass  # already stopped by the test
+
+
+@pytest.fixture
+def outage_settings(tmp_path: Path, private_postgres: PrivatePostgres, redis_server_url: str, redis_prefix: str) -> Settings:
+    return Settings(
+        data_dir=str(tmp_path / "var"),
+        database_url=private_postgres.url,
+        database_schema="public",
+        redis_url=redis_server_url,
+        redis_prefix=redis_prefix,
+        projections="inprocess",
+        startup_timeout=10,
+        log_format="json",
+        log_level="warning",
+    )
+
+
+@pytest.fixture
+def app(outage_settings: Settings) -> Litestar:
+    return create_app(outage_settings)
+
+
+@pytest.fixture
+def client(app: Litestar, private_postgres: PrivatePostgres) -> Iterator[TestClient[Litestar]]:
+    with TestClient(app) as client:  # 503 is expected here; 500 is asserted against in each call
+        yield client
+        if not _listening(private_postgres):
+            private_postgres.start()  # let the app's shutdown close its pools against a live server
+
+
+def _listening(server: PrivatePostgres) -> bool:
+    try:
+        psycopg.connect(server.url, connect_timeout=1).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture
+def admin(client: TestClient[Litestar], outage_settings: Settings) -> Admin:
+    return Admin(client, outage_settings, "org_a", "alice")
+
+
+def event_count(server: PrivatePostgres) -> int:
+    with psycopg.connect(server.url) as conn:
+        return conn.execute("SELECT count(*) FROM public.widgets_events").fetchone()[0]
+
+
+@pytest.fixture
+def fast_failing_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WIDGETS_POSTGRES_CONNECT_TIMEOUT", "1")
+
+
+def timed(call: Any, *args: Any, budget: float = FAST_FAIL_BUDGET, **kwargs: Any) -> tuple[httpx.Response, float]:
+    began = time.monotonic()
+    response = call(*args, **kwargs)
+    elapsed = time.monotonic() - began
+    assert response.status_code < 500 or response.status_code == 503, f"{response.status_code}: {response.text}"
+    assert elapsed < budget, f"{response.request.method} {response.request.url} took {elapsed:.1f}s"
+    return response, elapsed
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == "store_unavailable" and body["status"] == 503
+    assert int(response.headers["retry-after"]) >= 1
+    text = response.text.lower()
+    assert "traceback" not in text and "psycopg" not in text and "select " not in text and "insert " not in text
+
+
+def start(client: TestClient[Litestar], widget_id: str, headers: dict[str, str] = ALLOWED_HEADERS,
+          budget: float = FAST_FAIL_BUDGET) -> tuple[httpx.Response, float]:
+    return timed(client.post, widget_path(widget_id, "conversations"), json={"visitor": {"name": "Ann"}}, headers=headers,
+                 budget=budget)
+
+
+@pytest.mark.usefixtures("fast_failing_store")
+def test_config_reads_go_on_from_redis_and_starts_answer_503_while_postgres_is_down(
+    admin: Admin, app: Litestar, client: TestClient[Litestar], private_postgres: PrivatePostgres, outage_settings: Settings
+) -> None:
+    cached = live_widget(admin, app)
+    uncached = live_widget(admin, app)  # never read before the outage: Redis answers, not the process cache
+    assert client.get(widget_path(cached["id"]), headers=ALLOWED_HEADERS).status_code == 200
+    response = client.post(widget_path(cached["id"], "conversations"), headers=ALLOWED_HEADERS)
+    assert response.status_code == 201, response.text
+    grant = response.json()
+    sync(app)
+    count = event_count(private_postgres)
+
+    private_postgres.stop()
+    for widget in (cached, uncached):
+        response, _ = timed(client.get, widget_path(widget["id"]), headers=ALLOWED_HEADERS)
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == widget["id"]
+        assert response.headers["access-control-allow-origin"] == ALLOWED
+        refused, _ = timed(client.get, widget_path(widget["id"]), headers=REFUSED_HEADERS)
+        assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+    unknown, _ = timed(client.get, widget_path("5b3a4a9e-0000-4000-8000-000000000000"), headers=ALLOWED_HEADERS)
+    assert unknown.status_code == 404
+    preflight, _ = timed(client.options, widget_path(uncached["id"], "conversations"),
+                         headers={**ALLOWED_HEADERS, "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 204
+
+    for _ in range(2):
+        response, _ = start(client, uncached["id"])
+        assert_unavailable(response)
+    refused, _ = start(client, uncached["id"], REFUSED_HEADERS)
+    assert refused.status_code == 403, "an origin check needs no event store"
+    for action, body in (("resume", {"resume_token": grant["resume_token"]}),
+                         ("forms/pre", {"resume_token": grant["resume_token"], "values": {"email": "ann@example.com"}}),
+                         ("feedback", {"resume_token": grant["resume_token"], "rating": 5}),
+                         ("end", {"resume_token": grant["resume_token"]})):
+        response, _ = timed(conversation_call, client, cached["id"], grant["conversation_id"], action, body)
+        assert_unavailable(response)
+
+    private_postgres.start()
+    assert event_count(private_postgres) == count, "a start refused with 503 left an event behind"
+
+    def starts_again() -> bool:
+        response, _ = start(client, uncached["id"])
+        return response.status_code == 201
+
+    eventually(starts_again, timeout=20, what="starts after PostgreSQL returned")
+    assert event_count(private_postgres) == count + 1
+    response, _ = start(client, cached["id"])
+    assert response.status_code == 201
+    assert verify_grant(outage_settings, response.json()["livekit"]["token"]).video.room == response.json()["livekit"]["room"]
+    resumed, _ = timed(conversation_call, client, cached["id"], grant["conversation_id"], "resume", {"resume_token": grant["resume_token"]})
+    assert resumed.status_code == 200, resumed.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="infrastructure/eventstore.py: eventsourcing retries a store call 10 times (0.2 s apart), each waiting "
+    "POSTGRES_CONNECT_TIMEOUT=5 s for a pooled connection, so a start during the outage answers 503 only after ~52 s",
+)
+def test_a_start_during_the_outage_answers_503_within_the_connect_timeout(
+    admin: Admin, app: Litestar, client: TestClient[Litestar], private_postgres: PrivatePostgres
+) -> None:
+    widget = live_widget(admin, app)
+    private_postgres.stop()
+    began = time.monotonic()
+    response = client.post(widget_path(widget["id"], "conversations"), headers=ALLOWED_HEADERS)
+    elapsed = time.monotonic() - began
+    assert_unavailable(response)
+    assert elapsed < REQUEST_BUDGET, f"503 after {elapsed:.1f}s"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="projections/runner.py: an event store or SQL read model error raises out of run_forever, so every "
+    "projection runner thread dies during the outage and never resumes: nothing is projected after PostgreSQL returns",
+)
+@pytest.mark.usefixtures("fast_failing_store")
+def test_read_models_catch_up_after_postgres_returns(
+    admin: Admin, app: Litestar, client: TestClient[Litestar], private_postgres: PrivatePostgres
+) -> None:
+    live_widget(admin, app)
+    private_postgres.stop()
+    time.sleep(3)  # longer than the runners' safety wake
+    private_postgres.start()
+    eventually(lambda: admin.call("GET", "/v1/widgets").status_code == 200, timeout=20, what="admin API back")
+    widget = admin.widget(published=True, domains=["example.com"])
+    services = app.state.services
+    assert services.read_models.wait(services.store.recorder.max_notification_id(), 10), services.read_models.positions()
+    assert client.get(widget_path(widget["id"]), headers=ALLOWED_HEADERS).status_code == 200
