@@ -126,6 +126,8 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
             log.warning("store_unavailable", error_type=type(exc).__name__, path=request.url.path)
             return problem(503, "store_unavailable", "Service unavailable", "A store this request needs is unavailable; retry shortly.",
                            headers={"Retry-After": RETRY_AFTER_SECONDS})
+        case UnicodeDecodeError():  # the JSON decoder met a body that is not UTF-8: bad input, not a server error
+            return problem(400, "invalid_request", "The request is not valid", "The body is not valid UTF-8.")
         case ValidationException():
             extra = exc.extra if isinstance(exc.extra, list) else []
             fields = [_field_from_litestar(item) for item in extra] or None

@@ -58,6 +58,7 @@ def test_two_writers_with_the_same_if_match_exactly_one_wins(app: Litestar, org_
         losers = [a for a in answers if a.status_code != 200]
         assert len(winners) == 1, [a.text for a in answers]
         loser = losers[0]
+        import sys; print("LOSER", loser.status_code, file=sys.stderr)
         if loser.status_code == 412:
             assert_problem(loser, 412, "precondition_failed")
         else:

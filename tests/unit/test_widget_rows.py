@@ -350,7 +350,7 @@ def test_an_in_process_view_refuses_a_page_at_or_below_its_position(admin: Admin
     assert view.position() == len(events)
 
 
-def test_the_admin_list_of_deleted_widgets_keeps_them_marked_deleted(admin: Admin, store: EventStore) -> None:
+def test_deleting_a_widget_marks_its_row_deleted_and_not_live(admin: Admin, store: EventStore) -> None:
     widget_id = admin.widget(published=True)
     admin.delete(widget_id)
     changes = WidgetRowsProjection().apply(events_of(store), InProcessPublicView())

@@ -1,0 +1,50 @@
+"""The PostgreSQL recorder, with commit order equal to notification order in one round trip.
+
+eventsourcing's `POSTGRES_ENABLE_DB_FUNCTIONS` inserts events through a
+plpgsql function (one round trip instead of three), but that function does
+not take the table lock that its three-statement path takes. Without it, two
+transactions can commit their notification ids out of order, and a projection
+tailing the log can pass an id that commits later and never apply it (our
+tests reproduce it). This recorder creates the same function with the lock
+inside it: writers are serialised exactly as on the library's default path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier
+
+
+class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sql_create_pg_function_insert_events = SQL(
+            "CREATE OR REPLACE FUNCTION "
+            "{schema}.{insert_events}(events {schema}.{event}[]) "
+            "RETURNS SETOF bigint "
+            "LANGUAGE plpgsql "
+            "AS "
+            "$BODY$"
+            "BEGIN"
+            "    SET LOCAL lock_timeout = '{lock_timeout}s';"
+            "    LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;"
+            "    NOTIFY {channel};"
+            "    RETURN QUERY"
+            "    INSERT INTO {schema}.{table} AS t ("
+            "    originator_id, originator_version, topic, state)"
+            "    SELECT originator_id, originator_version, topic, state"
+            "    FROM unnest(events)"
+            "    RETURNING notification_id;"
+            "END;"
+            "$BODY$"
+        ).format(
+            insert_events=Identifier(self.pg_function_name_insert_events),
+            lock_timeout=self.datastore.lock_timeout,
+            channel=Identifier(self.channel_name),
+            event=Identifier(self.stored_event_type_name),
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+        )
+        self.sql_create_statements[self.create_insert_function_statement_index] = self.sql_create_pg_function_insert_events

@@ -1,0 +1,754 @@
+"""Throughput of the public config read, `GET /public/v1/widgets/{id}`, beside a bare Litestar route, in one run.
+
+    uv run python -m tests.bench.bench_public             # full: 3 rounds x 10 s per target
+    uv run python -m tests.bench.bench_public --quick     # 1 round x 1 s per target (the CI smoke size)
+    uv run python -m tests.bench.bench_public --profile   # also profile the apps in-process (no server)
+
+These are measurements, not tests: nothing asserts on time. Each target is a
+uvicorn server (uvloop, httptools, one worker, `--no-access-log`) pinned to
+core 0 with `taskset -c 0`; `wrk -t1 -c32 --latency`, pinned to core 1, loads
+it over loopback with an allowed `Origin` header. Targets:
+
+- **bare**: a Litestar app with one route on the same path template
+  (`/public/v1/widgets/{widget_id:str}`) that returns `Response(bytes)`: the very
+  bytes the production server answered for the 1-domain widget. This is the
+  ceiling: server + Litestar routing + a response of the same size.
+- **production** wiring: `api.app:create_app` on PostgreSQL (a fresh schema) and
+  Redis (a fresh key prefix), projections in a separate `widgets project`
+  process, as deployed (`WIDGETS_PROJECTIONS=external`). The widgets are
+  created through the application services and projected before the server
+  starts; the server reads them through its in-process cache in front of Redis.
+- **embedded** wiring: the same app on SQLite in a temporary folder, with its
+  in-process read model and projections.
+
+Each wiring serves two widgets with the same public body size: one allowing 1
+domain (`example.com`), one allowing 1,000 (999 others, exact and wildcard,
+then `example.com`); the Origin is `https://example.com` for every request, so
+the two differ only in the size of the allowed list. The API servers run with
+`WIDGETS_RATE_CONFIG_READS=100000000/minute`, since all of wrk's requests come
+from one address.
+
+All servers stay up for the whole run; each round measures every target once,
+in an order rotated every round, so that drift on the shared machine hits all
+of them alike. The tables show medians over rounds and ratios of medians,
+with the per-round ratios beside them. Besides wrk's req/s and p99, each row
+shows the server's CPU time per request (user + system of its process group,
+from /proc): with one saturated worker, req/s is about 1 / that, and it moves
+less than req/s when other processes compete for the cores.
+
+`--profile` then drives each app's ASGI callable directly in this process
+(no server, no socket), times it, and cProfiles it: a table of where a
+request's time goes by package, bare against production, and the production
+hot path's top functions.
+
+Needs `wrk` (`apt-get install -y wrk`), PostgreSQL and Redis (127.0.0.1 by
+default, or `--pg`/`--redis`, or `WIDGETS_TEST_DATABASE_URL`/
+`WIDGETS_TEST_REDIS_URL`). The schema, the Redis keys and the folder are removed
+at the end, even when the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import pstats
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Response, get
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+DEFAULT_REDIS = os.environ.get("WIDGETS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ORIGIN = "https://example.com"
+PUBLIC_PATH = "/public/v1/widgets/{}"
+BODY_FILE_ENV = "BENCH_PUBLIC_BODY_FILE"
+BARE_APP = "tests.bench.bench_public:bare_app"
+OUR_APP = "api.app:create_app"
+HIGH_READ_LIMIT = "100000000/minute"
+RATIO_TARGET = 0.8
+DOMAINS_RATIO_TARGET = 0.95
+ORG = "org_bench"
+CONFIG = {
+    "v1": {
+        "forms": [{
+            "id": "pre", "title": "About you", "trigger": "pre_chat",
+            "fields": [
+                {"name": "email", "label": "Email", "type": "email", "required": True},
+                {"name": "topic", "label": "Topic", "type": "select", "options": ["Sales", "Support"]},
+            ],
+        }],
+        "feedback": {"enabled": True, "type": "stars"},
+    }
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The bare app (run by uvicorn in its own process)
+
+
+def bare_app() -> Litestar:
+    """One route on the hot path's template, answering `Response(bytes)` with the body in $BENCH_PUBLIC_BODY_FILE."""
+    body = Path(os.environ[BODY_FILE_ENV]).read_bytes()
+
+    @get("/public/v1/widgets/{widget_id:str}")
+    async def public_config(widget_id: str) -> Response[bytes]:
+        return Response(body, media_type="application/json")
+
+    return Litestar(route_handlers=[public_config], openapi_config=None, debug=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Data: two live widgets (1 and N allowed domains) in a store
+
+
+def domain_list(count: int) -> list[str]:
+    """`count` valid entries ending with `example.com`: exact hosts, then wildcards, then the one the Origin matches."""
+    others = []
+    for i in range(count - 1):
+        others.append(f"*.brand-{i:04d}.example.org" if i % 2 else f"shop-{i:04d}.example.net")
+    return [*others, "example.com"]
+
+
+def seed(store: Any, many: int) -> tuple[str, str]:
+    """An agent with a published version and two published widgets: (id of the 1-domain one, id of the `many`-domain one)."""
+    from application.agents import AgentService
+    from application.commands import Caller
+    from application.widgets import WidgetService
+
+    caller = Caller(ORG, "bench", frozenset({"widgets:write", "widgets:read"}))
+    agents = AgentService(store)
+    widgets = WidgetService(store, agents)
+    agent = agents.create_agent(caller, "Bench agent")
+    version = agents.create_version(caller, agent.id, "v1")
+    agents.publish_version(caller, agent.id, version.id)
+    ids = []
+    for domains in (["example.com"], domain_list(many)):
+        state = widgets.create_widget(caller, agent.id, version.id, domains, CONFIG)
+        widgets.publish(caller, state.widget.id)
+        ids.append(str(state.widget.id))
+    return ids[0], ids[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Processes: servers pinned to core 0, wrk on core 1
+
+
+def pinned(core: int, command: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core), *command]
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_cpu_seconds(pgid: int) -> float | None:
+    """User + system CPU seconds of every live process in process group `pgid` (Linux /proc)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            after_name = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(after_name[2]) == pgid:  # state ppid pgrp ... utime(11) stime(12)
+            total += int(after_name[11]) + int(after_name[12])
+    return total / ticks
+
+
+@dataclass
+class Process:
+    """A child process in its own process group, with its output in a log file."""
+
+    label: str
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True, cwd=ROOT)
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def cpu_seconds(self) -> float | None:
+        return group_cpu_seconds(self.process.pid) if self.process is not None else None
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)  # its own group (start_new_session), nothing else
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def uvicorn_command(factory: str, port: int) -> list[str]:
+    return pinned(0, [sys.executable, "-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port", str(port),
+                      "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+                      "--no-access-log", factory])
+
+
+def fetch(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers={"Origin": ORIGIN})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def wait_until(check: Callable[[], bool], what: str, process: Process, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise RuntimeError(f"{process.label} exited before {what}:\n{process.log_tail()}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{what}: not within {timeout:g} s\n{process.log_tail()}")
+
+
+@dataclass(frozen=True)
+class Measure:
+    requests_per_second: float
+    p99_ms: float
+    requests: int
+    errors: int
+    non_2xx: int
+    cpu_us_per_request: float | None
+
+
+def parse_wrk(output: str) -> tuple[float, float, int, int, int]:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    requests = re.search(r"(\d+) requests in", output)
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    if not rps or not p99 or not requests:
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return (float(rps.group(1)), float(p99.group(1)) * scale, int(requests.group(1)), errors,
+            int(non_2xx.group(1)) if non_2xx else 0)
+
+
+def wrk(url: str, seconds: int, connections: int) -> str:
+    command = pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Origin: {ORIGIN}", url])
+    return subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+
+
+@dataclass
+class Target:
+    key: str
+    wiring: str
+    label: str
+    domains: int | None
+    server: Process
+    path: str
+    port: int
+    runs: list[Measure] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    def measure(self, seconds: int, connections: int) -> Measure:
+        before = self.server.cpu_seconds()
+        output = wrk(self.url, seconds, connections)
+        after = self.server.cpu_seconds()
+        rps, p99, requests, errors, non_2xx = parse_wrk(output)
+        cpu = (after - before) / requests * 1e6 if before is not None and after is not None and requests else None
+        found = Measure(rps, p99, requests, errors, non_2xx, cpu)
+        self.runs.append(found)
+        return found
+
+
+# --------------------------------------------------------------------------------------------
+# Scratch space: schema, Redis prefix, folder; always cleaned up
+
+
+@dataclass
+class Scratch:
+    pg_url: str
+    redis_url: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="widgets-bench-public-")))
+    schema_made: bool = False
+
+    @property
+    def schema(self) -> str:
+        return f"benchpub_{self.run_id}"
+
+    @property
+    def prefix(self) -> str:
+        return f"benchpub{self.run_id}:"
+
+    def make_schema(self) -> str:
+        import psycopg
+
+        with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{self.schema}"')
+        self.schema_made = True
+        return self.schema
+
+    def cleanup(self) -> None:
+        import psycopg
+        import redis
+
+        try:
+            with psycopg.connect(self.pg_url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            client = redis.Redis.from_url(self.redis_url)
+            try:
+                keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
+                for start in range(0, len(keys), 1000):
+                    client.unlink(*keys[start:start + 1000])
+            finally:
+                client.close()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def leftovers(self) -> tuple[list[str], int, bool]:
+        """This run's schema if still present, its Redis keys still present, and whether its folder remains."""
+        import psycopg
+        import redis
+
+        with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = %s", [self.schema]).fetchall()
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            keys = sum(1 for _ in client.scan_iter(match=f"{self.prefix}*", count=1000))
+        finally:
+            client.close()
+        return [r[0] for r in rows], keys, self.folder.exists()
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WIDGETS_")}
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def production_env(scratch: Scratch) -> dict[str, str]:
+    return {
+        **base_env(),
+        "WIDGETS_DATABASE_URL": scratch.pg_url,
+        "WIDGETS_DATABASE_SCHEMA": scratch.schema,
+        "WIDGETS_REDIS_URL": scratch.redis_url,
+        "WIDGETS_REDIS_PREFIX": scratch.prefix,
+        "WIDGETS_PROJECTIONS": "external",
+        "WIDGETS_RATE_CONFIG_READS": HIGH_READ_LIMIT,
+        "WIDGETS_AUTH_SECRET": "bench-" + uuid.uuid4().hex,
+        "WIDGETS_LOG_FORMAT": "json",
+        "WIDGETS_LOG_LEVEL": "info",
+    }
+
+
+def embedded_env(scratch: Scratch) -> dict[str, str]:
+    return {
+        **base_env(),
+        "WIDGETS_DATA_DIR": str(scratch.folder / "embedded"),
+        "WIDGETS_RATE_CONFIG_READS": HIGH_READ_LIMIT,
+        "WIDGETS_LOG_FORMAT": "json",
+        "WIDGETS_LOG_LEVEL": "info",
+    }
+
+
+def prepare_production(scratch: Scratch, many: int, say: Callable[[str], None]) -> tuple[str, str, Process]:
+    """Seed the PostgreSQL schema, then project it into Redis with `widgets project` (which keeps running)."""
+    import redis
+
+    from application.store import EventStore
+    from infrastructure.eventstore import postgres_env
+
+    scratch.make_schema()
+    store = EventStore(env=postgres_env(scratch.pg_url, pool_size=2, schema=scratch.schema))
+    try:
+        one, many_id = seed(store, many)
+    finally:
+        store.close()
+    projector = Process("widgets project", [sys.executable, "-m", "api.cli", "project"], production_env(scratch),
+                        scratch.folder / "project.log").start()
+    client = redis.Redis.from_url(scratch.redis_url)
+
+    def projected() -> bool:
+        generation = client.get(f"{scratch.prefix}generation")
+        if generation is None:
+            return False
+        base = f"{scratch.prefix}g{int(generation)}:"
+        return client.get(f"{base}ready") == b"1" and client.exists(f"{base}w:{one}", f"{base}w:{many_id}") == 2
+
+    try:
+        wait_until(projected, "the public read model in Redis", projector)
+    finally:
+        client.close()
+    say(f"production: schema {scratch.schema}, Redis prefix {scratch.prefix}, projected by `widgets project`")
+    return one, many_id, projector
+
+
+def prepare_embedded(scratch: Scratch, many: int, say: Callable[[str], None]) -> tuple[str, str]:
+    from application.store import EventStore
+    from infrastructure.eventstore import sqlite_env
+
+    store = EventStore(env=sqlite_env(scratch.folder / "embedded"))
+    try:
+        ids = seed(store, many)
+    finally:
+        store.close()
+    say(f"embedded: SQLite in {scratch.folder / 'embedded'}")
+    return ids
+
+
+def start_server(label: str, factory: str, env: dict[str, str], log_path: Path) -> tuple[Process, int]:
+    port = free_port()
+    server = Process(label, uvicorn_command(factory, port), env, log_path).start()
+    wait_until(lambda: fetch(f"http://127.0.0.1:{port}/healthz" if factory == OUR_APP else
+                             f"http://127.0.0.1:{port}{PUBLIC_PATH.format('x')}", timeout=1)[0] == 200,
+               f"{label} serving", server)
+    return server, port
+
+
+def check_answer(target: Target) -> bytes:
+    status, headers, body = fetch(target.url)
+    if status != 200:
+        raise RuntimeError(f"{target.label}: {target.url} answered {status}: {body[:300]!r}\n{target.server.log_tail()}")
+    if target.wiring != "bare" and headers.get("access-control-allow-origin") != ORIGIN:
+        raise RuntimeError(f"{target.label}: no CORS answer for {ORIGIN}: {headers}")
+    return body
+
+
+# --------------------------------------------------------------------------------------------
+# In-process profile: the ASGI callables driven directly
+
+
+def asgi_scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"origin", ORIGIN.encode())],
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {},
+    }
+
+
+async def drive(app: Any, path: str, count: int, statuses: Counter[int]) -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] += 1
+
+    for _ in range(count):
+        await app(asgi_scope(path), receive, send)
+
+
+def package_of(path: str) -> str:
+    if path == "~" or path.startswith("<"):
+        return "C builtins"
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if path.startswith(str(ROOT)):
+        return path[len(str(ROOT)) + 1:].split("/", 1)[0] + "/ (this project)"
+    return "stdlib"
+
+
+def by_package(stats: pstats.Stats, count: int) -> dict[str, float]:
+    totals: Counter[str] = Counter()
+    for (path, _, _), entry in stats.stats.items():  # type: ignore[attr-defined]
+        totals[package_of(path)] += entry[2]  # own time
+    return {name: seconds / count * 1e6 for name, seconds in totals.items()}
+
+
+async def profile_apps(apps: dict[str, tuple[Any, str]], count: int, top: int) -> dict[str, Any]:
+    """µs per request (best of 3, no profiler) and a cProfile of `count` requests, for each app."""
+    timings: dict[str, float] = {}
+    packages: dict[str, dict[str, float]] = {}
+    texts: dict[str, str] = {}
+    for name, (app, path) in apps.items():
+        async with app.lifespan():
+            statuses: Counter[int] = Counter()
+            await drive(app, path, min(count, 2000), statuses)  # warm: caches, prepared paths
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                await drive(app, path, count, statuses)
+                best = min(best, time.perf_counter() - started)
+            timings[name] = best / count * 1e6
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await drive(app, path, count, statuses)
+            profiler.disable()
+        if set(statuses) != {200}:
+            raise RuntimeError(f"in-process {name} answered {dict(statuses)}")
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        packages[name] = by_package(stats, count)
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+        texts[name] = out.getvalue()
+    return {"us_per_request": timings, "packages": packages, "text": texts, "count": count}
+
+
+def run_profile(scratch: Scratch, ids: dict[str, tuple[str, str]], body_file: Path, count: int, top: int) -> dict[str, Any]:
+    from api.app import create_app
+    from infrastructure.settings import Settings
+
+    os.environ[BODY_FILE_ENV] = str(body_file)
+    common = dict(rate_config_reads=HIGH_READ_LIMIT, log_format="json", log_level="info")
+    first = next(iter(ids.values()))[0]
+    apps: dict[str, tuple[Any, str]] = {"bare": (bare_app(), PUBLIC_PATH.format(first))}
+    if "production" in ids:
+        settings = Settings(database_url=scratch.pg_url, database_schema=scratch.schema, redis_url=scratch.redis_url,
+                            redis_prefix=scratch.prefix, projections="external", **common)
+        apps["production"] = (create_app(settings), PUBLIC_PATH.format(ids["production"][0]))
+    if "embedded" in ids:
+        settings = Settings(data_dir=str(scratch.folder / "embedded"), **common)
+        apps["embedded"] = (create_app(settings), PUBLIC_PATH.format(ids["embedded"][0]))
+    return asyncio.run(profile_apps(apps, count, top))
+
+
+def profile_markdown(profile: dict[str, Any]) -> str:
+    timings, packages = profile["us_per_request"], profile["packages"]
+    names = list(timings)
+    lines = [
+        f"In-process ASGI calls (no server, no socket), {profile['count']:,} requests each: µs per request, best of 3.",
+        "",
+        "| app | µs/request | vs bare |",
+        "| --- | ---: | ---: |",
+    ]
+    for name in names:
+        lines.append(f"| {name} | {timings[name]:.1f} | {timings['bare'] / timings[name]:.2f} |")
+    groups = sorted({g for p in packages.values() for g in p}, key=lambda g: -max(p.get(g, 0) for p in packages.values()))
+    lines += ["", "Own time by package under cProfile (µs per request; the profiler inflates every figure, compare columns):", "",
+              "| package | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    for group in groups:
+        lines.append(f"| {group} | " + " | ".join(f"{packages[n].get(group, 0):.1f}" for n in names) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{sum(packages[n].values()):.1f}**" for n in names) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def median_of(runs: list[Measure], attribute: str) -> float:
+    values = [getattr(m, attribute) for m in runs if getattr(m, attribute) is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def summarise(target: Target) -> dict[str, Any]:
+    return {
+        "label": target.label, "wiring": target.wiring, "domains": target.domains,
+        "rps": median_of(target.runs, "requests_per_second"),
+        "p99_ms": median_of(target.runs, "p99_ms"),
+        "cpu_us": median_of(target.runs, "cpu_us_per_request"),
+        "errors": sum(m.errors for m in target.runs),
+        "non_2xx": sum(m.non_2xx for m in target.runs),
+        "runs": [m.__dict__ for m in target.runs],
+    }
+
+
+def ratio_entry(subject: Target, baseline: Target, target: float) -> dict[str, Any]:
+    rps = median_of(subject.runs, "requests_per_second") / median_of(baseline.runs, "requests_per_second")
+    cpu = median_of(baseline.runs, "cpu_us_per_request") / median_of(subject.runs, "cpu_us_per_request")
+    per_round = [s.requests_per_second / b.requests_per_second for s, b in zip(subject.runs, baseline.runs, strict=True)]
+    return {"subject": subject.key, "baseline": baseline.key, "rps_ratio": rps, "cpu_ratio": cpu,
+            "per_round": per_round, "target": target, "meets": rps >= target}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows, ratios = results["targets"], results["ratios"]
+    lines = [
+        f"`GET /public/v1/widgets/{{id}}` with an allowed Origin: uvicorn (uvloop, httptools), one worker on core 0; "
+        f"`wrk -t1 -c{results['connections']} -d{results['seconds']}s` on core 1; {results['rounds']} round(s), "
+        f"targets alternated, medians. Body {results['body_bytes']} B. Load average {results['load_before']} -> "
+        f"{results['load_after']} (2 cores, shared).",
+        "",
+        "| wiring | route | allowed domains | req/s | p99 ms | server CPU µs/req | req/s vs bare | CPU: bare / this |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    bare = rows["bare"]
+    for key, row in rows.items():
+        domains = "" if row["domains"] is None else f"{row['domains']:,}"
+        lines.append(
+            f"| {row['wiring']} | {row['label']} | {domains} | {row['rps']:,.0f} | {row['p99_ms']:.2f} | {row['cpu_us']:.1f} "
+            f"| {row['rps'] / bare['rps']:.2f} | {bare['cpu_us'] / row['cpu_us']:.2f} |"
+        )
+    lines += ["", "| ratio | req/s | CPU | per round (req/s) | target | verdict |", "| --- | ---: | ---: | --- | ---: | --- |"]
+    for name, entry in ratios.items():
+        per_round = ", ".join(f"{r:.2f}" for r in entry["per_round"])
+        lines.append(f"| {name} | **{entry['rps_ratio']:.2f}** | {entry['cpu_ratio']:.2f} | {per_round} | >= {entry['target']} "
+                     f"| {'meets' if entry['meets'] else 'below'} |")
+    errors = sum(row["errors"] + row["non_2xx"] for row in rows.values())
+    lines += ["", f"Socket errors and non-2xx answers over all runs: {errors}. "
+                  f"Event-store fallbacks logged by the production server: {results.get('fallbacks', 0)}."]
+    return "\n".join(lines)
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 round x 1 s per target, 1 s warm-up (the CI smoke size)")
+    parser.add_argument("--seconds", type=int, default=None, help="wrk seconds per target and round (default 10; quick 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds; every target once per round (default 3; quick 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="wrk seconds of warm-up per target, once (default 3; quick 1)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--domains", type=int, default=1000, help="allowed domains of the large widget (default 1000)")
+    parser.add_argument("--wirings", default="production,embedded", help="comma-separated: production, embedded")
+    parser.add_argument("--profile", action="store_true", help="also time and cProfile the apps' ASGI callables in-process")
+    parser.add_argument("--profile-requests", type=int, default=20000, help="requests per app under --profile (default 20000)")
+    parser.add_argument("--top", type=int, default=30, help="functions listed per profile (default 30)")
+    parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL URL (a fresh schema is made and dropped)")
+    parser.add_argument("--redis", default=DEFAULT_REDIS, help="Redis URL (a fresh key prefix is used and deleted)")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: install it (apt-get install -y wrk); this benchmark cannot run without it")
+    seconds = args.seconds or (1 if args.quick else 10)
+    rounds = args.rounds or (1 if args.quick else 3)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    wirings = [w for w in args.wirings.split(",") if w]
+    if not set(wirings) <= {"production", "embedded"} or not wirings:
+        raise SystemExit(f"--wirings takes production and/or embedded, not {args.wirings!r}")
+
+    scratch = Scratch(args.pg, args.redis)
+    results: dict[str, Any] = {"run_id": scratch.run_id, "schema": scratch.schema, "prefix": scratch.prefix,
+                               "folder": str(scratch.folder), "seconds": seconds, "rounds": rounds,
+                               "connections": args.connections, "load_before": load_average()}
+    processes: list[Process] = []
+    targets: list[Target] = []
+    ids: dict[str, tuple[str, str]] = {}
+    try:
+        if "production" in wirings:
+            *pair, projector = prepare_production(scratch, args.domains, say)
+            ids["production"] = (pair[0], pair[1])
+            processes.append(projector)
+        if "embedded" in wirings:
+            ids["embedded"] = prepare_embedded(scratch, args.domains, say)
+        envs = {"production": production_env(scratch), "embedded": embedded_env(scratch)}
+        for wiring in wirings:
+            server, port = start_server(wiring, OUR_APP, envs[wiring], scratch.folder / f"{wiring}.log")
+            processes.append(server)
+            one, many = ids[wiring]
+            targets.append(Target(f"{wiring}-1", wiring, "public config", 1, server, PUBLIC_PATH.format(one), port))
+            targets.append(Target(f"{wiring}-{args.domains}", wiring, "public config", args.domains, server,
+                                  PUBLIC_PATH.format(many), port))
+        bodies = {t.key: check_answer(t) for t in targets}
+        sizes = {len(b) for b in bodies.values()}
+        if len(sizes) != 1:
+            raise RuntimeError(f"the widgets' public bodies differ in size: { {k: len(b) for k, b in bodies.items()} }")
+        body_file = scratch.folder / "body.json"
+        body_file.write_bytes(bodies[targets[0].key])
+        bare_server, bare_port = start_server("bare", BARE_APP, {**base_env(), BODY_FILE_ENV: str(body_file)},
+                                              scratch.folder / "bare.log")
+        processes.append(bare_server)
+        bare = Target("bare", "bare", "bare Litestar `Response(bytes)`", None, bare_server,
+                      PUBLIC_PATH.format(ids[wirings[0]][0]), bare_port)
+        if check_answer(bare) != bodies[targets[0].key]:
+            raise RuntimeError("the bare route does not answer the production body")
+        targets.insert(0, bare)
+        results["body_bytes"] = sizes.pop()
+
+        for target in targets:  # warm every server and its caches once
+            if warmup:
+                wrk(target.url, warmup, args.connections)
+        for round_index in range(rounds):
+            shift = round_index % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                found = target.measure(seconds, args.connections)
+                say(f"round {round_index + 1}: {target.key:18} {found.requests_per_second:9,.0f} req/s  p99 {found.p99_ms:7.2f} ms  "
+                    f"cpu {found.cpu_us_per_request or 0:6.1f} µs/req  errors {found.errors + found.non_2xx}")
+        for server in processes:
+            if not server.alive():
+                raise RuntimeError(f"{server.label} died during the run:\n{server.log_tail()}")
+        if "production" in wirings:
+            results["fallbacks"] = (scratch.folder / "production.log").read_text(errors="replace").count("public_read_fallback")
+
+        by_key = {t.key: t for t in targets}
+        results["targets"] = {t.key: summarise(t) for t in targets}
+        ratios: dict[str, Any] = {}
+        for wiring in wirings:
+            ratios[f"{wiring}, 1 domain / bare"] = ratio_entry(by_key[f"{wiring}-1"], bare, RATIO_TARGET)
+            ratios[f"{wiring}, {args.domains:,} domains / bare"] = ratio_entry(by_key[f"{wiring}-{args.domains}"], bare, RATIO_TARGET)
+        for wiring in wirings:
+            ratios[f"{wiring}, {args.domains:,} domains / 1 domain"] = ratio_entry(
+                by_key[f"{wiring}-{args.domains}"], by_key[f"{wiring}-1"], DOMAINS_RATIO_TARGET)
+        results["ratios"] = ratios
+        results["load_after"] = load_average()
+        results["markdown"] = markdown(results)
+
+        for process in reversed(processes):
+            process.stop()
+        if args.profile:
+            say(f"profiling {args.profile_requests:,} in-process requests per app")
+            profile = run_profile(scratch, ids, body_file, args.profile_requests, args.top)
+            results["profile"] = profile
+            results["markdown"] += "\n\n" + profile_markdown(profile)
+    finally:
+        for process in reversed(processes):
+            try:
+                process.stop()
+            except Exception as error:  # keep cleaning up
+                say(f"could not stop {process.label}: {error!r}")
+        scratch.cleanup()
+
+    if "profile" in results:
+        for name, text in results["profile"]["text"].items():
+            print(f"\n### cProfile: {name}\n\n{text}")
+    print(results["markdown"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({k: v for k, v in results.items() if k != "profile"}, f, indent=2, default=str)
+    return results
+
+
+if __name__ == "__main__":
+    main()
