@@ -157,9 +157,26 @@ def find_form(cfg: WidgetConfig, form_id: str) -> FormDefinition | None:
     return next((form for form in cfg.v1.forms if form.id == form_id), None)
 
 
-def changed_paths(old: WidgetConfig, new: WidgetConfig) -> list[str]:
-    """Sorted dotted paths (`v1.appearance.theme`) of the leaves that differ; lists count as leaves."""
+def changed_paths(old: WidgetConfig | dict[str, Any], new: WidgetConfig | dict[str, Any]) -> list[str]:
+    """Sorted dotted paths (`v1.appearance.theme`) of the leaves that differ; lists count as leaves.
+
+    Takes configs or their full builtin forms (as stored in events), so that a
+    command need not parse the stored config again to compare it.
+    """
+    if isinstance(old, dict) or isinstance(new, dict):
+        old_builtins = old if isinstance(old, dict) else config_to_builtins(old)
+        new_builtins = new if isinstance(new, dict) else config_to_builtins(new)
+        return sorted(_changed_builtins(old_builtins, new_builtins, ""))
     return sorted(_changed(old, new, ""))
+
+
+def _changed_builtins(old: dict[str, Any], new: dict[str, Any], prefix: str) -> Iterable[str]:
+    for name in old.keys() | new.keys():
+        before, after = old.get(name), new.get(name)
+        if isinstance(before, dict) and isinstance(after, dict):
+            yield from _changed_builtins(before, after, f"{prefix}{name}.")
+        elif before != after:
+            yield prefix + name
 
 
 def _changed(old: msgspec.Struct, new: msgspec.Struct, prefix: str) -> Iterable[str]:

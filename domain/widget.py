@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate, event
 
 from domain import event_types as t
-from domain.config import WidgetConfig, changed_paths, config_to_builtins, parse_config
+from domain.config import WidgetConfig, changed_paths, config_to_builtins
 from domain.domains import AllowedDomains
 from domain.errors import AgentVersionNotPublishedError, WidgetDeletedError
 
@@ -115,7 +115,7 @@ class Widget(Aggregate):
         new = config_to_builtins(config)
         if new == self.config:
             return False
-        paths = changed_paths(parse_config(self.config), config)
+        paths = changed_paths(self.config, new)
         self._config_changed(config=new, changed_paths=paths, actor=actor)
         return True
 

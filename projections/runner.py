@@ -86,10 +86,12 @@ class ProjectionRunner:
         applied = 0
         target = stop_at if stop_at is not None else (self.store.recorder.max_notification_id() or 0)
         while self._position < target and not self._stop.is_set():
-            notifications = self.store.recorder.select_notifications(
-                start=self._position + 1, limit=self.page_size, stop=target, topics=self.topics
-            )
-            last = notifications[-1].id if len(notifications) == self.page_size else target
+            # No upper bound in the query: with one, PostgreSQL may scan the whole remaining range for every
+            # page when its statistics are stale (after a restore or bulk load), making a replay quadratic.
+            page = self.store.recorder.select_notifications(start=self._position + 1, limit=self.page_size, topics=self.topics)
+            notifications = [n for n in page if n.id <= target] if stop_at is not None else list(page)
+            full = len(page) == self.page_size and len(notifications) == len(page)
+            last = notifications[-1].id if full else max(target, notifications[-1].id if notifications else 0)
             self._apply_page(notifications, self._position + 1, last)
             applied += len(notifications)
             PROJECTION_LAG.labels(self.name).set(max(0, target - self._position))

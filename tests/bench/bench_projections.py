@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import math
 import os
@@ -41,7 +42,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -423,7 +423,7 @@ def bench_lag(
                         if now > deadline:
                             raise TimeoutError(f"{len(outstanding)} stream commands not visible after 60 s")
                     time.sleep(POLL_INTERVAL)
-            except BaseException as error:
+            except BaseException as error:  # noqa: BLE001 (handed to the issuing thread, which re-raises it)
                 failure.append(error)
 
         poller = threading.Thread(target=poll, name="bench-poller", daemon=True)
@@ -477,7 +477,7 @@ def run_worker(scratch: Scratch, kind: str, schema: str, prefix: str, profile: b
     ]
     if profile:
         cmd.append("--profile")
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"worker {kind} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     lines = done.stdout.splitlines()
@@ -569,11 +569,11 @@ def worker(kind: str, pg_url: str, redis_url: str, schema: str, prefix: str, pro
                 client.close()
             return applied["total"]
         if kind == "rebuild-sql":
+            import inspect
+
             from infrastructure.settings import Settings
             from infrastructure.sql import Database
             from projections.rebuild import rebuild_sql
-
-            import inspect
 
             db = Database(Settings(database_url=pg_url, database_schema=schema))
             # The widget list (the admin list model); newer code takes the SQL model's name.
@@ -627,7 +627,7 @@ def decile_rates(pages: list[tuple[float, int]]) -> dict[str, float]:
         return {}
 
     def at(events: float) -> float:  # time at which `events` had been applied (linear within a page)
-        for (t0, n0), (t1, n1) in zip(pages, pages[1:]):
+        for (t0, n0), (t1, n1) in itertools.pairwise(pages):
             if n1 >= events:
                 return t0 + (t1 - t0) * ((events - n0) / (n1 - n0) if n1 > n0 else 1.0)
         return pages[-1][0]
@@ -682,6 +682,7 @@ def bench_rebuild(
     gen_budget: float = 300.0,
     profile: bool = False,
     workers: Sequence[str] = WORKERS,
+    analyze: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     schema = scratch.schema("rebuild")
@@ -704,6 +705,14 @@ def bench_rebuild(
                                "per_s": (reached - before) / elapsed if elapsed else float("nan")})
             log(f"generated {reached:,} events ({widgets:,} widgets): {reached - before:,} in {elapsed:.1f} s "
                 f"({generation[-1]['per_s']:,.0f} events/s)")
+            if analyze:
+                # As autovacuum would have done on a table in service. Without it (--stale-stats) the planner,
+                # with no statistics for a freshly filled table, turns the runner's page query into a bitmap
+                # scan of the whole remaining range, so every page costs O(rows left).
+                import psycopg
+
+                with psycopg.connect(scratch.pg_url, autocommit=True) as conn:
+                    conn.execute(f'ANALYZE "{schema}"."widgets_events"')
             if reached < size:
                 note = (f"generation stopped at {reached:,} of {size:,} events: its {gen_budget:.0f} s budget ran out "
                         f"({generation[-1]['per_s']:,.0f} events/s); figures are for {reached:,} events")
@@ -741,10 +750,10 @@ def ratio(run: dict[str, Any], base: dict[str, Any]) -> float:
 
 def markdown(lag: dict[str, Any] | None, rebuild: dict[str, Any] | None, meta: dict[str, Any]) -> str:
     out = [
-        f"Measured with `{meta['command']}` on {meta['machine']} ({meta['date']}; "
-        f"1-minute load average {meta['load_start']:.1f} at the start, {meta['load_end']:.1f} at the end).",
-        "Lag is the time from `store.save` returning to the widget's Redis key showing that version "
-        f"(polled every {POLL_INTERVAL * 1000:.1f} ms), with `widgets project` in its own process.",
+        (f"Measured with `{meta['command']}` on {meta['machine']} ({meta['date']}; "
+         f"1-minute load average {meta['load_start']:.1f} at the start, {meta['load_end']:.1f} at the end)."),
+        ("Lag is the time from `store.save` returning to the widget's Redis key showing that version "
+         f"(polled every {POLL_INTERVAL * 1000:.1f} ms), with `widgets project` in its own process."),
         "",
     ]
     if lag:
@@ -803,6 +812,8 @@ def markdown(lag: dict[str, Any] | None, rebuild: dict[str, Any] | None, meta: d
                            f"{run['last_tenth_per_s']:,.0f} | {run['last_tenth_per_s'] / run['first_tenth_per_s']:.2f} |")
         for note in rebuild["notes"]:
             out += ["", f"Note: {note}."]
+        if not meta.get("analyzed", True):
+            out += ["", "Note: run with --stale-stats: `widgets_events` was never analyzed before the rebuilds."]
     return "\n".join(out)
 
 
@@ -824,6 +835,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", help="rebuild: comma-separated event counts (100000,1000000; quick 1000,2000)")
     p.add_argument("--gen-budget", type=float, default=300.0, help="rebuild: seconds allowed for generating events (300)")
     p.add_argument("--profile", action="store_true", help="rebuild: also cProfile both rebuilds at the first size")
+    p.add_argument("--stale-stats", action="store_true",
+                   help="rebuild: skip ANALYZE after generating (shows the page query on a never-analyzed table)")
     p.add_argument("--json", help="also write every figure to this file")
     # Internal: one measurement in a fresh process.
     p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
@@ -847,6 +860,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
         "date": time.strftime("%Y-%m-%d"),
         "load_start": os.getloadavg()[0],
+        "analyzed": not args.stale_stats,
     }
     lag = rebuild = None
     try:
@@ -856,7 +870,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
                             warmup=min(20, commands), projector=args.projector, log=log)
         if args.only in (None, "rebuild"):
             log(f"# Rebuild throughput and memory at {', '.join(f'{s:,}' for s in sizes)} events")
-            rebuild = bench_rebuild(scratch, sizes, gen_budget=args.gen_budget, profile=args.profile, log=log)
+            rebuild = bench_rebuild(scratch, sizes, gen_budget=args.gen_budget, profile=args.profile,
+                                    analyze=not args.stale_stats, log=log)
     finally:
         scratch.cleanup()
     meta["load_end"] = os.getloadavg()[0]

@@ -9,7 +9,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain.config import config_to_builtins, merge_patch, parse_config
+from domain.config import changed_paths, config_to_builtins, merge_patch, parse_config
 from domain.errors import ValidationError
 
 Json = Any
@@ -331,3 +331,11 @@ def test_arbitrary_json_raises_nothing_but_a_validation_error(raw: Json) -> None
     except ValidationError as exc:
         assert exc.errors
         assert all(e.field == "config" or e.field.startswith(("config.", "config[")) for e in exc.errors)
+
+
+@given(valid_configs, valid_configs)
+def test_changed_paths_read_the_same_from_stored_builtins_as_from_configs(a: dict[str, Any], b: dict[str, Any]) -> None:
+    old, new = parse_config(a), parse_config(b)
+    from_configs = changed_paths(old, new)
+    assert changed_paths(config_to_builtins(old), config_to_builtins(new)) == from_configs
+    assert (from_configs == []) == (config_to_builtins(old) == config_to_builtins(new))
