@@ -17,6 +17,7 @@ from api.operations import ReadModelController, healthz, metrics, readyz
 from api.public import PublicWidgetController, livekit_webhook
 from api.public_fallback import EventStoreFallback
 from api.services import Services
+from api.strict_json import StrictJSONRequest
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
 from projections.public_reader import InProcessPublicReader, RedisPublicReader
@@ -36,9 +37,10 @@ def build_reader(services: Services) -> InProcessPublicReader | RedisPublicReade
         socket_timeout=2,
         socket_connect_timeout=2,
     )
+    fallback = EventStoreFallback(services.store)
     return RedisPublicReader(
         client, settings.redis_prefix, settings.public_cache_size, settings.public_cache_ttl,
-        fallback=EventStoreFallback(services.store),
+        fallback=fallback, head=fallback.head,
     )
 
 
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         exception_handlers=exception_handlers,
         middleware=[RequestContextMiddleware],
         request_max_body_size=ADMIN_BODY_LIMIT,
+        request_class=StrictJSONRequest,
         on_startup=[start],
         on_shutdown=[stop],
         openapi_config=OpenAPIConfig(

@@ -128,6 +128,8 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
                            headers={"Retry-After": RETRY_AFTER_SECONDS})
         case UnicodeDecodeError():  # the JSON decoder met a body that is not UTF-8: bad input, not a server error
             return problem(400, "invalid_request", "The request is not valid", "The body is not valid UTF-8.")
+        case RecursionError():  # the JSON decoder's depth limit: a body nested deeper than any real request
+            return problem(400, "invalid_request", "The request is not valid", "The body is nested too deeply.")
         case ValidationException():
             extra = exc.extra if isinstance(exc.extra, list) else []
             fields = [_field_from_litestar(item) for item in extra] or None

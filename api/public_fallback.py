@@ -21,6 +21,10 @@ class EventStoreFallback:
     async def __call__(self, widget_id: str) -> PublicEntry | None:
         return await anyio.to_thread.run_sync(self.lookup, widget_id)
 
+    async def head(self) -> int:
+        """The event store's last position."""
+        return await anyio.to_thread.run_sync(lambda: self.store.recorder.max_notification_id() or 0)
+
     def lookup(self, widget_id: str) -> PublicEntry | None:
         try:
             widget = self.store.repository.get(UUID(widget_id))

@@ -11,8 +11,8 @@ Token = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class Visitor(Struct, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(min_length=1, max_length=80)] | None = None
-    locale: Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")] | None = None
+    name: Annotated[str, Meta(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z")] | None = None
+    locale: Annotated[str, Meta(max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")] | None = None
 
 
 class ConversationStart(Struct, forbid_unknown_fields=True):

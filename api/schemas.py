@@ -12,8 +12,9 @@ from msgspec import Meta, Struct
 from application.widgets import WidgetState
 from domain.agent import Agent, AgentVersion
 
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Label = Annotated[str, Meta(min_length=1, max_length=100)]
+ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*\Z"  # as config's one-line texts: no NUL, control characters or line breaks
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=ONE_LINE)]
+Label = Annotated[str, Meta(min_length=1, max_length=100, pattern=ONE_LINE)]
 DomainEntry = Annotated[str, Meta(max_length=300)]
 DomainList = Annotated[list[DomainEntry], Meta(max_length=1000)]
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from contextlib import suppress
 from typing import Any
 
 import structlog
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+
+from infrastructure.tasks import stop_task
 
 log = structlog.get_logger("ratelimit")
 
@@ -57,10 +58,7 @@ class PublicRateLimits:
             self._sync_task = asyncio.create_task(self._reads.run(), name="rate-limit-sync")
 
     async def close(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._sync_task
+        await stop_task(self._sync_task)
         if self._reads.client is not None:
             await self._reads.client.aclose()
 

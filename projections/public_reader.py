@@ -4,8 +4,10 @@ Production: an in-process cache in front of Redis. The projection publishes
 the id of every widget it changes; a listener evicts it here. Staleness is
 bounded: an entry is trusted for at most `ttl` seconds even if an invalidation
 message is lost, and the whole cache is dropped whenever the listener's
-connection is lost or a rebuild switches generations. When Redis is down the
-reader answers from the event store instead (slower, never more permissive).
+connection is lost or a rebuild switches generations. When Redis is down, or
+has just come back (possibly from an old snapshot) and its position has not yet
+reached the event store's head, the reader answers from the event store
+instead: slower, never more permissive.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from infrastructure.tasks import stop_task
 from projections.public_entry import PublicEntry, decode_entry
 from projections.public_views import InProcessPublicView, RedisKeys
 
 log = structlog.get_logger("public_reader")
 Fallback = Callable[[str], Awaitable[PublicEntry | None]]
+VERIFY_INTERVAL = 0.5
 
 
 class BoundedCache:
@@ -69,11 +72,17 @@ class InProcessPublicReader:
 
 
 class RedisPublicReader:
-    def __init__(self, client: aioredis.Redis, prefix: str, cache_size: int, ttl: float, fallback: Fallback | None = None) -> None:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, cache_size: int, ttl: float, fallback: Fallback | None = None,
+        head: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.cache = BoundedCache(cache_size, ttl)
         self.fallback = fallback
+        self.head = head  # the event store's last position: Redis is trusted once it has caught up with it
+        self._verified = head is None
+        self._next_check = 0.0
         self._keys: RedisKeys | None = None
         self._ready = False
         self._listener: asyncio.Task[None] | None = None
@@ -83,10 +92,7 @@ class RedisPublicReader:
         self._listener = asyncio.create_task(self._listen(), name="public-cache-invalidation")
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await self._listener
+        await stop_task(self._listener)
         await self.client.aclose()
 
     async def ping(self) -> bool:
@@ -101,18 +107,34 @@ class RedisPublicReader:
             return entry
         try:
             keys = self._keys or await self._resolve_generation()
-            if not self._ready:
+            if not self._ready or not await self._caught_up(keys):
                 return await self._read_through(widget_id, "read model not ready")
             data = await self.client.get(keys.widget(widget_id))
             if data is None and (await self._resolve_generation()).generation != keys.generation:
                 data = await self.client.get(self._keys.widget(widget_id))  # a rebuild switched generations
         except (RedisError, OSError) as error:
             self._keys = None
+            self._verified = self.head is None
             return await self._read_through(widget_id, type(error).__name__)
         entry = decode_entry(data) if data is not None else None
         if self.listening.is_set():
             self.cache.put(widget_id, entry)
         return entry
+
+    async def _caught_up(self, keys: RedisKeys) -> bool:
+        """After (re)connecting, Redis may hold an old snapshot: trust it once its position reaches the log's head."""
+        if self._verified:
+            return True
+        now = time.monotonic()
+        if now < self._next_check or self.head is None:
+            return False
+        self._next_check = now + VERIFY_INTERVAL
+        position = int(await self.client.get(keys.position) or 0)
+        self._verified = position >= await self.head()
+        if self._verified:
+            self.cache.clear()
+            log.info("public_read_model_trusted", position=position)
+        return self._verified
 
     async def _read_through(self, widget_id: str, reason: str) -> PublicEntry | None:
         if self.fallback is None:
@@ -135,6 +157,7 @@ class RedisPublicReader:
                     await pubsub.subscribe(channel)
                     self.cache.clear()
                     self._keys = None
+                    self._verified = self.head is None  # what Redis holds now may predate a restart
                     self.listening.set()
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
@@ -147,8 +170,9 @@ class RedisPublicReader:
                             self.cache.evict(target)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # connection lost: nothing cached can be trusted now
+            except Exception as error:  # connection lost: nothing cached, nor Redis when it returns, is trusted yet
                 self.listening.clear()
                 self.cache.clear()
+                self._verified = self.head is None
                 log.warning("public_cache_listener_lost", error=type(error).__name__)
                 await asyncio.sleep(0.5)

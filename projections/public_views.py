@@ -74,6 +74,10 @@ class RedisPublicView:
         self._commit = client.register_script(COMMIT_PAGE)
         self._ready = False
 
+    def announce_when_caught_up(self) -> None:
+        """After an outage, tell readers again once caught up: what they cached may predate it."""
+        self._ready = False
+
     def mark_caught_up(self) -> None:
         """Readers trust this generation only once it has caught up with the log (after a rebuild, or
         after Redis lost its data); until then they read through to the event store."""

@@ -26,6 +26,28 @@ SQLITE_SAFETY_WAKE = 1.0
 LISTENING_SAFETY_WAKE = 2.0  # also how soon a read model that lost its data (Redis restarted empty) is noticed
 
 
+RETRY_FIRST, RETRY_MAX = 0.2, 5.0
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether an error means a store is unreachable for now (worth waiting for), not that an event is bad."""
+    import sqlite3
+
+    import psycopg
+    import psycopg_pool
+    import redis
+    from eventsourcing.persistence import InterfaceError, OperationalError
+
+    transient = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, psycopg.InterfaceError,
+                 psycopg_pool.PoolTimeout, OperationalError, InterfaceError, sqlite3.OperationalError, ConnectionError,
+                 TimeoutError)
+    while error is not None:
+        if isinstance(error, transient):
+            return True
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return False
+
+
 class EventLog(Protocol):
     """The event store as projections see it: its notification log, its mapper, and its saves."""
 
@@ -112,6 +134,8 @@ class ProjectionRunner:
             changes = self.projection_factory().apply(events, self.view, positions=[n.id for n in notifications])
             result = self.view.commit(changes, first, last)
         except Exception as error:
+            if is_unavailable(error):
+                raise  # a store is down: the caller waits and tries the same page again
             position = notifications[0].id if notifications else first
             culprit = f" (notification {undecodable} cannot be decoded)" if undecodable is not None else ""
             log.error("projection_failed", projection=self.name, position=position, last=last, undecodable=undecodable,
@@ -169,11 +193,26 @@ class ProjectionRunner:
     def run_forever(self) -> None:
         self.store.on_saved(self.wake)
         listening = self._listen()
+        backoff = RETRY_FIRST
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                self._resync()
-                self.catch_up()
+                try:
+                    self._resync()
+                    self.catch_up()
+                except Exception as error:
+                    if not is_unavailable(error):
+                        raise
+                    # A store is down (Redis restarting, PostgreSQL failing over): wait, then carry on from
+                    # the position the view really holds. Never skip: the page is tried again.
+                    log.warning("projection_store_unavailable", projection=self.name, error=type(error).__name__,
+                                retry_in=backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX)
+                    if hasattr(self.view, "announce_when_caught_up"):
+                        self.view.announce_when_caught_up()  # readers drop what they cached from before
+                    continue
+                backoff = RETRY_FIRST
                 self._wake.wait(LISTENING_SAFETY_WAKE if listening else SQLITE_SAFETY_WAKE)
         except BaseException as error:
             self.failure = error

@@ -58,7 +58,6 @@ def test_two_writers_with_the_same_if_match_exactly_one_wins(app: Litestar, org_
         losers = [a for a in answers if a.status_code != 200]
         assert len(winners) == 1, [a.text for a in answers]
         loser = losers[0]
-        import sys; print("LOSER", loser.status_code, file=sys.stderr)
         if loser.status_code == 412:
             assert_problem(loser, 412, "precondition_failed")
         else:
@@ -118,3 +117,25 @@ def test_concurrent_version_creates_get_distinct_consecutive_numbers(app: Litest
     assert sorted(a.json()["number"] for a in answers) == [1, 2, 3, 4]
     versions = org_a.call("GET", f"/v1/agents/{agent['id']}").json()["versions"]
     assert sorted(v["label"] for v in versions) == ["v0", "v1", "v2", "v3"]
+
+
+def test_the_loser_of_a_race_that_both_passed_if_match_gets_409_conflict(app: Litestar, org_a: Admin, store: EventStore) -> None:
+    """Both writers read the same version and both pass If-Match; the store lets one save, the other is told so."""
+    widget = org_a.widget()
+    version = widget["version"]
+    path = f"/v1/widgets/{widget['id']}/config"
+    for round_ in range(40):
+        answers = race(app, org_a, [
+            ("PATCH", path, {"json": {"v1": {"branding": {"display_name": f"{side} {round_}"}}}, "headers": {"If-Match": etag(version)}})
+            for side in ("left", "right")
+        ])
+        version += 1
+        assert sorted(a.status_code for a in answers) in ([200, 409], [200, 412]), [a.text for a in answers]
+        conflict = next((a for a in answers if a.status_code == 409), None)
+        if conflict is not None:
+            assert_problem(conflict, 409, "conflict")
+            winner = next(a for a in answers if a.status_code == 200)
+            assert org_a.get_widget(widget["id"])["config"] == winner.json()["config"]
+            assert len(widget_events(store, widget["id"])) == version
+            return
+    raise AssertionError("in 40 races, no writer ever lost after passing If-Match")

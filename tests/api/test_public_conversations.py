@@ -79,6 +79,9 @@ def test_starting_needs_no_body(org_a: Admin, app: Litestar, client: TestClient[
 @pytest.mark.parametrize("body", [
     {"visitor": {"name": "x" * 81}},
     {"visitor": {"name": ""}},
+    {"visitor": {"name": "Ann\u0000"}},
+    {"visitor": {"name": "Ann\nSet-Cookie: x"}},
+    {"visitor": {"locale": "en-US\n"}},
     {"visitor": {"locale": "not a locale"}},
     {"visitor": {"name": "Ann", "email": "ann@example.com"}},
     {"visitor": "Ann"},
@@ -253,6 +256,23 @@ def test_every_conversation_call_from_a_refused_origin_is_403_and_writes_nothing
         assert_problem(response, 403, code)
         assert "access-control-allow-origin" not in response.headers
     assert_nothing_written(app, before)
+
+
+def test_errors_after_the_origin_is_allowed_carry_cors_so_the_page_can_read_them(
+    org_a: Admin, app: Litestar, client: TestClient[Litestar]
+) -> None:
+    widget = live_widget(org_a, app)
+    grant = started(client, widget["id"])
+    cid = grant["conversation_id"]
+    wrong_token = conversation_call(client, widget["id"], cid, "resume", {"resume_token": "wrong"})
+    invalid_form = conversation_call(client, widget["id"], cid, "forms/pre", {"resume_token": grant["resume_token"], "values": {}})
+    unknown_form = conversation_call(client, widget["id"], cid, "forms/post", {"resume_token": grant["resume_token"], "values": {}})
+    conversation_call(client, widget["id"], cid, "end", {"resume_token": grant["resume_token"]})
+    ended = conversation_call(client, widget["id"], cid, "resume", {"resume_token": grant["resume_token"]})
+    for response, status in ((wrong_token, 404), (invalid_form, 400), (unknown_form, 404), (ended, 409)):
+        assert response.status_code == status, response.text
+        assert response.headers.get("access-control-allow-origin") == ALLOWED
+        assert "Origin" in response.headers.get("vary", "")
 
 
 # --- the widget goes dark -------------------------------------------------------------------

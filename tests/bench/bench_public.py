@@ -82,6 +82,7 @@ ORIGIN = "https://example.com"
 PUBLIC_PATH = "/public/v1/widgets/{}"
 BODY_FILE_ENV = "BENCH_PUBLIC_BODY_FILE"
 BARE_APP = "tests.bench.bench_public:bare_app"
+DIAGNOSTIC = "production-1-warning"
 OUR_APP = "api.app:create_app"
 HIGH_READ_LIMIT = "100000000/minute"
 RATIO_TARGET = 0.8
@@ -314,7 +315,6 @@ class Scratch:
     redis_url: str
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="widgets-bench-public-")))
-    schema_made: bool = False
 
     @property
     def schema(self) -> str:
@@ -329,7 +329,6 @@ class Scratch:
 
         with psycopg.connect(self.pg_url, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{self.schema}"')
-        self.schema_made = True
         return self.schema
 
     def cleanup(self) -> None:
@@ -349,19 +348,21 @@ class Scratch:
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def leftovers(self) -> tuple[list[str], int, bool]:
-        """This run's schema if still present, its Redis keys still present, and whether its folder remains."""
-        import psycopg
-        import redis
 
-        with psycopg.connect(self.pg_url, autocommit=True) as conn:
-            rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = %s", [self.schema]).fetchall()
-        client = redis.Redis.from_url(self.redis_url)
-        try:
-            keys = sum(1 for _ in client.scan_iter(match=f"{self.prefix}*", count=1000))
-        finally:
-            client.close()
-        return [r[0] for r in rows], keys, self.folder.exists()
+def leftovers(pg_url: str, redis_url: str, run_id: str, folder: str | Path) -> tuple[list[str], int, bool]:
+    """What a finished run left behind: its schema (if still present), its Redis keys, whether its folder remains."""
+    import psycopg
+    import redis
+
+    schema, prefix = f"benchpub_{run_id}", f"benchpub{run_id}:"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = %s", [schema]).fetchall()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = sum(1 for _ in client.scan_iter(match=f"{prefix}*", count=1000))
+    finally:
+        client.close()
+    return [r[0] for r in rows], keys, Path(folder).exists()
 
 
 def base_env() -> dict[str, str]:
@@ -370,7 +371,7 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def production_env(scratch: Scratch) -> dict[str, str]:
+def production_env(scratch: Scratch, log_level: str = "info") -> dict[str, str]:
     return {
         **base_env(),
         "WIDGETS_DATABASE_URL": scratch.pg_url,
@@ -381,7 +382,7 @@ def production_env(scratch: Scratch) -> dict[str, str]:
         "WIDGETS_RATE_CONFIG_READS": HIGH_READ_LIMIT,
         "WIDGETS_AUTH_SECRET": "bench-" + uuid.uuid4().hex,
         "WIDGETS_LOG_FORMAT": "json",
-        "WIDGETS_LOG_LEVEL": "info",
+        "WIDGETS_LOG_LEVEL": log_level,
     }
 
 
@@ -500,13 +501,17 @@ def by_package(stats: pstats.Stats, count: int) -> dict[str, float]:
     return {name: seconds / count * 1e6 for name, seconds in totals.items()}
 
 
-async def profile_apps(apps: dict[str, tuple[Any, str]], count: int, top: int) -> dict[str, Any]:
-    """µs per request (best of 3, no profiler) and a cProfile of `count` requests, for each app."""
+async def profile_apps(apps: dict[str, tuple[Callable[[], Any], str]], count: int, top: int) -> dict[str, Any]:
+    """µs per request (best of 3, no profiler) and a cProfile of `count` requests, for each app.
+
+    Each app is built just before it runs: `create_app` configures structlog, which is global."""
     timings: dict[str, float] = {}
     packages: dict[str, dict[str, float]] = {}
     texts: dict[str, str] = {}
-    for name, (app, path) in apps.items():
+    for name, (factory, path) in apps.items():
+        app = factory()
         async with app.lifespan():
+            await asyncio.sleep(1.0)  # let in-process projections finish catching up (the embedded wiring)
             statuses: Counter[int] = Counter()
             await drive(app, path, min(count, 2000), statuses)  # warm: caches, prepared paths
             best = float("inf")
@@ -535,17 +540,26 @@ def run_profile(scratch: Scratch, ids: dict[str, tuple[str, str]], body_file: Pa
     from infrastructure.settings import Settings
 
     os.environ[BODY_FILE_ENV] = str(body_file)
-    common = dict(rate_config_reads=HIGH_READ_LIMIT, log_format="json", log_level="info")
+    common = dict(rate_config_reads=HIGH_READ_LIMIT, log_format="json")
     first = next(iter(ids.values()))[0]
-    apps: dict[str, tuple[Any, str]] = {"bare": (bare_app(), PUBLIC_PATH.format(first))}
+    apps: dict[str, tuple[Callable[[], Any], str]] = {"bare": (bare_app, PUBLIC_PATH.format(first))}
     if "production" in ids:
-        settings = Settings(database_url=scratch.pg_url, database_schema=scratch.schema, redis_url=scratch.redis_url,
-                            redis_prefix=scratch.prefix, projections="external", **common)
-        apps["production"] = (create_app(settings), PUBLIC_PATH.format(ids["production"][0]))
+        production = dict(database_url=scratch.pg_url, database_schema=scratch.schema, redis_url=scratch.redis_url,
+                          redis_prefix=scratch.prefix, projections="external", **common)
+        path = PUBLIC_PATH.format(ids["production"][0])
+        apps["production"] = (lambda: create_app(Settings(**production, log_level="info")), path)
+        apps["production, log level warning"] = (lambda: create_app(Settings(**production, log_level="warning")), path)
     if "embedded" in ids:
-        settings = Settings(data_dir=str(scratch.folder / "embedded"), **common)
-        apps["embedded"] = (create_app(settings), PUBLIC_PATH.format(ids["embedded"][0]))
-    return asyncio.run(profile_apps(apps, count, top))
+        embedded = dict(data_dir=str(scratch.folder / "embedded"), log_level="info", **common)
+        apps["embedded"] = (lambda: create_app(Settings(**embedded)), PUBLIC_PATH.format(ids["embedded"][0]))
+    # The apps log to sys.stderr as configured when each is built: send that to a file, as the servers' is.
+    saved = sys.stderr
+    with open(scratch.folder / "in-process.log", "w") as log:
+        sys.stderr = log
+        try:
+            return asyncio.run(profile_apps(apps, count, top))
+        finally:
+            sys.stderr = saved
 
 
 def profile_markdown(profile: dict[str, Any]) -> str:
@@ -623,6 +637,9 @@ def markdown(results: dict[str, Any]) -> str:
     errors = sum(row["errors"] + row["non_2xx"] for row in rows.values())
     lines += ["", f"Socket errors and non-2xx answers over all runs: {errors}. "
                   f"Event-store fallbacks logged by the production server: {results.get('fallbacks', 0)}."]
+    if DIAGNOSTIC in rows:
+        lines += ["The diagnostic row is the same production wiring at `WIDGETS_LOG_LEVEL=warning`, where the access-log "
+                  "line that `api/middleware.py` means to skip for successful config reads is filtered out."]
     return "\n".join(lines)
 
 
@@ -642,6 +659,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--domains", type=int, default=1000, help="allowed domains of the large widget (default 1000)")
     parser.add_argument("--wirings", default="production,embedded", help="comma-separated: production, embedded")
+    parser.add_argument("--no-diagnose", dest="diagnose", action="store_false",
+                        help="leave out the diagnostic target (the production server at log level warning)")
     parser.add_argument("--profile", action="store_true", help="also time and cProfile the apps' ASGI callables in-process")
     parser.add_argument("--profile-requests", type=int, default=20000, help="requests per app under --profile (default 20000)")
     parser.add_argument("--top", type=int, default=30, help="functions listed per profile (default 30)")
@@ -668,8 +687,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     ids: dict[str, tuple[str, str]] = {}
     try:
         if "production" in wirings:
-            *pair, projector = prepare_production(scratch, args.domains, say)
-            ids["production"] = (pair[0], pair[1])
+            one, many, projector = prepare_production(scratch, args.domains, say)
+            ids["production"] = (one, many)
             processes.append(projector)
         if "embedded" in wirings:
             ids["embedded"] = prepare_embedded(scratch, args.domains, say)
@@ -681,6 +700,14 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
             targets.append(Target(f"{wiring}-1", wiring, "public config", 1, server, PUBLIC_PATH.format(one), port))
             targets.append(Target(f"{wiring}-{args.domains}", wiring, "public config", args.domains, server,
                                   PUBLIC_PATH.format(many), port))
+        if "production" in wirings and args.diagnose:
+            # The same production server at log level warning: the hot path's access-log line filtered out,
+            # which is what api/middleware.py intends for successful config reads (see the README's findings).
+            server, port = start_server("production (log level warning)", OUR_APP, production_env(scratch, "warning"),
+                                        scratch.folder / "production-warning.log")
+            processes.append(server)
+            targets.append(Target(DIAGNOSTIC, "production", "public config, `WIDGETS_LOG_LEVEL=warning` (diagnostic)", 1,
+                                  server, PUBLIC_PATH.format(ids["production"][0]), port))
         bodies = {t.key: check_answer(t) for t in targets}
         sizes = {len(b) for b in bodies.values()}
         if len(sizes) != 1:
@@ -718,6 +745,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
         for wiring in wirings:
             ratios[f"{wiring}, 1 domain / bare"] = ratio_entry(by_key[f"{wiring}-1"], bare, RATIO_TARGET)
             ratios[f"{wiring}, {args.domains:,} domains / bare"] = ratio_entry(by_key[f"{wiring}-{args.domains}"], bare, RATIO_TARGET)
+        if DIAGNOSTIC in by_key:
+            ratios["production at log level warning (diagnostic), 1 domain / bare"] = ratio_entry(by_key[DIAGNOSTIC], bare, RATIO_TARGET)
         for wiring in wirings:
             ratios[f"{wiring}, {args.domains:,} domains / 1 domain"] = ratio_entry(
                 by_key[f"{wiring}-{args.domains}"], by_key[f"{wiring}-1"], DOMAINS_RATIO_TARGET)

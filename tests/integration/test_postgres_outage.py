@@ -203,11 +203,6 @@ def test_a_start_during_the_outage_answers_503_within_the_connect_timeout(
     assert elapsed < REQUEST_BUDGET, f"503 after {elapsed:.1f}s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="projections/runner.py: an event store or SQL read model error raises out of run_forever, so every "
-    "projection runner thread dies during the outage and never resumes: nothing is projected after PostgreSQL returns",
-)
 @pytest.mark.usefixtures("fast_failing_store")
 def test_read_models_catch_up_after_postgres_returns(
     admin: Admin, app: Litestar, client: TestClient[Litestar], private_postgres: PrivatePostgres

@@ -15,11 +15,12 @@ from uuid import UUID
 import pytest
 
 from application.agents import AgentService
-from application.commands import Caller
-from application.errors import ForbiddenError, IdempotencyKeyReusedError, PreconditionFailedError
+from application.commands import Caller, change
+from application.errors import ConflictError, ForbiddenError, IdempotencyKeyReusedError, PreconditionFailedError
 from application.store import EventStore
 from application.widgets import WidgetService, WidgetState
 from domain.agent import AgentVersion
+from domain.domains import AllowedDomains
 from domain.errors import (
     AgentVersionNotPublishedError,
     NotFoundError,
@@ -27,6 +28,7 @@ from domain.errors import (
     VersionNotInAgentError,
     WidgetDeletedError,
 )
+from domain.widget import Widget
 from infrastructure.eventstore import sqlite_env
 
 ALL_SCOPES = frozenset({"widgets:write", "widgets:read", "audit:read"})
@@ -291,6 +293,37 @@ class ApplicationCases:
             widgets.delete(ALICE, widget_id, expected_version=1)
         assert widgets.get_widget(ALICE, widget_id).widget.domains == ["a.example.com"]
         assert len(self.events_of(store, widget_id)) == 2
+
+    def test_a_write_that_loses_the_race_under_an_expected_version_is_a_conflict(
+        self, store: EventStore, agents: AgentService, widgets: WidgetService
+    ) -> None:
+        state = self.widget(agents, widgets)
+        widget_id = state.widget.id
+        read_before_the_winner_wrote: Widget = store.repository.get(widget_id)
+        widgets.change_domains(ALICE, widget_id, ["winner.example.com"])
+        loser = AllowedDomains.parse(["loser.example.com"])
+        with pytest.raises(ConflictError):
+            change(store, lambda: read_before_the_winner_wrote, lambda w: w.change_domains(loser, "bob"), expected_version=1)
+        assert widgets.get_widget(ALICE, widget_id).widget.domains == ["winner.example.com"]
+        assert len(self.events_of(store, widget_id)) == 2
+
+    def test_a_write_without_expected_version_that_loses_the_race_is_retried_on_fresh_state(
+        self, store: EventStore, agents: AgentService, widgets: WidgetService
+    ) -> None:
+        state = self.widget(agents, widgets)
+        widget_id = state.widget.id
+        stale: list[Widget] = [store.repository.get(widget_id)]
+        widgets.replace_config(ALICE, widget_id, {"v1": {"appearance": {"theme": "dark"}}})
+
+        def load() -> Widget:
+            return stale.pop() if stale else store.repository.get(widget_id)
+
+        loser = AllowedDomains.parse(["second.example.com"])
+        changed = change(store, load, lambda w: w.change_domains(loser, "bob"), expected_version=None)
+        assert changed.version == 3
+        final = widgets.get_widget(ALICE, widget_id).widget
+        assert final.domains == ["second.example.com"]
+        assert final.config["v1"]["appearance"]["theme"] == "dark"
 
     def test_an_agent_command_with_a_stale_expected_version_is_refused(self, agents: AgentService) -> None:
         agent_id, version = self.version(agents)
