@@ -25,7 +25,7 @@ def postgres_env(database_url: str, pool_size: int = 10, schema: str = "public")
         "POSTGRES_SCHEMA": schema,
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
-        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_CONNECT_TIMEOUT": "2",  # also how long a request waits for a pooled connection
         "POSTGRES_PRE_PING": "y",
         "POSTGRES_LOCK_TIMEOUT": "5",
         # One round trip per save instead of three (LOCK, NOTIFY, INSERT): see LIBRARIES.md. Our recorder

@@ -7,17 +7,33 @@ transactions can commit their notification ids out of order, and a projection
 tailing the log can pass an id that commits later and never apply it (our
 tests reproduce it). This recorder creates the same function with the lock
 inside it: writers are serialised exactly as on the library's default path.
+It also fails faster when PostgreSQL is down (see `_fewer_attempts`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
+
+ATTEMPTS = 2
+
+
+def _fewer_attempts(method: Any) -> Any:
+    """The library retries every call 10 times, each waiting the connect timeout: with PostgreSQL down a
+    request would wait about a minute for its 503. Two attempts still ride over a dropped connection."""
+    return retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=0.2)(method.__wrapped__)
 
 
 class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
+    insert_events = _fewer_attempts(PostgresApplicationRecorder.insert_events)
+    select_events = _fewer_attempts(PostgresApplicationRecorder.select_events)
+    select_notifications = _fewer_attempts(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _fewer_attempts(PostgresApplicationRecorder.max_notification_id)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sql_create_pg_function_insert_events = SQL(

@@ -91,14 +91,15 @@ class SharedWindowCounter:
 
     For the hot path (config reads on every page view): a decision costs a dict
     lookup, not a Redis round trip. Every `sync_interval` seconds, and at once
-    whenever a key comes near its limit, this process adds its new hits to
-    Redis (INCRBY) and learns the total from every worker. Far from the limit,
-    workers may overshoot by what they served since the last sync; near it,
-    every decision is taken on the shared total. Without Redis, or while Redis
+    whenever a key comes near its limit (or always, for limits of at most
+    `EXACT_UP_TO` a window), this process adds its new hits to Redis (INCRBY)
+    and learns the total from every worker. Far from a large limit, the
+    workers together may overshoot by what they served in one sync interval. Without Redis, or while Redis
     is down, each process counts on its own.
     """
 
     NEAR = 0.8
+    EXACT_UP_TO = 100  # small limits mean low rates: every decision then takes the shared total
     MAX_KEYS = 100_000
 
     def __init__(self, item: RateLimitItem, client: Any | None, prefix: str, sync_interval: float = 0.1) -> None:
@@ -126,7 +127,7 @@ class SharedWindowCounter:
         now = time.time()
         self._roll(now)
         total = self.known.get(key, 0) + self.unsynced.get(key, 0)
-        if self.client is not None and total + 1 >= self.limit * self.NEAR:
+        if self.client is not None and (self.limit <= self.EXACT_UP_TO or total + 1 >= self.limit * self.NEAR):
             await self.sync([key])
             total = self.known.get(key, 0) + self.unsynced.get(key, 0)
         if total >= self.limit:
@@ -140,7 +141,7 @@ class SharedWindowCounter:
         if self.client is None:
             return
         window = self.current
-        keys = [k for k in (keys if keys is not None else list(self.unsynced)) if k in self.unsynced or k not in self.known]
+        keys = list(self.unsynced) if keys is None else keys
         if not keys:
             return
         deltas = {k: self.unsynced.pop(k, 0) for k in keys}

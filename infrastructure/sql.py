@@ -28,7 +28,7 @@ class Database:
                 max_size=max(2, settings.pg_pool_size),
                 kwargs={"options": f"-c search_path={schema}", "autocommit": False},
                 open=True,
-                timeout=10,
+                timeout=3,
             )
         else:
             self._pool = None

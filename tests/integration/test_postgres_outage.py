@@ -186,11 +186,6 @@ def test_config_reads_go_on_from_redis_and_starts_answer_503_while_postgres_is_d
     assert resumed.status_code == 200, resumed.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="infrastructure/eventstore.py: eventsourcing retries a store call 10 times (0.2 s apart), each waiting "
-    "POSTGRES_CONNECT_TIMEOUT=5 s for a pooled connection, so a start during the outage answers 503 only after ~52 s",
-)
 def test_a_start_during_the_outage_answers_503_within_the_connect_timeout(
     admin: Admin, app: Litestar, client: TestClient[Litestar], private_postgres: PrivatePostgres
 ) -> None:
