@@ -128,8 +128,12 @@ class SharedWindowCounter:
         self._roll(now)
         total = self.known.get(key, 0) + self.unsynced.get(key, 0)
         if self.client is not None and (self.limit <= self.EXACT_UP_TO or total + 1 >= self.limit * self.NEAR):
+            # Decide on the shared total, this hit included (if Redis is down, on what this process knows).
+            self.unsynced[key] = self.unsynced.get(key, 0) + 1
             await self.sync([key])
-            total = self.known.get(key, 0) + self.unsynced.get(key, 0)
+            if self.known.get(key, 0) + self.unsynced.get(key, 0) > self.limit:
+                raise RateLimited(self._retry_after(now))
+            return
         if total >= self.limit:
             raise RateLimited(self._retry_after(now))
         self.unsynced[key] = self.unsynced.get(key, 0) + 1
