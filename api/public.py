@@ -34,6 +34,7 @@ from api.services import Services
 from application.conversations import Grant, LiveWidget
 from domain.origin import Origin, origin_from_referer, parse_origin
 from infrastructure.metrics import CONVERSATIONS_STARTED, ORIGIN_REFUSALS
+from infrastructure.proxies import TrustedProxies
 from projections.public_entry import CHANNEL, PublicConfig, PublicEntry
 
 PUBLIC_BODY_LIMIT = 8 * 1024
@@ -119,8 +120,17 @@ def origin_required() -> ApiError:
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
+    """The visitor's address, for rate limits: behind a trusted load balancer, the one it forwarded."""
     client = request.scope.get("client")
-    return client[0] if client else "unknown"
+    peer = client[0] if client else "unknown"
+    proxies: TrustedProxies = request.app.state.services.trusted_proxies
+    if not proxies or not proxies.trusts(peer):
+        return peer
+    forwarded = raw_header(request.scope["headers"], b"x-forwarded-for")
+    for hop in reversed([h.strip() for h in (forwarded or "").split(",") if h.strip()]):
+        if not proxies.trusts(hop):
+            return hop
+    return peer
 
 
 CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

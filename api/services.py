@@ -16,6 +16,7 @@ from application.widgets import WidgetService
 from infrastructure.auth import TokenAuthority
 from infrastructure.eventstore import open_event_store
 from infrastructure.livekit import LiveKitIssuer, LiveKitWebhooks
+from infrastructure.proxies import TrustedProxies
 from infrastructure.ratelimit import PublicRateLimits
 from infrastructure.settings import DEV_AUTH_SECRET, Settings
 from infrastructure.sql import Database
@@ -37,6 +38,7 @@ class Services:
     history: HistoryService
     webhooks: LiveKitWebhooks
     rate_limits: PublicRateLimits
+    trusted_proxies: TrustedProxies
     reader: Any = None  # the public reader; built on the event loop at startup
 
     @property
@@ -72,6 +74,7 @@ class Services:
                 ),
             ),
             webhooks=LiveKitWebhooks(settings.livekit_api_key, settings.livekit_api_secret),
+            trusted_proxies=TrustedProxies(settings.trusted_proxies),
             rate_limits=PublicRateLimits(
                 settings.rate_config_reads, settings.rate_conversation_starts, settings.redis_url, settings.redis_prefix
             ),

@@ -37,6 +37,7 @@ class Settings:
     public_cache_size: int = setting(10_000, "Entries in the in-process cache in front of the public read model")
     public_cache_ttl: float = setting(5.0, "Longest time, in seconds, a cached public entry is trusted without an invalidation message")
     public_max_age: int = setting(60, "Cache-Control max-age of public widget config responses, in seconds")
+    trusted_proxies: str = setting("", "Comma-separated addresses or CIDRs of load balancers whose X-Forwarded-For names the client (for rate limits)")
     rate_config_reads: str = setting("600/minute", "Config reads allowed per client address")
     rate_conversation_starts: str = setting("20/minute", "Conversation starts allowed per client address and widget")
     redis_max_connections: int = setting(512, "Connections in each process's Redis pool")
