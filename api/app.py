@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import anyio
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -36,11 +40,16 @@ def build_reader(services: Services) -> InProcessPublicReader | RedisPublicReade
         max_connections=settings.redis_max_connections,
         socket_timeout=2,
         socket_connect_timeout=2,
+        # A connection left over from before a Redis restart fails once; try again on a fresh one.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     fallback = EventStoreFallback(services.store)
+    listener = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=10)
     return RedisPublicReader(
         client, settings.redis_prefix, settings.public_cache_size, settings.public_cache_ttl,
-        fallback=fallback, head=fallback.head,
+        fallback=fallback, head=fallback.head, listener=listener,
+        max_in_flight=max(1, settings.redis_max_connections - 2),  # a little room for readiness probes
     )
 
 

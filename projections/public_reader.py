@@ -74,9 +74,14 @@ class InProcessPublicReader:
 class RedisPublicReader:
     def __init__(
         self, client: aioredis.Redis, prefix: str, cache_size: int, ttl: float, fallback: Fallback | None = None,
-        head: Callable[[], Awaitable[int]] | None = None,
+        head: Callable[[], Awaitable[int]] | None = None, listener: aioredis.Redis | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         self.client = client
+        # Pub/sub holds its connection for good, so it gets its own client; and reads wait for a pooled
+        # connection rather than overflow the pool, which redis-py reports as an error, not as "busy".
+        self.listener_client = listener or client
+        self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self.prefix = prefix
         self.cache = BoundedCache(cache_size, ttl)
         self.fallback = fallback
@@ -94,6 +99,8 @@ class RedisPublicReader:
     async def close(self) -> None:
         await stop_task(self._listener)
         await self.client.aclose()
+        if self.listener_client is not self.client:
+            await self.listener_client.aclose()
 
     async def ping(self) -> bool:
         try:
@@ -109,9 +116,9 @@ class RedisPublicReader:
             keys = self._keys or await self._resolve_generation()
             if not self._ready or not await self._caught_up(keys):
                 return await self._read_through(widget_id, "read model not ready")
-            data = await self.client.get(keys.widget(widget_id))
+            data = await self._get(keys.widget(widget_id))
             if data is None and (await self._resolve_generation()).generation != keys.generation:
-                data = await self.client.get(self._keys.widget(widget_id))  # a rebuild switched generations
+                data = await self._get(self._keys.widget(widget_id))  # a rebuild switched generations
         except (RedisError, OSError) as error:
             self._keys = None
             self._verified = self.head is None
@@ -120,6 +127,12 @@ class RedisPublicReader:
         if self.listening.is_set():
             self.cache.put(widget_id, entry)
         return entry
+
+    async def _get(self, key: str) -> bytes | None:
+        if self._slots is None:
+            return await self.client.get(key)
+        async with self._slots:
+            return await self.client.get(key)
 
     async def _caught_up(self, keys: RedisKeys) -> bool:
         """After (re)connecting, Redis may hold an old snapshot: trust it once its position reaches the log's head."""
@@ -153,7 +166,7 @@ class RedisPublicReader:
         channel = f"{self.prefix}invalidate"
         while True:
             try:
-                async with self.client.pubsub() as pubsub:
+                async with self.listener_client.pubsub() as pubsub:
                     await pubsub.subscribe(channel)
                     self.cache.clear()
                     self._keys = None

@@ -2,7 +2,7 @@
 
     uv run python -m tests.bench.bench_conversations            # full: 3 rounds x 5 s per row
     uv run python -m tests.bench.bench_conversations --quick    # 1 round x 1 s per row
-    uv run python -m tests.bench.bench_conversations --profile  # also cProfile 2,000 starts
+    uv run python -m tests.bench.bench_conversations --profile  # also cProfile 2,000 starts (wall and CPU clocks)
 
 A conversation start is one event append (the `Conversation` aggregate's
 `conversation.started`) plus one LiveKit token signing. This script calls
@@ -16,10 +16,13 @@ definition as the event store's, in the same schema and the same run.
 
 Rows are measured in alternation (every row once per round, the order rotated
 each round) so that drift on the shared machine hits all of them alike; tables
-show medians over rounds. Besides the headline ratio (target >= 0.6), the table
-splits a start into its two halves (token signing alone; aggregate + save
-alone) and shows one diagnostic variant (the same start with
-`POSTGRES_PRE_PING=n`), so that a shortfall points at its cause.
+show medians over rounds. Besides the headline ratio (target >= 0.6), diagnostic
+rows place the gap: the store's own SQL (`es_insert_events`) sent from the raw
+connection (the database's share), the store's recorder given a prebuilt
+stored event (the library's floor: pool checkout, pre-ping, psycopg's composite
+dump), a start's two halves alone (token signing; aggregate + save), and the
+same start with `POSTGRES_PRE_PING=n`. The client CPU column is this process's
+CPU time per operation: a start is bound by it, not by PostgreSQL.
 
 Everything runs on 127.0.0.1; the schema is dropped at the end, even on failure.
 """
@@ -162,6 +165,11 @@ class Bench:
     def raw_function(self) -> None:
         self.conn.execute(self.function_sql, (uuid.uuid4(), self.topic, self.state), prepare=True).fetchall()
 
+    def recorder_only(self) -> None:
+        from eventsourcing.persistence import StoredEvent
+
+        self.store.recorder.insert_events([StoredEvent(uuid.uuid4(), 1, self.topic, self.state)])
+
     def start(self) -> None:
         self.service.start(self.widget, ORIGIN, VISITOR)
 
@@ -194,6 +202,8 @@ class Bench:
         return [
             Row("raw", f"raw psycopg INSERT ({self.state_size} B state)", self.raw_insert),
             Row("raw_function", "raw call of the store's insert function (diagnostic)", self.raw_function, is_part=True),
+            Row("recorder", "the store's recorder alone: `insert_events` of a prebuilt stored event (diagnostic)",
+                self.recorder_only, is_part=True),
             Row("start", "ConversationService.start", self.start),
             Row("sign", "  of which: token signing alone", self.sign_only, is_part=True),
             Row("save", "  of which: aggregate + store.save alone", self.save_only, is_part=True),
@@ -229,32 +239,49 @@ def cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
                if func == name and path.endswith(suffix))
 
 
-def profile_starts(bench: Bench, count: int, top: int = 25) -> str:
-    """cProfile (wall clock) of `count` starts: a breakdown, the functions by own time, then by cumulative time."""
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(count):
-        bench.start()
-    profiler.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
+def start_parts(stats: pstats.Stats) -> list[tuple[str, float]]:
+    """A start's time split into named parts (seconds over the whole profile); the parts add up to the total."""
     total = cumulative(stats, "application/conversations.py", "start")
-    out.write(f"cProfile (wall clock) of {count} ConversationService.start calls: {total / count * 1e3:.2f} ms each under the profiler\n\n")
     ping = cumulative(stats, "psycopg_pool/pool.py", "check_connection")
     insert = cumulative(stats, "eventsourcing/postgres.py", "insert_events") - ping
+    convert = cumulative(stats, "psycopg/_cursor_base.py", "_convert_query")
+    mapper = cumulative(stats, "eventsourcing/persistence.py", "to_stored_event")
     sign = cumulative(stats, "infrastructure/livekit.py", "grant")
-    parts = [
+    return [
         ("psycopg_pool pre-ping on checkout (`check_connection`: `execute('')`, a round trip)", ping),
-        ("the INSERT: `es_insert_events` call and its wait (`insert_events` without the ping)", insert),
+        ("the INSERT: `es_insert_events` call, its wait and its argument conversion (`insert_events` without the ping)", insert),
+        ("  of which psycopg's query conversion (the composite array's text dump), pre-ping included", convert),
+        ("mapper: event to stored event (`to_stored_event`: transcoding to JSON)", mapper),
         ("LiveKit token signing (`LiveKitIssuer.grant`)", sign),
-        ("everything else (aggregate, mapper, transcoding, ids)", total - ping - insert - sign),
+        ("everything else (the aggregate and its event, `collect_events`, ids, hashing)", total - ping - insert - mapper - sign),
+        ("total (`ConversationService.start`)", total),
     ]
-    out.write("| part of a start | ms per start | share |\n| --- | ---: | ---: |\n")
-    for label, spent in parts:
-        out.write(f"| {label} | {spent / count * 1e3:.2f} | {spent / total:.0%} |\n")
+
+
+def profile_starts(bench: Bench, count: int, top: int = 25) -> str:
+    """cProfile of `count` starts twice, on the wall clock then on this thread's CPU clock: a breakdown of a
+    start into parts, then the functions by own and cumulative time (wall clock)."""
+    profiles = {}
+    for clock_name, clock in (("wall", time.perf_counter), ("cpu", time.thread_time)):
+        profiler = cProfile.Profile(clock)
+        profiler.enable()
+        for _ in range(count):
+            bench.start()
+        profiler.disable()
+        profiles[clock_name] = profiler
+    out = io.StringIO()
+    wall = pstats.Stats(profiles["wall"], stream=out)
+    cpu = pstats.Stats(profiles["cpu"], stream=out)
+    wall_parts, cpu_parts = start_parts(wall), start_parts(cpu)
+    wall_total, cpu_total = wall_parts[-1][1], cpu_parts[-1][1]
+    out.write(f"cProfile of {count} `ConversationService.start` calls, on the wall clock and on the thread's CPU clock "
+              "(the profiler inflates both; compare shares):\n\n")
+    out.write("| part of a start | wall ms | share of wall | CPU ms | share of CPU |\n| --- | ---: | ---: | ---: | ---: |\n")
+    for (label, w), (_, c) in zip(wall_parts, cpu_parts, strict=True):
+        out.write(f"| {label} | {w / count * 1e3:.3f} | {w / wall_total:.0%} | {c / count * 1e3:.3f} | {c / cpu_total:.0%} |\n")
     out.write("\n")
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(top)
+    wall.sort_stats("tottime").print_stats(top)
+    wall.sort_stats("cumulative").print_stats(top)
     return out.getvalue()
 
 
@@ -356,5 +383,12 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     return results
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that the `finally` blocks clean up (SIGKILL cannot be caught)
+
+
 if __name__ == "__main__":
+    import signal as _signal
+
+    _signal.signal(_signal.SIGTERM, _exit_on_sigterm)
     main()

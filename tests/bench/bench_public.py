@@ -28,6 +28,10 @@ the two differ only in the size of the allowed list. The API servers run with
 `WIDGETS_RATE_CONFIG_READS=100000000/minute`, since all of wrk's requests come
 from one address.
 
+A diagnostic target, the production wiring at `WIDGETS_LOG_LEVEL=warning`
+(`--no-diagnose` leaves it out), shows what the hot path costs without its
+access-log line.
+
 All servers stay up for the whole run; each round measures every target once,
 in an order rotated every round, so that drift on the shared machine hits all
 of them alike. The tables show medians over rounds and ratios of medians,
@@ -819,5 +823,10 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     return results
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that the `finally` blocks clean up (SIGKILL cannot be caught)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     main()

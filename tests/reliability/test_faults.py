@@ -2,7 +2,8 @@
 
 Redis restarted EMPTY, as a Redis without a volume comes back: the public API
 never serves from the empty lookup what it no longer holds, never allows what
-is not allowed, and follows changes made during and after the outage. And the
+is not allowed, and follows changes made during and after the outage; the
+service notices and rebuilds the lookup in Redis from the event store. And the
 ADMIN API with PostgreSQL stopped: every admin call answers 503 with
 Retry-After (never a 500 or a hang), nothing is half-written, and commands work
 again once it returns. Both use private servers (tests/servers.py); the
@@ -21,11 +22,14 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import redis
 from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
 from infrastructure.settings import Settings
+from projections.public_entry import decode_entry
+from projections.public_views import RedisKeys
 from tests.api.conftest import Admin, client_for
 from tests.api.public_helpers import eventually, live_widget, position, sync, widget_path
 from tests.conftest import admin_headers
@@ -57,7 +61,25 @@ def expected(widget: dict[str, Any], origin: str) -> int:
     return 200 if origin.removeprefix("https://") in widget["domains"] else 403
 
 
-def test_redis_restarted_empty_never_serves_what_is_no_longer_allowed(
+def lookup_holds(client: redis.Redis, prefix: str, widgets: list[dict[str, Any]]) -> bool:
+    """Redis holds a caught-up generation of the public lookup with every widget as it stands."""
+    generation = client.get(f"{prefix}generation")
+    if generation is None:
+        return False
+    keys = RedisKeys(prefix, int(generation))
+    if client.get(keys.ready) != b"1":
+        return False
+    for widget in widgets:
+        data = client.get(keys.widget(widget["id"]))
+        if data is None:
+            return False
+        row = decode_entry(data).row
+        if (row.live, row.domains, row.version) != (widget["live"], widget["domains"], widget["version"]):
+            return False
+    return True
+
+
+def test_redis_restarted_empty_is_rebuilt_and_never_serves_what_is_no_longer_allowed(
     production_settings: Settings, private_redis: PrivateRedis
 ) -> None:
     settings = dataclasses.replace(production_settings, redis_url=private_redis.url)
@@ -107,6 +129,17 @@ def test_redis_restarted_empty_never_serves_what_is_no_longer_allowed(
         while time.monotonic() < deadline:  # across the restart and whatever the service does about it
             assert_public_answers_the_truth(current)
             time.sleep(0.05)
+
+        # The service noticed that Redis lost everything and rebuilt the lookup there from the event store.
+        stored = redis.Redis.from_url(private_redis.url)
+        try:
+            eventually(lambda: lookup_holds(stored, settings.redis_prefix, current), timeout=20,
+                       what="the public lookup rebuilt in the empty Redis")
+        finally:
+            stored.close()
+        readiness = client.get("/readyz").json()
+        assert readiness["status"] == "ready" and readiness["projections"]["public_lookup"]["lag"] == 0, readiness
+        assert_public_answers_the_truth(current)  # now from Redis again
 
         # Changes after the restart are followed too, and a refused start writes nothing.
         assert admin.call("POST", f"/v1/widgets/{stays['id']}/unpublish").status_code == 200

@@ -56,6 +56,11 @@ PUBLIC_CALLS: list[tuple[str, Any]] = [
     ("feedback", {"resume_token": "{resume_token}", "rating": 1}),
     ("end", {"resume_token": "{resume_token}"}),
 ]
+# One app for every example (its state growing is part of the point); a dozen keys a wiring keep it to seconds.
+settings_for_app = settings(
+    max_examples=12, deadline=None, database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 KEYS = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40)
 
 
@@ -165,9 +170,3 @@ def test_another_organizations_ids_are_not_found_in_either_direction_whatever_th
 
     property_()
     record(f"tenant_isolation.{wiring}.cross_tenant_calls", calls)
-
-
-settings_for_app = settings(
-    max_examples=12, deadline=None, database=None, derandomize=False,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
