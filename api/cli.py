@@ -16,6 +16,25 @@ def main() -> None:
     """Anyreach web widgets."""
 
 
+def refuse_development_secret_off_loopback(settings: Settings) -> None:
+    """Anyone can mint admin tokens with the development secret: it is for this machine only."""
+    import ipaddress
+
+    from infrastructure.settings import DEV_AUTH_SECRET
+
+    if settings.auth_secret != DEV_AUTH_SECRET or settings.host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(settings.host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise click.ClickException(
+        f"Refusing to serve on {settings.host} with the development admin-token secret: "
+        "set WIDGETS_AUTH_SECRET to a long random value (e.g. `openssl rand -hex 32`)."
+    )
+
+
 def serve_metrics(settings: Settings) -> None:
     if settings.metrics_port:
         from prometheus_client import start_http_server
@@ -34,6 +53,7 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
         if value is not None:
             os.environ[name] = str(value)
     settings = Settings.from_env()
+    refuse_development_secret_off_loopback(settings)
     if demo:
         from api.demo import prepare_demo
 
