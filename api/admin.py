@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Body, Parameter
+from litestar.params import Body, FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api.audit import MAX_POSITION, After, History, widget_history
 from api.audit import Limit as HistoryLimit
@@ -36,9 +36,9 @@ from api.services import Services
 from application.commands import Caller
 from application.widgets import WidgetState
 
-IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False, description='Expected aggregate version, e.g. "3"')]
+IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", required=False, description='Expected aggregate version, e.g. "3"')]
 IdempotencyKey = Annotated[
-    str | None, Parameter(header="Idempotency-Key", required=False, max_length=255, description="Retry-safe create key (24 h)")
+    str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255, description="Retry-safe create key (24 h)")
 ]
 ETAG = re.compile(r'^(?:W/)?"?(\d{1,12})"?$')
 KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -79,16 +79,16 @@ class AgentController(Controller):
     dependencies = {"caller": Provide(caller_from, sync_to_thread=False), "services": Provide(services_from, sync_to_thread=False)}
 
     @post("/", sync_to_thread=True, status_code=201, summary="Create an agent", responses=WRITE_ERRORS)
-    def create_agent(self, caller: Caller, services: Services, data: AgentCreate, key: IdempotencyKey = None) -> AgentOut:
+    def create_agent(self, caller: NamedDependency[Caller], services: NamedDependency[Services], data: JSONBody[AgentCreate], key: IdempotencyKey = None) -> AgentOut:
         return agent_out(services.agents.create_agent(caller, data.name, idempotency_key(key)))
 
     @get("/{agent_id:uuid}", sync_to_thread=True, summary="An agent with its versions", responses=READ_ERRORS)
-    def get_agent(self, caller: Caller, services: Services, agent_id: UUID) -> AgentOut:
+    def get_agent(self, caller: NamedDependency[Caller], services: NamedDependency[Services], agent_id: FromPath[UUID]) -> AgentOut:
         return agent_out(services.agents.get_agent(caller, agent_id))
 
     @post("/{agent_id:uuid}/versions", sync_to_thread=True, status_code=201, summary="Create an agent version", responses=WRITE_ERRORS)
     def create_version(
-        self, caller: Caller, services: Services, agent_id: UUID, key: IdempotencyKey = None,
+        self, caller: NamedDependency[Caller], services: NamedDependency[Services], agent_id: FromPath[UUID], key: IdempotencyKey = None,
         data: Annotated[VersionCreate | None, Body()] = None,
     ) -> VersionOut:
         label = data.label if data else None
@@ -97,12 +97,12 @@ class AgentController(Controller):
 
     @post("/{agent_id:uuid}/versions/{version_id:uuid}/publish", sync_to_thread=True, status_code=200,
           summary="Publish an agent version", responses=WRITE_ERRORS)
-    def publish_version(self, caller: Caller, services: Services, agent_id: UUID, version_id: UUID, if_match: IfMatch = None) -> VersionOut:
+    def publish_version(self, caller: NamedDependency[Caller], services: NamedDependency[Services], agent_id: FromPath[UUID], version_id: FromPath[UUID], if_match: IfMatch = None) -> VersionOut:
         return version_out(agent_id, services.agents.publish_version(caller, agent_id, version_id, expected_version(if_match)))
 
     @post("/{agent_id:uuid}/versions/{version_id:uuid}/unpublish", sync_to_thread=True, status_code=200,
           summary="Unpublish an agent version: widgets pinned to it stop serving", responses=WRITE_ERRORS)
-    def unpublish_version(self, caller: Caller, services: Services, agent_id: UUID, version_id: UUID, if_match: IfMatch = None) -> VersionOut:
+    def unpublish_version(self, caller: NamedDependency[Caller], services: NamedDependency[Services], agent_id: FromPath[UUID], version_id: FromPath[UUID], if_match: IfMatch = None) -> VersionOut:
         return version_out(agent_id, services.agents.unpublish_version(caller, agent_id, version_id, expected_version(if_match)))
 
 
@@ -112,7 +112,7 @@ class WidgetController(Controller):
     dependencies = {"caller": Provide(caller_from, sync_to_thread=False), "services": Provide(services_from, sync_to_thread=False)}
 
     @post("/", sync_to_thread=True, status_code=201, summary="Create a widget", responses=WRITE_ERRORS)
-    def create_widget(self, caller: Caller, services: Services, data: WidgetCreate, key: IdempotencyKey = None) -> Response[WidgetOut]:
+    def create_widget(self, caller: NamedDependency[Caller], services: NamedDependency[Services], data: JSONBody[WidgetCreate], key: IdempotencyKey = None) -> Response[WidgetOut]:
         state = services.widgets.create_widget(
             caller, data.agent_id, data.agent_version_id, data.domains, data.config, idempotency_key(key)
         )
@@ -124,19 +124,19 @@ class WidgetController(Controller):
 
     @get("/{widget_id:uuid}/conversations", sync_to_thread=True, summary="A widget's conversations with forms and feedback", responses=READ_ERRORS)
     def list_conversations(
-        self, request: Request[Any, Any, Any], widget_id: UUID, cursor: Cursor = None, limit: Limit = 20
+        self, request: Request[Any, Any, Any], widget_id: FromPath[UUID], cursor: Cursor = None, limit: Limit = 20
     ) -> ConversationPage:
         return list_conversations(request, widget_id, cursor, limit)
 
     @get("/{widget_id:uuid}/history", sync_to_thread=True, summary="The widget's events, oldest first (audit:read)", responses=READ_ERRORS)
-    def history(self, request: Request[Any, Any, Any], widget_id: UUID, after: After = 0, limit: HistoryLimit = 100) -> History:
+    def history(self, request: Request[Any, Any, Any], widget_id: FromPath[UUID], after: After = 0, limit: HistoryLimit = 100) -> History:
         return widget_history(request, widget_id, after, limit)
 
     @get("/{widget_id:uuid}", sync_to_thread=True, summary="A widget, now or as it stood at a version or time", responses=READ_ERRORS)
     def get_widget(
-        self, caller: Caller, services: Services, widget_id: UUID,
-        version: Annotated[int | None, Parameter(query="version", ge=1, le=MAX_POSITION, required=False, description="As it stood at this version (audit:read)")] = None,
-        at: Annotated[datetime | None, Parameter(query="at", required=False, description="As it stood at this RFC 3339 time (audit:read)")] = None,
+        self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID],
+        version: Annotated[int | None, QueryParameter(name="version", ge=1, le=MAX_POSITION, required=False, description="As it stood at this version (audit:read)")] = None,
+        at: Annotated[datetime | None, QueryParameter(name="at", required=False, description="As it stood at this RFC 3339 time (audit:read)")] = None,
     ) -> Response[WidgetOut]:
         if at is not None:
             if at.tzinfo is None:
@@ -147,32 +147,32 @@ class WidgetController(Controller):
         return with_etag(services.widgets.get_widget(caller, widget_id, version))
 
     @put("/{widget_id:uuid}/domains", sync_to_thread=True, summary="Replace the allowed domains", responses=WRITE_ERRORS)
-    def change_domains(self, caller: Caller, services: Services, widget_id: UUID, data: DomainsChange, if_match: IfMatch = None) -> Response[WidgetOut]:
+    def change_domains(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID], data: JSONBody[DomainsChange], if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.change_domains(caller, widget_id, data.domains, expected_version(if_match)))
 
     @put("/{widget_id:uuid}/agent-version", sync_to_thread=True, summary="Pin an agent version", responses=WRITE_ERRORS)
-    def pin_version(self, caller: Caller, services: Services, widget_id: UUID, data: VersionPin, if_match: IfMatch = None) -> Response[WidgetOut]:
+    def pin_version(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID], data: JSONBody[VersionPin], if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(
             services.widgets.pin_version(caller, widget_id, data.agent_version_id, data.agent_id, expected_version(if_match))
         )
 
     @put("/{widget_id:uuid}/config", sync_to_thread=True, summary="Replace the config", responses=WRITE_ERRORS)
-    def replace_config(self, caller: Caller, services: Services, widget_id: UUID, data: dict[str, Any], if_match: IfMatch = None) -> Response[WidgetOut]:
+    def replace_config(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID], data: JSONBody[dict[str, Any]], if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.replace_config(caller, widget_id, data, expected_version(if_match)))
 
     @patch("/{widget_id:uuid}/config", sync_to_thread=True, summary="Change the config with a JSON merge patch (RFC 7396)",
             responses=WRITE_ERRORS)
-    def patch_config(self, caller: Caller, services: Services, widget_id: UUID, data: dict[str, Any], if_match: IfMatch = None) -> Response[WidgetOut]:
+    def patch_config(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID], data: JSONBody[dict[str, Any]], if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.patch_config(caller, widget_id, data, expected_version(if_match)))
 
     @post("/{widget_id:uuid}/publish", sync_to_thread=True, status_code=200, summary="Publish the widget", responses=WRITE_ERRORS)
-    def publish(self, caller: Caller, services: Services, widget_id: UUID, if_match: IfMatch = None) -> Response[WidgetOut]:
+    def publish(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID], if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.publish(caller, widget_id, expected_version(if_match)))
 
     @post("/{widget_id:uuid}/unpublish", sync_to_thread=True, status_code=200, summary="Unpublish the widget", responses=WRITE_ERRORS)
-    def unpublish(self, caller: Caller, services: Services, widget_id: UUID, if_match: IfMatch = None) -> Response[WidgetOut]:
+    def unpublish(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID], if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.unpublish(caller, widget_id, expected_version(if_match)))
 
     @delete("/{widget_id:uuid}", sync_to_thread=True, status_code=204, summary="Delete the widget", responses=WRITE_ERRORS)
-    def delete_widget(self, caller: Caller, services: Services, widget_id: UUID, if_match: IfMatch = None) -> None:
+    def delete_widget(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID], if_match: IfMatch = None) -> None:
         services.widgets.delete(caller, widget_id, expected_version(if_match))

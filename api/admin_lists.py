@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Request
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from msgspec import Struct
 
 from api.errors import ApiError, ProblemField
@@ -24,8 +24,8 @@ def row_out(row: WidgetRow) -> WidgetOut:
     )
 
 
-Cursor = Annotated[str | None, Parameter(query="cursor", required=False, max_length=200)]
-Limit = Annotated[int, Parameter(query="limit", ge=1, le=100)]
+Cursor = Annotated[str | None, QueryParameter(name="cursor", required=False, max_length=200)]
+Limit = Annotated[int, QueryParameter(name="limit", ge=1, le=100)]
 
 
 def check_cursor(cursor: str | None) -> None:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, get
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from msgspec import Struct
 
 from api.deps import caller_from, services_from
@@ -19,8 +19,8 @@ from domain.records import EventRecord
 from projections.audit_feed import FeedEvent
 
 MAX_POSITION = 2**63 - 1  # the stores' 64-bit integers: a larger number is bad input (400), not a server error
-After = Annotated[int, Parameter(query="after", ge=0, le=MAX_POSITION, description="Return events after this version / position")]
-Limit = Annotated[int, Parameter(query="limit", ge=1, le=1000)]
+After = Annotated[int, QueryParameter(name="after", ge=0, le=MAX_POSITION, description="Return events after this version / position")]
+Limit = Annotated[int, QueryParameter(name="limit", ge=1, le=1000)]
 # Every error is a problem document (api/errors.py).
 READ_ERRORS = {
     status: ResponseSpec(Problem, media_type=PROBLEM_JSON, description=HTTPStatus(status).phrase, generate_examples=False)

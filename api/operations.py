@@ -9,7 +9,7 @@ import anyio
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from api.deps import caller_from, services_from
 from api.errors import PROBLEM_JSON, ApiError, Problem
@@ -99,8 +99,8 @@ class ReadModelController(Controller):
     def wait(
         self,
         request: Request[Any, Any, Any],
-        position: Annotated[int, Parameter(query="position", ge=0, description="From a command's X-Event-Position header")],
-        timeout: Annotated[float, Parameter(query="timeout", gt=0, le=30)] = 5.0,
+        position: Annotated[int, QueryParameter(name="position", ge=0, description="From a command's X-Event-Position header")],
+        timeout: Annotated[float, QueryParameter(name="timeout", gt=0, le=30)] = 5.0,
     ) -> dict[str, int]:
         caller_from(request)
         services = services_from(request)

@@ -18,7 +18,7 @@ from litestar import Controller, Request, Response, get, post, route
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response.base import ASGIResponse
-from litestar.params import Body
+from litestar.params import Body, FromPath, JSONBody
 
 from api.errors import PROBLEM_JSON, ApiError, Problem
 from api.public_schemas import (
@@ -136,7 +136,7 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-async def live_entry(services: Services, widget_id: str) -> PublicEntry:
+async def live_entry(services: Services, widget_id: FromPath[str]) -> PublicEntry:
     key = widget_id
     if not CANONICAL_ID.fullmatch(widget_id):  # the loader always sends the canonical form
         try:
@@ -149,7 +149,7 @@ async def live_entry(services: Services, widget_id: str) -> PublicEntry:
     return entry
 
 
-def conversation_id(cid: str) -> UUID:
+def conversation_id(cid: FromPath[str]) -> UUID:
     try:
         return UUID(cid)
     except ValueError:
@@ -206,7 +206,7 @@ class PublicWidgetController(Controller):
             **{status: ERRORS[status] for status in (403, 404, 429, 503)},
         },
     )
-    async def get_widget(self, request: Request[Any, Any, Any], widget_id: str) -> ASGIResponse:
+    async def get_widget(self, request: Request[Any, Any, Any], widget_id: FromPath[str]) -> ASGIResponse:
         # The hot path: every page view of every site. One cached lookup, one set lookup per label.
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
@@ -231,7 +231,7 @@ class PublicWidgetController(Controller):
         summary="CORS preflight, answered for the widget's allowed origins only",
         include_in_schema=False,
     )
-    async def preflight(self, request: Request[Any, Any, Any], widget_id: str) -> Response[None]:
+    async def preflight(self, request: Request[Any, Any, Any], widget_id: FromPath[str]) -> Response[None]:
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
         origin = request_origin(request)
@@ -247,7 +247,7 @@ class PublicWidgetController(Controller):
     @post("/{widget_id:str}/conversations", status_code=201, summary="Start a conversation: a grant for a fresh LiveKit room",
           responses=VISITOR_ERRORS)
     async def start_conversation(
-        self, request: Request[Any, Any, Any], widget_id: str,
+        self, request: Request[Any, Any, Any], widget_id: FromPath[str],
         data: Annotated[ConversationStart | None, Body(title="ConversationStart")] = None,
     ) -> Response[GrantOut]:
         services: Services = request.app.state.services
@@ -265,7 +265,7 @@ class PublicWidgetController(Controller):
 
     @post("/{widget_id:str}/conversations/{cid:str}/resume", status_code=200, summary="Resume a conversation in a fresh room",
           responses=VISITOR_ERRORS)
-    async def resume(self, request: Request[Any, Any, Any], widget_id: str, cid: str, data: Resume) -> Response[GrantOut]:
+    async def resume(self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], data: JSONBody[Resume]) -> Response[GrantOut]:
         entry, origin, services = await self._checked(request, widget_id)
         conversation = conversation_id(cid)
         grant = await anyio.to_thread.run_sync(services.conversations.resume, live_widget(entry), conversation, data.resume_token)
@@ -274,7 +274,7 @@ class PublicWidgetController(Controller):
     @post("/{widget_id:str}/conversations/{cid:str}/forms/{form_id:str}", status_code=202, summary="Submit a form's values",
           responses=VISITOR_ERRORS)
     async def submit_form(
-        self, request: Request[Any, Any, Any], widget_id: str, cid: str, form_id: str, data: FormSubmission
+        self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], form_id: FromPath[str], data: JSONBody[FormSubmission]
     ) -> Response[Accepted]:
         entry, origin, services = await self._checked(request, widget_id)
         await anyio.to_thread.run_sync(
@@ -285,7 +285,7 @@ class PublicWidgetController(Controller):
     @post("/{widget_id:str}/conversations/{cid:str}/feedback", status_code=202, summary="Give feedback on a conversation",
           responses=VISITOR_ERRORS)
     async def feedback(
-        self, request: Request[Any, Any, Any], widget_id: str, cid: str, data: FeedbackSubmission
+        self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], data: JSONBody[FeedbackSubmission]
     ) -> Response[Accepted]:
         entry, origin, services = await self._checked(request, widget_id)
         await anyio.to_thread.run_sync(
@@ -294,12 +294,12 @@ class PublicWidgetController(Controller):
         return Response(Accepted(), status_code=202, headers=cors_headers(origin))
 
     @post("/{widget_id:str}/conversations/{cid:str}/end", status_code=202, summary="End a conversation", responses=VISITOR_ERRORS)
-    async def end(self, request: Request[Any, Any, Any], widget_id: str, cid: str, data: Resume) -> Response[Accepted]:
+    async def end(self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], data: JSONBody[Resume]) -> Response[Accepted]:
         entry, origin, services = await self._checked(request, widget_id)
         await anyio.to_thread.run_sync(services.conversations.end, live_widget(entry), conversation_id(cid), data.resume_token)
         return Response(Accepted(), status_code=202, headers=cors_headers(origin))
 
-    async def _checked(self, request: Request[Any, Any, Any], widget_id: str) -> tuple[PublicEntry, Origin, Services]:
+    async def _checked(self, request: Request[Any, Any, Any], widget_id: FromPath[str]) -> tuple[PublicEntry, Origin, Services]:
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
         origin = request_origin(request)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import time
 from collections import Counter
@@ -146,13 +147,18 @@ class Fuzzer:
         self.foreign_ids = {t.org: {v for k, v in t.ids.items() if k not in ("form_id", "resume_token")} for t in tenants}
         self.resume_tokens = {t.ids["resume_token"] for t in tenants}
         self.requests = 0
+        self.runs = 0
         self.statuses: Counter[tuple[str, int]] = Counter()
         self.failures: dict[str, str] = {}
+        # Each wiring, and each CI run, explores other inputs; a failure names the seed that reproduces it.
+        self.seed = int(os.environ.get("WIDGETS_FUZZ_SEED") or random.SystemRandom().getrandbits(48))
 
     def run(self, operation: Any, mode: GenerationMode, examples: int) -> None:
         variants = [operation.as_strategy(mode)]
         variants += [operation.as_strategy(mode, path_parameters=p) for p in real_path_parameters(operation.path, self.tenants)]
+        self.runs += 1
 
+        @hypothesis.seed(self.seed + self.runs)
         @hypothesis.settings(
             max_examples=examples, deadline=None, database=None, phases=[hypothesis.Phase.generate],
             suppress_health_check=list(HealthCheck),
@@ -189,7 +195,8 @@ class Fuzzer:
             case.validate_response(response, checks=CHECKS)
             self.check_tenant_isolation(case, response)
         except (FailureGroup, AssertionError) as failure:
-            key = f"{case.operation.method.upper()} {path} -> {response.status_code}: {type(failure).__name__}"
+            key = (f"{case.operation.method.upper()} {path} -> {response.status_code}: {type(failure).__name__} "
+                   f"(WIDGETS_FUZZ_SEED={self.seed})")
             self.failures.setdefault(key, f"{str(failure)[:3000]}\nbody: {response.text[:500]}")
 
     def token_of(self, widget_id: str | None) -> str:
@@ -247,8 +254,9 @@ def test_generated_requests_get_only_documented_answers_and_never_a_server_error
     record(f"fuzz.{wiring}.requests", fuzzer.requests)
     record(f"fuzz.{wiring}.operations", len(operations))
     record(f"fuzz.{wiring}.seconds", round(time.monotonic() - started))
-    for (_, status), count in fuzzer.statuses.items():
-        record(f"fuzz.{wiring}.answers_{status // 100}xx", count)  # 5xx: only the documented 504 of a wait
+    record(f"fuzz.{wiring}.seed", fuzzer.seed)  # WIDGETS_FUZZ_SEED=<this> replays the same inputs
+    for (_, status), count in fuzzer.statuses.items():  # the only 5xx let through is a wait's documented 504
+        record(f"fuzz.{wiring}.answers_{'504_wait' if status == 504 else f'{status // 100}xx'}", count)
     record(f"fuzz.{wiring}.failures", len(fuzzer.failures))
     assert not fuzzer.failures, "\n\n".join(f"{k}\n{v}" for k, v in fuzzer.failures.items())
     assert fuzzer.requests >= TARGET
