@@ -49,6 +49,9 @@ class TokenAuthority:
             raise InvalidTokenError("The token has expired.") from None
         except jwt.InvalidTokenError:
             raise InvalidTokenError("The token is not valid.") from None
+        expires = claims.get("exp")
+        if not isinstance(expires, int | float) or isinstance(expires, bool):  # RFC 7519: a JSON number
+            raise InvalidTokenError("The token's exp must be a number.")
         subject, organization, scope = claims.get("sub"), claims.get("org_id"), claims.get("scope", "")
         if not (isinstance(subject, str) and subject and isinstance(organization, str) and organization):
             raise InvalidTokenError("The token's sub and org_id must be non-empty strings.")

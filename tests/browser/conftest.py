@@ -61,7 +61,7 @@ def _bundle_is_stale() -> bool:
     return any(p.stat().st_mtime > built for p in sources if p.exists())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def embed_bundle() -> Path:
     """The built loader; built here (never skipped) when it is missing or older than its sources."""
     if not _bundle_is_stale():
@@ -133,7 +133,7 @@ class ApiServer:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_server(embed_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """`create_app` on the embedded wiring, served by uvicorn in a thread on a free loopback port.
 
@@ -174,7 +174,7 @@ def api_server(embed_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 # ---- the customer sites ----
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def allowed_site() -> Iterator[HostSite]:
     """The site the widget allows: http://127.0.0.1:<port>."""
     site = HostSite("127.0.0.1").start()
@@ -182,7 +182,7 @@ def allowed_site() -> Iterator[HostSite]:
     site.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def other_site() -> Iterator[HostSite]:
     """Another site on another origin (http://localhost:<port>), which the widget does not allow."""
     site = HostSite("localhost").start()
@@ -190,7 +190,7 @@ def other_site() -> Iterator[HostSite]:
     site.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def embed_page(api_server: ApiServer) -> Callable[..., str]:
     """`embed_page(site, widget_id, path=..., head=...)`: serves a page with the snippet, answers its URL."""
 
@@ -203,7 +203,7 @@ def embed_page(api_server: ApiServer) -> Callable[..., str]:
 # ---- the browser ----
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: `apt-get install -y chromium` (or set WIDGETS_CHROMIUM).")
@@ -257,7 +257,7 @@ def page(context: Any, recorder: Recorder) -> Any:
     return page
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS

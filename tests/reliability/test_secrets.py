@@ -326,11 +326,6 @@ def test_forged_admin_tokens_are_401_and_change_nothing(settings: Settings) -> N
     record("secrets.forged_tokens_refused", len(tokens))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="infrastructure/auth.py: PyJWT int()s the exp claim, so a token signed with our secret whose exp is a numeric "
-    "string (RFC 7519 requires a JSON number) is accepted; not forgeable without the secret, but not a well-formed token",
-)
 def test_a_token_whose_exp_is_a_numeric_string_is_401(embedded_settings: Settings) -> None:
     now = int(time.time())
     claims = {"sub": "mallory", "org_id": "org_a", "scope": "widgets:read", "exp": str(now + 600)}
