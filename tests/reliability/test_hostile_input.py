@@ -5,13 +5,17 @@ numbers no store can hold, 10,000-element arrays, malformed UUIDs and duplicate
 keys are each refused with a 4xx problem document that says what is wrong;
 nothing is written, and the process answers normally afterwards. Text in any
 script is either kept exactly or refused naming the field, never mangled.
+Through the real server, what it refuses before the app sees it (a huge
+request line or header, too many headers, a NUL byte) is a 4xx as well.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +26,8 @@ from litestar.testing import TestClient
 from api.app import ADMIN_BODY_LIMIT
 from api.public import PUBLIC_BODY_LIMIT
 from application.store import EventStore
-from tests.reliability.conftest import Tenant, record, stored_events
+from infrastructure.settings import Settings
+from tests.reliability.conftest import Tenant, record, served, stored_events
 
 PROBLEM_JSON = "application/problem+json"
 SLOT = "\u2603slot\u2603"  # where a hostile JSON fragment replaces a field's value
@@ -350,3 +355,44 @@ def _text_values(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for v in value:
             yield from _text_values(v)
+
+
+def raw_exchange(url: str, request: bytes) -> bytes:
+    """Send bytes no HTTP client would, and read the status line and headers of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+def test_the_real_server_refuses_what_never_reaches_the_app_with_a_4xx_and_stays_up(
+    embedded_settings: Settings, tmp_path: Path
+) -> None:
+    """Through `widgets serve` (granian): limits the HTTP server applies before the app sees the request.
+
+    These answers come from the server itself, with an empty body rather than a problem document.
+    """
+    with served(embedded_settings, tmp_path / "serve.log") as server:
+        refused = {
+            "a 100 KB request line": (b"GET /v1/widgets/" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+            "a 1 MB header": (b"GET /v1/widgets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"a" * 1_000_000 + b"\r\n\r\n", b"431"),
+            "a NUL byte in a header": (b"GET /v1/widgets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\x00b\r\n\r\n", b"400"),
+            "200 headers": (b"GET /v1/widgets HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-J%d: v\r\n" % i for i in range(200)) + b"\r\n", b"431"),
+        }
+        for what, (request, status) in refused.items():
+            answer = raw_exchange(server.url, request)
+            assert answer.startswith(b"HTTP/1.1 " + status), f"{what}: {answer[:200]!r}"
+        # What does reach the app gets the app's problem answer: a 200 KB token, invalid UTF-8 in a header.
+        for token in (b"x" * 200_000, b"\xff\xfe"):
+            answer = raw_exchange(server.url, b"GET /v1/widgets HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " + token + b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 401") and b"application/problem+json" in answer, answer[:300]
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        assert server.process.poll() is None
+    record("hostile.server_level_refusals", len(refused))
