@@ -13,6 +13,7 @@ serve: setup
 
 test: setup services chromium
 	$(UV) run --frozen lint-imports
+	$(UV) run --frozen ruff check domain application infrastructure projections api
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 setup: $(UV) embed

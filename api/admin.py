@@ -13,9 +13,9 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from api.admin_lists import ConversationPage, Cursor, Limit, list_conversations, list_widgets
 from api.audit import MAX_POSITION, After, History, widget_history
 from api.audit import Limit as HistoryLimit
-from api.admin_lists import ConversationPage, Cursor, Limit, list_conversations, list_widgets
 from api.deps import caller_from, services_from
 from api.errors import PROBLEM_JSON, ApiError, Problem, ProblemField
 from api.schemas import (

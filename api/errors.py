@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlite3
+from typing import Any
 
 import eventsourcing.persistence
 import msgspec
 import psycopg
 import structlog
-from psycopg_pool import PoolTimeout
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.exceptions.http_exceptions import (
     MethodNotAllowedException,
@@ -19,6 +17,7 @@ from litestar.exceptions.http_exceptions import (
     PermissionDeniedException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from psycopg_pool import PoolTimeout
 
 from application.errors import (
     ConflictError,

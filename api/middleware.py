@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import random  # request ids need to be unique, not secret (reseeded in every forked worker)
+import re
 import time
 from typing import Any
 

@@ -8,8 +8,8 @@ one set lookup per label of the origin's host, and pre-encoded bytes.
 
 from __future__ import annotations
 
-from http import HTTPStatus
 import re
+from http import HTTPStatus
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -17,8 +17,8 @@ import anyio
 from litestar import Controller, Request, Response, get, post, route
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.response.base import ASGIResponse
 from litestar.params import Body, FromPath, JSONBody
+from litestar.response.base import ASGIResponse
 
 from api.errors import PROBLEM_JSON, ApiError, Problem
 from api.public_schemas import (

@@ -13,7 +13,6 @@ from domain.records import EventRecord, describe
 from domain.widget import Widget
 
 
-
 class HistoryService:
     """Reads the event store directly: history is the record itself, not a read model of it."""
 

@@ -15,7 +15,6 @@ from eventsourcing.persistence import Recording
 from domain.agent import Agent
 from domain.widget import Widget
 
-
 # The request's list of positions saved while serving it; the HTTP edge reports the last as X-Event-Position.
 saved_positions: ContextVar[list[int] | None] = ContextVar("saved_positions", default=None)
 

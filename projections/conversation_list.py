@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 
 from domain.conversation import Conversation
-from projections.cursor import decode_cursor, encode_cursor
 from infrastructure.sql import Database, Executor
+from projections.cursor import decode_cursor, encode_cursor
 
 NAME = "conversation_list"
 APPLIED, STALE = 1, 0

@@ -101,8 +101,8 @@ class RedisPublicView:
         widget_list, version_list = sorted(widget_ids), sorted(version_ids)
         keys = [self.keys.widget(w) for w in widget_list] + [self.keys.version(v) for v in version_list]
         values = self.client.mget(keys) if keys else []
-        rows = {w: decode_entry(v).row for w, v in zip(widget_list, values[: len(widget_list)]) if v is not None}
-        versions = {v: value == b"1" for v, value in zip(version_list, values[len(widget_list):]) if value is not None}
+        rows = {w: decode_entry(v).row for w, v in zip(widget_list, values[: len(widget_list)], strict=True) if v is not None}
+        versions = {v: value == b"1" for v, value in zip(version_list, values[len(widget_list):], strict=True) if value is not None}
         return rows, versions
 
     def pinned_widgets(self, version_id: str) -> set[str]:

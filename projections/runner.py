@@ -16,7 +16,6 @@ from typing import Any, Protocol
 import structlog
 
 from infrastructure.metrics import PROJECTION_LAG, PROJECTION_POSITION
-
 from projections.widget_rows import Changes, RowSource, WidgetRowsProjection
 
 log = structlog.get_logger("projections")

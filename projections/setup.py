@@ -89,6 +89,6 @@ def build_runners(settings: Settings, store: EventLog, db: Database, names: tupl
         elif name == PUBLIC_LOOKUP:
             client = sync_redis(settings)
             models.runners[name] = ProjectionRunner(
-                name, store, redis_public_view(client, settings), reopen=lambda: redis_public_view(client, settings)
+                name, store, redis_public_view(client, settings), reopen=lambda client=client: redis_public_view(client, settings)
             )
     return models

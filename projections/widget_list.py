@@ -10,8 +10,8 @@ from typing import Any
 
 import msgspec
 
-from projections.cursor import decode_cursor, encode_cursor
 from infrastructure.sql import Database, Executor
+from projections.cursor import decode_cursor, encode_cursor
 from projections.widget_rows import Changes, WidgetRow
 
 APPLIED, STALE = 1, 0
