@@ -16,7 +16,7 @@ def postgres_env(database_url: str, pool_size: int = 10, schema: str = "public")
     if url.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
         raise SystemExit(f"WIDGETS_DATABASE_URL must start with postgresql://, not {url.scheme}://")
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "infrastructure.pg_recorder:WidgetsPostgresFactory",
         "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": url.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(url.port or 5432),
@@ -31,7 +31,6 @@ def postgres_env(database_url: str, pool_size: int = 10, schema: str = "public")
         # One round trip per save instead of three (LOCK, NOTIFY, INSERT): see LIBRARIES.md. Our recorder
         # keeps the table lock inside that function, so commit order stays notification order.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
-        "APPLICATION_RECORDER_TOPIC": "infrastructure.pg_recorder:OrderedPostgresApplicationRecorder",
     }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from eventsourcing.persistence import InterfaceError, OperationalError
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
@@ -26,6 +26,13 @@ def _fewer_attempts(method: Any) -> Any:
     """The library retries every call 10 times, each waiting the connect timeout: with PostgreSQL down a
     request would wait about a minute for its 503. Two attempts still ride over a dropped connection."""
     return retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=0.2)(method.__wrapped__)
+
+
+class FastFailPostgresAggregateRecorder(PostgresAggregateRecorder):
+    """The snapshot store's recorder: the same shorter retries when PostgreSQL is down."""
+
+    insert_events = _fewer_attempts(PostgresAggregateRecorder.insert_events)
+    select_events = _fewer_attempts(PostgresAggregateRecorder.select_events)
 
 
 class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
@@ -64,3 +71,10 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
             table=Identifier(self.events_table_name),
         )
         self.sql_create_statements[self.create_insert_function_statement_index] = self.sql_create_pg_function_insert_events
+
+
+class WidgetsPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL persistence with the two recorders above."""
+
+    aggregate_recorder_class = FastFailPostgresAggregateRecorder
+    application_recorder_class = OrderedPostgresApplicationRecorder

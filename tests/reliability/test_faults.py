@@ -23,7 +23,6 @@ import httpx
 import psycopg
 import pytest
 import redis
-from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.app import create_app
