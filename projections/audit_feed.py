@@ -13,13 +13,12 @@ from typing import Any
 import msgspec
 
 from domain.records import EventRecord, describe
-from infrastructure.sql import Database, Executor
+from infrastructure.sql import Executor
+from projections.sql_view import SqlView
 
 NAME = "audit_feed"
-APPLIED, STALE = 1, 0
 
 SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS projection_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS audit_feed (position BIGINT PRIMARY KEY, organization_id TEXT NOT NULL,
         aggregate_id TEXT NOT NULL, event_json TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS audit_feed_by_org ON audit_feed (organization_id, position)""",
@@ -67,44 +66,22 @@ class AuditFeedProjection:
         return self.new_owners, feed
 
 
-class AuditFeedView:
-    @staticmethod
-    def reset(tx: Executor) -> None:
-        reset_in(tx)
-
-    def __init__(self, db: Database | Executor, create: bool = True) -> None:
-        self.db = db
-        self.generation = 1
-        if create and isinstance(db, Database):
-            self.create_tables(db)
-
-    @staticmethod
-    def create_tables(db: Database) -> None:
-        with db.transaction() as tx:
-            for statement in SCHEMA:
-                tx.execute(statement)
-            tx.execute("INSERT INTO projection_positions (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", [NAME])
-
-    def position(self) -> int:
-        return int(self.db.query("SELECT position FROM projection_positions WHERE name = ?", [NAME])[0][0])
-
-    def is_current(self) -> bool:
-        return True
+class AuditFeedView(SqlView):
+    name = NAME
+    schema = SCHEMA
+    tables = ("audit_feed", "audit_owners")
 
     def owners(self, ids: set[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        ordered = sorted(ids)
-        for i in range(0, len(ordered), 500):
-            chunk = ordered[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(self.db.query(f"SELECT aggregate_id, organization_id FROM audit_owners WHERE aggregate_id IN ({marks})", chunk))
-        return found
+        return dict(self.select_in("SELECT aggregate_id, organization_id FROM audit_owners WHERE aggregate_id IN", ids))
 
-    def commit(self, changes: tuple[dict[str, str], list[tuple[str, FeedEvent]]], first: int, last: int) -> int:
-        if isinstance(self.db, Executor):
-            return commit_in(self.db, changes, first, last)
-        with self.db.transaction() as tx:
-            return commit_in(tx, changes, first, last)
+    def write(self, tx: Executor, changes: tuple[dict[str, str], list[tuple[str, FeedEvent]]]) -> None:
+        new_owners, feed = changes
+        tx.executemany("INSERT INTO audit_owners (aggregate_id, organization_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                       sorted(new_owners.items()))
+        tx.executemany(
+            "INSERT INTO audit_feed (position, organization_id, aggregate_id, event_json) VALUES (?, ?, ?, ?)",
+            [(e.position, owner, e.aggregate_id, _encode(e).decode()) for owner, e in feed],
+        )
 
     def page(self, organization_id: str, after: int, limit: int) -> list[FeedEvent]:
         found = self.db.query(
@@ -112,23 +89,3 @@ class AuditFeedView:
             [organization_id, after, limit],
         )
         return [_decode(r[0]) for r in found]
-
-
-def commit_in(tx: Executor, changes: tuple[dict[str, str], list[tuple[str, FeedEvent]]], first: int, last: int) -> int:
-    new_owners, feed = changes
-    moved = tx.execute("UPDATE projection_positions SET position = ? WHERE name = ? AND position < ?", [last, NAME, first])
-    if moved.rowcount != 1:
-        return STALE
-    tx.executemany("INSERT INTO audit_owners (aggregate_id, organization_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                   sorted(new_owners.items()))
-    tx.executemany(
-        "INSERT INTO audit_feed (position, organization_id, aggregate_id, event_json) VALUES (?, ?, ?, ?)",
-        [(e.position, owner, e.aggregate_id, _encode(e).decode()) for owner, e in feed],
-    )
-    return APPLIED
-
-
-def reset_in(tx: Executor) -> None:
-    for table in ("audit_feed", "audit_owners"):
-        tx.execute(f"DELETE FROM {table}")
-    tx.execute("UPDATE projection_positions SET position = 0 WHERE name = ?", [NAME])

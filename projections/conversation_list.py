@@ -10,14 +10,13 @@ from typing import Any
 import msgspec
 
 from domain.conversation import Conversation
-from infrastructure.sql import Database, Executor
+from infrastructure.sql import Executor
 from projections.cursor import decode_cursor, encode_cursor
+from projections.sql_view import SqlView
 
 NAME = "conversation_list"
-APPLIED, STALE = 1, 0
 
 SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS projection_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS conversation_list (
         id TEXT PRIMARY KEY, widget_id TEXT NOT NULL, organization_id TEXT NOT NULL,
         started_at TEXT NOT NULL, row_json TEXT NOT NULL)""",
@@ -120,46 +119,21 @@ class ConversationListProjection:
             self._touch(row, event)
 
 
-class ConversationListView:
-    @staticmethod
-    def reset(tx: Executor) -> None:
-        reset_in(tx)
-
-    def __init__(self, db: Database | Executor, create: bool = True) -> None:
-        self.db = db
-        self.generation = 1
-        if create and isinstance(db, Database):
-            self.create_tables(db)
-
-    @staticmethod
-    def create_tables(db: Database) -> None:
-        with db.transaction() as tx:
-            for statement in SCHEMA:
-                tx.execute(statement)
-            tx.execute("INSERT INTO projection_positions (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", [NAME])
-
-    def position(self) -> int:
-        return int(self.db.query("SELECT position FROM projection_positions WHERE name = ?", [NAME])[0][0])
-
-    def is_current(self) -> bool:
-        return True
+class ConversationListView(SqlView):
+    name = NAME
+    schema = SCHEMA
+    tables = ("conversation_list",)
 
     def load(self, ids: set[str]) -> dict[str, ConversationRow]:
-        found: dict[str, ConversationRow] = {}
-        ordered = sorted(ids)
-        for i in range(0, len(ordered), 500):
-            chunk = ordered[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for (row_json,) in self.db.query(f"SELECT row_json FROM conversation_list WHERE id IN ({marks})", chunk):
-                row = _decode(row_json)
-                found[row.id] = row
-        return found
+        rows = [_decode(j) for (j,) in self.select_in("SELECT row_json FROM conversation_list WHERE id IN", ids)]
+        return {row.id: row for row in rows}
 
-    def commit(self, changes: dict[str, ConversationRow], first: int, last: int) -> int:
-        if isinstance(self.db, Executor):
-            return commit_in(self.db, changes, first, last)
-        with self.db.transaction() as tx:
-            return commit_in(tx, changes, first, last)
+    def write(self, tx: Executor, changes: dict[str, ConversationRow]) -> None:
+        tx.executemany(
+            """INSERT INTO conversation_list (id, widget_id, organization_id, started_at, row_json) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (id) DO UPDATE SET row_json = excluded.row_json""",
+            [(r.id, r.widget_id, r.organization_id, r.started_at.isoformat(), _encode(r).decode()) for r in changes.values()],
+        )
 
     def page(self, organization_id: str, widget_id: str, limit: int, cursor: str | None) -> tuple[list[ConversationRow], str | None]:
         """A widget's conversations, newest first."""
@@ -175,20 +149,3 @@ class ConversationListView:
         rows = [_decode(r[0]) for r in found[:limit]]
         next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if len(found) > limit else None
         return rows, next_cursor
-
-
-def commit_in(tx: Executor, changes: dict[str, ConversationRow], first: int, last: int) -> int:
-    moved = tx.execute("UPDATE projection_positions SET position = ? WHERE name = ? AND position < ?", [last, NAME, first])
-    if moved.rowcount != 1:
-        return STALE
-    tx.executemany(
-        """INSERT INTO conversation_list (id, widget_id, organization_id, started_at, row_json) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (id) DO UPDATE SET row_json = excluded.row_json""",
-        [(r.id, r.widget_id, r.organization_id, r.started_at.isoformat(), _encode(r).decode()) for r in changes.values()],
-    )
-    return APPLIED
-
-
-def reset_in(tx: Executor) -> None:
-    tx.execute("DELETE FROM conversation_list")
-    tx.execute("UPDATE projection_positions SET position = 0 WHERE name = ?", [NAME])
