@@ -24,7 +24,6 @@ from application.errors import (
     ForbiddenError,
     IdempotencyKeyReusedError,
     PreconditionFailedError,
-    StoreUnavailableError,
 )
 from domain.errors import DomainError, NotFoundError, ValidationError
 from infrastructure.auth import InvalidTokenError
@@ -115,8 +114,6 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
             return problem(401, exc.code, "Not authenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
         case ForbiddenError():
             return problem(403, exc.code, "Insufficient scope", str(exc))
-        case StoreUnavailableError():
-            return problem(503, exc.code, "Service unavailable", str(exc) or None, headers={"Retry-After": RETRY_AFTER_SECONDS})
         case RateLimited():
             return problem(429, exc.code, "Too many requests", str(exc), headers={"Retry-After": str(exc.retry_after)})
         case WebhookRejectedError():

@@ -42,10 +42,6 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def positions(services: Services) -> dict[str, int]:
-    return services.read_models.positions()
-
-
 def _readiness(services: Services) -> Readiness:
     try:
         head = services.store.recorder.max_notification_id() or 0
@@ -53,7 +49,7 @@ def _readiness(services: Services) -> Readiness:
     except Exception:
         head, store_ok = None, False
     try:
-        found = positions(services)
+        found = services.read_models.positions()
         model_ok = True
     except Exception:
         found, model_ok = {}, False
@@ -81,7 +77,7 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     services: Services = request.app.state.services
     try:
         head = services.store.recorder.max_notification_id() or 0
-        for name, position in positions(services).items():
+        for name, position in services.read_models.positions().items():
             PROJECTION_POSITION.labels(name).set(position)
             PROJECTION_LAG.labels(name).set(max(0, head - position))
     except Exception:  # a store is down: the request counters still report
@@ -117,7 +113,7 @@ def wait_for_position(services: Services, position: int, timeout: float) -> bool
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if min(positions(services).values()) >= position:
+        if min(services.read_models.positions().values()) >= position:
             return True
         time.sleep(0.01)
     return False

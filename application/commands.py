@@ -71,7 +71,6 @@ def change(
     load: Callable[[], A],
     command: Callable[[A], bool],
     expected_version: int | None,
-    also_save: Callable[[], list[Aggregate]] | None = None,
 ) -> A:
     """Load, check If-Match, run one command, save.
 

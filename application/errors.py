@@ -34,9 +34,3 @@ class ForbiddenError(Exception):
     def __init__(self, scope: str) -> None:
         super().__init__(f"This call needs the scope {scope!r}.")
         self.scope = scope
-
-
-class StoreUnavailableError(Exception):
-    """A store the request needs is down (HTTP 503 with Retry-After)."""
-
-    code = "store_unavailable"

@@ -3,7 +3,6 @@ notification log orders all events in commit order for the projections."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, ClassVar
@@ -26,7 +25,6 @@ class EventStore(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
         self._saved_listeners: list[Callable[[int], None]] = []
-        self._local = threading.local()
 
     def on_saved(self, listener: Callable[[int], None]) -> None:
         """Call `listener(position)` after each save of this process (wakes embedded projections)."""
@@ -37,16 +35,8 @@ class EventStore(Application[UUID]):
         if not recordings:
             return
         position = max(r.notification.id for r in recordings)
-        self._local.last_position = position
         sink = saved_positions.get()
         if sink is not None:
             sink.append(position)
         for listener in self._saved_listeners:
             listener(position)
-
-    def last_position(self) -> int | None:
-        """The notification id of this thread's most recent save (for read-your-writes)."""
-        return getattr(self._local, "last_position", None)
-
-    def forget_last_position(self) -> None:
-        self._local.last_position = None

@@ -6,9 +6,9 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -19,7 +19,7 @@ hypothesis_settings.load_profile("widgets")
 
 from infrastructure.auth import TokenAuthority
 from infrastructure.settings import Settings
-from tests.servers import PrivatePostgres, PrivateRedis
+from tests.servers import PrivatePostgres, PrivateRedis, fresh_schema
 
 MACHINE_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MACHINE_REDIS = os.environ.get("WIDGETS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -77,13 +77,30 @@ def redis_server_url() -> Iterator[str]:
 
 @pytest.fixture
 def pg_schema(pg_server_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL schema for one test, dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield schema
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    """A fresh PostgreSQL schema for one test."""
+    with fresh_schema(pg_server_url) as schema:
+        yield schema
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL of the test's own, which it may stop and start (the machine's is never touched)."""
+    server = PrivatePostgres().start()
+    try:
+        yield server
+    finally:
+        with suppress(Exception):  # the test may have stopped it already
+            server.stop()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A Redis of the test's own, which it may stop and start."""
+    server = PrivateRedis().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

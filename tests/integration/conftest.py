@@ -6,12 +6,10 @@ store with another (an incremental run against a rebuild) byte for byte.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 
@@ -22,6 +20,7 @@ from infrastructure.sql import Database
 from projections.public_entry import encode_entry
 from projections.public_views import InProcessPublicView, RedisKeys
 from projections.widget_list import TABLES, WidgetListView
+from tests.servers import fresh_schema
 
 
 @pytest.fixture
@@ -63,12 +62,8 @@ def redis_client(redis_server_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def other_pg_schema(pg_server_url: str) -> Iterator[str]:
     """A second fresh schema, for a rebuild to compare with."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield schema
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with fresh_schema(pg_server_url) as schema:
+        yield schema
 
 
 @pytest.fixture

@@ -44,16 +44,6 @@ REQUEST_BUDGET = 12.0  # seconds: store connect timeouts are 5 s; much longer th
 FAST_FAIL_BUDGET = 20.0
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres().start()
-    try:
-        yield server
-    finally:
-        try:
-            server.stop()
-        except Exception:
-            pass  # already stopped by the test
 
 
 @pytest.fixture

@@ -43,13 +43,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 REQUEST_BUDGET = 10.0  # seconds: a request that takes longer while a store is down is a bug
 
 
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

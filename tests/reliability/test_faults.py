@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,13 +43,6 @@ REQUEST_BUDGET = 20.0  # seconds; with a 1 s connect timeout, eventsourcing's 10
 # ---- Redis restarted empty ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def expected(widget: dict[str, Any], origin: str) -> int:
@@ -157,16 +149,6 @@ def test_redis_restarted_empty_is_rebuilt_and_never_serves_what_is_no_longer_all
 # ---- PostgreSQL stopped: the admin API ----------------------------------------------------------
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres().start()
-    try:
-        yield server
-    finally:
-        try:
-            server.stop()
-        except Exception:
-            pass  # already stopped
 
 
 def event_count(server: PrivatePostgres) -> int:
