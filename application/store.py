@@ -8,7 +8,8 @@ from contextvars import ContextVar
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Recording
 
 from domain.agent import Agent
@@ -29,6 +30,23 @@ class EventStore(Application[UUID]):
     def on_saved(self, listener: Callable[[int], None]) -> None:
         """Call `listener(position)` after each save of this process (wakes embedded projections)."""
         self._saved_listeners.append(listener)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """`Application.save`, collecting our aggregates' events without the library's two runtime Protocol
+        checks per object (`isinstance` against a Protocol walks its members each time on Python 3.11: about
+        13 µs of a conversation start's budget). Anything that is not an `Aggregate` takes the library's path."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, Aggregate):
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            else:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         super()._notify(recordings)
