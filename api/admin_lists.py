@@ -10,6 +10,7 @@ from litestar import Request
 from litestar.params import QueryParameter
 from msgspec import Struct
 
+from api.deps import caller_from, services_from
 from api.errors import ApiError, ProblemField
 from api.schemas import WidgetOut, WidgetPage
 from projections.cursor import decode_cursor
@@ -38,10 +39,10 @@ def check_cursor(cursor: str | None) -> None:
 
 
 def list_widgets(request: Request[Any, Any, Any], cursor: str | None, limit: int) -> WidgetPage:
-    caller = request.app.state.services.tokens.verify(request.headers.get("authorization"))
+    caller = caller_from(request)
     caller.require("widgets:read")
     check_cursor(cursor)
-    rows, next_cursor = request.app.state.services.read_models.list_view.page(caller.organization_id, limit, cursor)
+    rows, next_cursor = services_from(request).read_models.list_view.page(caller.organization_id, limit, cursor)
     return WidgetPage(items=[row_out(r) for r in rows], next_cursor=next_cursor)
 
 
@@ -79,8 +80,7 @@ class ConversationPage(Struct):
 
 
 def list_conversations(request: Request[Any, Any, Any], widget_id: UUID, cursor: str | None, limit: int) -> ConversationPage:
-    services = request.app.state.services
-    caller = services.tokens.verify(request.headers.get("authorization"))
+    services, caller = services_from(request), caller_from(request)
     caller.require("widgets:read")
     services.widgets.load(caller, widget_id)  # another organization's widget is not found
     check_cursor(cursor)

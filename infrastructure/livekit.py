@@ -27,8 +27,8 @@ class LiveKitIssuer:
     with placeholders; each grant fills in its room, identity, name, dispatch metadata and times. The
     token is the JWS that `to_jwt` makes through PyJWT (HS256, the same header), signed with PyJWT's
     HMAC algorithm and a key it has checked once. Going through `AccessToken` and `jwt.encode` on
-    every call cost about 120 µs a token, which PyJWT spent mostly re-checking the same key, and
-    livekit-api building the same claims (tests/bench/bench_conversations.py); this takes about 15.
+    every call cost about 120 µs a token, spent mostly by PyJWT re-checking the same key and by
+    livekit-api building the same claims (tests/bench/bench_conversations.py); this takes about 20.
     """
 
     url: str

@@ -43,6 +43,8 @@ class ReadModels:
     settings: Settings
     views: dict[str, Any]
     runners: dict[str, ProjectionRunner] = field(default_factory=dict)
+    # Reads the Redis lookup's position when its projection runs in another process (`/readyz` asks often).
+    _probe: redis.Redis | None = field(default=None, repr=False)
 
     list_view = property(lambda self: self.views[WIDGET_LIST])
     conversation_view = property(lambda self: self.views[CONVERSATION_LIST])
@@ -57,6 +59,9 @@ class ReadModels:
     def stop(self) -> None:
         for runner in self.runners.values():
             runner.stop()
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
     def wait(self, position: int, timeout: float) -> bool:
         return all(r.wait(position, timeout) for r in self.runners.values())
@@ -68,11 +73,9 @@ class ReadModels:
             if name not in found and view is not None:
                 found[name] = view.position()
         if PUBLIC_LOOKUP not in found and self.settings.redis_url:
-            client = sync_redis(self.settings)
-            try:
-                found[PUBLIC_LOOKUP] = redis_public_view(client, self.settings).position()
-            finally:
-                client.close()
+            if self._probe is None:
+                self._probe = sync_redis(self.settings)
+            found[PUBLIC_LOOKUP] = redis_public_view(self._probe, self.settings).position()
         return found
 
 
