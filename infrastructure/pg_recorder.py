@@ -8,7 +8,7 @@ tailing the log can pass an id that commits later and never apply it (our
 tests reproduce it). This recorder creates the same function with the lock
 inside it: writers are serialised exactly as on the library's default path.
 
-Two more changes are for speed, measured in `tests/bench/bench_conversations.py`:
+Three more changes are for speed, measured in `tests/bench/bench_conversations.py`:
 - A save of one event (a conversation start, most commands) calls a sibling
   function that takes the event as four scalar parameters. psycopg dumps a
   composite array in Python, which cost a single-event save more client CPU
@@ -149,6 +149,7 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     @_fewer_attempts
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """One event through the scalar function; several (or none) through the library's array function."""
         if len(stored_events) != 1 or not self.datastore.enable_db_functions:
             return PostgresApplicationRecorder.insert_events.__wrapped__(self, stored_events, **kwargs)
         event = stored_events[0]
@@ -163,7 +164,7 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
 
 
 class _PingWhenIdle:
-    """The pool's `check` callback: ping a connection on checkout only if it was last lent `PING_AFTER_IDLE` ago.
+    """The pool's `check` callback: ping a connection on checkout only if it was last lent over `PING_AFTER_IDLE` ago.
 
     A connection lent a moment ago either served its caller, so it was alive then, or failed and
     was discarded by the pool. The time is taken at checkout: psycopg_pool runs a `reset` callback
