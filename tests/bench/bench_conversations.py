@@ -9,8 +9,8 @@ A conversation start is one event append (the `Conversation` aggregate's
 `ConversationService.start` directly, single-threaded, in a loop, on an
 `EventStore` wired exactly as production wires it (`infrastructure.eventstore.
 postgres_env`: our recorder's insert functions, pre-ping of idle connections
-on), in a fresh PostgreSQL schema. The baseline is a raw psycopg connection (autocommit,
-prepared statement) INSERTing rows of the same size (the stored event's `topic`
+on), in a fresh PostgreSQL schema. The baseline is a raw psycopg connection
+(autocommit, prepared statement) INSERTing rows of the same size (the stored event's `topic`
 and `state` bytes, measured from a real start) into a table with the same
 definition as the event store's, in the same schema and the same run.
 
@@ -18,8 +18,8 @@ Rows are measured in alternation, in short slices (every row for 0.25 s per
 round, the order rotated each round), so that the drift of this shared machine,
 which moves a 5 s sample by 20% or more, hits every row alike. The table gives
 each row's throughput over all its slices, and the spread (quartiles) of the
-ratios of slices measured side by side in the same round. Besides the headline ratio (target >= 0.6), diagnostic
-rows place the gap: the store's own SQL (its one-event insert function, which
+ratios of slices measured side by side in the same round. Besides the headline
+ratio (target >= 0.6), diagnostic rows place the gap: the store's own SQL (its one-event insert function, which
 locks the table and NOTIFYs) sent from the raw connection (the database's
 share), the store's recorder given a prebuilt stored event (adds the pool
 checkout and eventsourcing's plumbing), a start's two halves alone (token
