@@ -10,25 +10,25 @@ A conversation start is one event append (the `Conversation` aggregate's
 `EventStore` wired exactly as production wires it (`infrastructure.eventstore.
 postgres_env`: our recorder's insert functions, pre-ping of idle connections
 on), in a fresh PostgreSQL schema. The baseline is a raw psycopg connection
-(autocommit, prepared statement) INSERTing rows of the same size (the stored event's `topic`
-and `state` bytes, measured from a real start) into a table with the same
-definition as the event store's, in the same schema and the same run.
+(autocommit, prepared statement) INSERTing rows of the same size (the stored
+event's `topic` and `state` bytes, measured from a real start) into a table with
+the same definition as the event store's, in the same schema and the same run.
 
 Rows are measured in alternation, in short slices (every row for 0.25 s per
 round, the order rotated each round), so that the drift of this shared machine,
 which moves a 5 s sample by 20% or more, hits every row alike. The table gives
 each row's throughput over all its slices, and the spread (quartiles) of the
 ratios of slices measured side by side in the same round. Besides the headline
-ratio (target >= 0.6), diagnostic rows place the gap: the store's own SQL (its one-event insert function, which
-locks the table and NOTIFYs) sent from the raw connection (the database's
-share), the store's recorder given a prebuilt stored event (adds the pool
-checkout and eventsourcing's plumbing), a start's two halves alone (token
-signing; aggregate + save), and the same start with `POSTGRES_PRE_PING=n`. The
-client CPU column is this process's CPU time per operation (user and system): a
-start is bound by it, not by PostgreSQL. Python work between two queries costs
-more here than its time in a tight loop (a server process and a CPU that went
-idle wake up later): the raw INSERT followed by 200 µs of busy Python measured
-250 to 290 µs slower than the INSERT alone, not 200.
+ratio (target >= 0.6), diagnostic rows place the gap: the store's own SQL (its
+one-event insert function, which locks the table and NOTIFYs) sent from the raw
+connection (the database's share), the store's recorder given a prebuilt stored
+event (adds the pool checkout and eventsourcing's plumbing), a start's two
+halves alone (token signing; aggregate + save), and the same start with
+`POSTGRES_PRE_PING=n`. The client CPU column is this process's CPU time per
+operation (user and system): a start is bound by it, not by PostgreSQL. Python
+work between two queries costs more here than its time in a tight loop (a server
+process and a CPU that went idle wake up later): the raw INSERT followed by 200
+µs of busy Python measured 250 to 290 µs slower than the INSERT alone, not 200.
 
 Everything runs on 127.0.0.1; the schema is dropped at the end, even on failure.
 """
