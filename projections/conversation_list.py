@@ -11,7 +11,6 @@ import msgspec
 
 from domain.conversation import Conversation
 from infrastructure.sql import Executor
-from projections.cursor import decode_cursor, encode_cursor
 from projections.sql_view import SqlView
 
 NAME = "conversation_list"
@@ -137,15 +136,6 @@ class ConversationListView(SqlView):
 
     def page(self, organization_id: str, widget_id: str, limit: int, cursor: str | None) -> tuple[list[ConversationRow], str | None]:
         """A widget's conversations, newest first."""
-        where, params = "organization_id = ? AND widget_id = ?", [organization_id, widget_id]
-        if cursor:
-            started_at, conversation_id = decode_cursor(cursor)
-            where += " AND (started_at < ? OR (started_at = ? AND id < ?))"
-            params += [started_at, started_at, conversation_id]
-        found = self.db.query(
-            f"SELECT row_json, started_at, id FROM conversation_list WHERE {where} ORDER BY started_at DESC, id DESC LIMIT ?",
-            [*params, limit + 1],
-        )
-        rows = [_decode(r[0]) for r in found[:limit]]
-        next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if len(found) > limit else None
-        return rows, next_cursor
+        found, next_cursor = self.newest_first("conversation_list", "started_at", "organization_id = ? AND widget_id = ?",
+                                               [organization_id, widget_id], limit, cursor)
+        return [_decode(r) for r in found], next_cursor

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from infrastructure.sql import Database, Executor
+from projections.cursor import decode_cursor, encode_cursor
 
 APPLIED, STALE = 1, 0
 POSITIONS = "CREATE TABLE IF NOT EXISTS projection_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
@@ -70,3 +71,18 @@ class SqlView:
             chunk = ordered[i : i + IN_CHUNK]
             found += self.db.query(f"{sql} ({','.join('?' * len(chunk))})", chunk)
         return found
+
+    def newest_first(self, table: str, sort_column: str, where: str, params: list[Any], limit: int,
+                     cursor: str | None) -> tuple[list[str], str | None]:
+        """One page of `row_json` from `table`, newest first by (`sort_column`, id), after `cursor`; and the
+        cursor of the next page, if there is one."""
+        if cursor:
+            sort_time, item_id = decode_cursor(cursor)
+            where += f" AND ({sort_column} < ? OR ({sort_column} = ? AND id < ?))"
+            params = [*params, sort_time, sort_time, item_id]
+        found = self.db.query(
+            f"SELECT row_json, {sort_column}, id FROM {table} WHERE {where} ORDER BY {sort_column} DESC, id DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if len(found) > limit else None
+        return [r[0] for r in found[:limit]], next_cursor

@@ -6,12 +6,9 @@ position at or below the stored one is refused, so each event counts once.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from infrastructure.sql import Executor
-from projections.cursor import decode_cursor, encode_cursor
 from projections.sql_view import SqlView
 from projections.widget_rows import Changes, WidgetRow
 
@@ -50,20 +47,9 @@ class WidgetListView(SqlView):
 
     def page(self, organization_id: str, limit: int, cursor: str | None) -> tuple[list[WidgetRow], str | None]:
         """This organization's widgets, newest first, from a cursor."""
-        params: list[Any] = [organization_id]
-        where = "organization_id = ? AND deleted = ?"
-        params.append(False)
-        if cursor:
-            created_at, widget_id = decode_cursor(cursor)
-            where += " AND (created_at < ? OR (created_at = ? AND id < ?))"
-            params += [created_at, created_at, widget_id]
-        found = self.db.query(
-            f"SELECT row_json, created_at, id FROM widget_list WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ?",
-            [*params, limit + 1],
-        )
-        rows = [_decode_row(r[0]) for r in found[:limit]]
-        next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if len(found) > limit else None
-        return rows, next_cursor
+        found, next_cursor = self.newest_first("widget_list", "created_at", "organization_id = ? AND deleted = ?",
+                                               [organization_id, False], limit, cursor)
+        return [_decode_row(r) for r in found], next_cursor
 
 
 def write_changes(tx: Executor, changes: Changes) -> None:

@@ -51,6 +51,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.bench.common import load_average, run_main
+
 DEFAULT_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RATIO_TARGET = 0.6
 ORG = "org_bench"
@@ -292,13 +294,6 @@ def profile_starts(bench: Bench, count: int, top: int = 25) -> str:
     return out.getvalue()
 
 
-def load_average() -> str:
-    try:
-        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
     if len(values) < 2:
         return values[0], values[0], values[0]
@@ -404,12 +399,5 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     return results
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # so that the `finally` blocks clean up (SIGKILL cannot be caught)
-
-
 if __name__ == "__main__":
-    import signal as _signal
-
-    _signal.signal(_signal.SIGTERM, _exit_on_sigterm)
-    main()
+    run_main(main)

@@ -60,10 +60,8 @@ import io
 import json
 import os
 import pstats
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -78,6 +76,8 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Response, get
+
+from tests.bench.common import free_port, group_cpu_seconds, load_average, parse_wrk, pinned, run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -157,36 +157,6 @@ def seed(store: Any, many: int) -> tuple[str, str]:
 # Processes: servers pinned to core 0, wrk on core 1
 
 
-def pinned(core: int, command: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", str(core), *command]
-    return command
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def group_cpu_seconds(pgid: int) -> float | None:
-    """User + system CPU seconds of every live process in process group `pgid` (Linux /proc)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    ticks, total = os.sysconf("SC_CLK_TCK"), 0
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            after_name = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(after_name[2]) == pgid:  # state ppid pgrp ... utime(11) stime(12)
-            total += int(after_name[11]) + int(after_name[12])
-    return total / ticks
-
-
 @dataclass
 class Process:
     """A child process in its own process group, with its output in a log file."""
@@ -264,19 +234,6 @@ class Measure:
     non_2xx: int
     cpu_us_per_request: float | None
     core_share: float | None  # the server's CPU seconds per wall second during the run: 1.0 is all of core 0
-
-
-def parse_wrk(output: str) -> tuple[float, float, int, int, int]:
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    requests = re.search(r"(\d+) requests in", output)
-    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-    if not rps or not p99 or not requests:
-        raise RuntimeError(f"could not read wrk's output:\n{output}")
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return (float(rps.group(1)), float(p99.group(1)) * scale, int(requests.group(1)), errors,
-            int(non_2xx.group(1)) if non_2xx else 0)
 
 
 def wrk(url: str, seconds: int, connections: int) -> str:
@@ -687,13 +644,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load_average() -> str:
-    try:
-        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 round x 1 s per target, 1 s warm-up (the CI smoke size)")
@@ -823,10 +773,5 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     return results
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # so that the `finally` blocks clean up (SIGKILL cannot be caught)
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    main()
+    run_main(main)

@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +32,8 @@ from pathlib import Path
 
 import msgspec
 from litestar import Litestar, get
+
+from tests.bench.common import free_port, group_cpu_seconds, parse_wrk, pinned
 
 BARE_APP = "tests.bench.bench_servers:bare_app"
 OUR_APP = "api.app:create_app"
@@ -76,18 +76,6 @@ def server_command(server: str, factory: str, port: int) -> list[str]:
 SERVERS = ("granian", "uvicorn")
 
 
-def pinned(core: int, command: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", str(core), *command]
-    return command
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until_serving(port: int, path: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     import urllib.request
 
@@ -113,41 +101,15 @@ class Measure:
     cpu_us_per_request: float | None = None
 
 
-def group_cpu_seconds(pgid: int) -> float | None:
-    """User + system CPU seconds of every live process in process group `pgid` (Linux /proc)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    ticks, total = os.sysconf("SC_CLK_TCK"), 0
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            after_name = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(after_name[2]) == pgid:  # state ppid pgrp ... utime(11) stime(12)
-            total += int(after_name[11]) + int(after_name[12])
-    return total / ticks
-
-
-def parse_wrk(output: str) -> Measure:
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    requests = re.search(r"(\d+) requests in", output)
-    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-    if not rps or not p99 or not requests:
-        raise RuntimeError(f"could not read wrk's output:\n{output}")
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return Measure(float(rps.group(1)), float(p99.group(1)) * scale, errors + (int(non_2xx.group(1)) if non_2xx else 0),
-                   int(requests.group(1)))
+def measure_of(output: str) -> Measure:
+    run = parse_wrk(output)
+    return Measure(run.requests_per_second, run.p99_ms, run.errors + run.non_2xx, run.requests)
 
 
 def wrk(port: int, path: str, duration: int, connections: int) -> Measure:
     command = pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}{path}"])
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, check=True)
-    return parse_wrk(done.stdout)
+    return measure_of(done.stdout)
 
 
 def measure(server: str, target: Target, duration: int, connections: int, env: dict[str, str]) -> Measure:
@@ -212,6 +174,7 @@ def main() -> None:
             errors = sum(m.errors for m in results[(server, target.label)])
             print(f"| {target.label:22} | {server:8} | {rps:8.0f} | {p99:7.2f} | {cpu:10.1f} | {errors:6d} "
                   f"| {rps / base_rps:16.2f} | {cpu / base_cpu:14.2f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -26,6 +26,7 @@ from api.embed_routes import BUILD_COMMAND, DIST
 from infrastructure.settings import Settings
 from tests.browser.hostpages import HostSite, page_html
 from tests.conftest import admin_headers
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBED_DIR = ROOT / "api" / "embed"
@@ -41,12 +42,6 @@ CHROMIUM_ARGS = [
 ]
 ORG = "org_browser"
 TIMEOUT_MS = 20_000  # generous: CI machines are shared
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- the embed bundle ----

@@ -23,19 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from api.app import create_app
 from application.store import EventStore
 from infrastructure.settings import Settings, env_name
-from tests.api.conftest import Admin, client_for
+from tests.api import conftest as api_fixtures
+from tests.api.conftest import Admin
 from tests.servers import free_port
 from tests.api.public_helpers import ALLOWED_HEADERS, CONFIG, live_widget, started, sync
 
 FIGURES: Counter[str] = Counter()
+
+# The app on either wiring, its client (which fails any 5xx) and its store: the API tests' own fixtures.
+app, client, store = api_fixtures.app, api_fixtures.client, api_fixtures.store
 
 
 def record(name: str, amount: int = 1) -> None:
@@ -68,22 +70,6 @@ def quiet_http_client_log() -> Iterator[None]:
     logger.setLevel(logging.WARNING)
     yield
     logger.setLevel(level)
-
-
-@pytest.fixture
-def app(settings: Settings) -> Litestar:
-    return create_app(settings)
-
-
-@pytest.fixture
-def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
-    with client_for(app) as client:
-        yield client
-
-
-@pytest.fixture
-def store(app: Litestar) -> EventStore:
-    return app.state.services.store
 
 
 @dataclass
