@@ -232,10 +232,7 @@ class PublicWidgetController(Controller):
         include_in_schema=False,
     )
     async def preflight(self, request: Request[Any, Any, Any], widget_id: FromPath[str]) -> Response[None]:
-        services: Services = request.app.state.services
-        entry = await live_entry(services, widget_id)
-        origin = request_origin(request)
-        check_origin(entry, origin, request)
+        _, origin, _ = await self._checked(request, widget_id)
         headers = {
             **cors_headers(origin),
             "Access-Control-Allow-Methods": ALLOW_METHODS,
@@ -250,10 +247,7 @@ class PublicWidgetController(Controller):
         self, request: Request[Any, Any, Any], widget_id: FromPath[str],
         data: Annotated[ConversationStart | None, Body(title="ConversationStart")] = None,
     ) -> Response[GrantOut]:
-        services: Services = request.app.state.services
-        entry = await live_entry(services, widget_id)
-        origin = request_origin(request)
-        check_origin(entry, origin, request)
+        entry, origin, services = await self._checked(request, widget_id)
         await services.rate_limits.check_conversation_start(client_address(request), entry.row.id)
         visitor = {}
         if data is not None and data.visitor is not None:
