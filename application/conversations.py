@@ -111,9 +111,11 @@ class ConversationService:
             visitor=visitor,
             origin=origin,
         )
-        grant = self.issuer.grant(self._ticket(conversation, widget, visitor.get("name")))
-        self.store.save(conversation)
-        return Started(conversation_id, resume_token, grant)
+        ticket = self._ticket(conversation, widget, visitor.get("name"))
+        grants: list[Grant] = []
+        # The token is signed while the event is on its way to the database (a store on PostgreSQL overlaps the two).
+        self.store.save(conversation, meanwhile=lambda: grants.append(self.issuer.grant(ticket)))
+        return Started(conversation_id, resume_token, grants[0])
 
     def resume(self, widget: LiveWidget, conversation_id: UUID, resume_token: str) -> Grant:
         tickets: list[RoomTicket] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import time
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from livekit import api
 from application.conversations import Grant, RoomTicket
 
 _PLACEHOLDER = "-"  # stands for each grant's own value in the claims built once
+# `json.dumps` with livekit-api's separators builds a new encoder on every call; the metadata's bytes are the same.
+_METADATA_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,11 @@ class LiveKitIssuer:
 
     The claims are livekit-api's own (`Claims.asdict()`, as `AccessToken.to_jwt` makes them), built once
     with placeholders; each grant fills in its room, identity, name, dispatch metadata and times. The
-    token is the JWS that `to_jwt` makes through PyJWT (HS256, the same header), signed with PyJWT's
-    HMAC algorithm and a key it has checked once. Going through `AccessToken` and `jwt.encode` on
-    every call cost about 120 µs a token, spent mostly by PyJWT re-checking the same key and by
-    livekit-api building the same claims (tests/bench/bench_conversations.py); this takes about 20.
+    token is the JWS that `to_jwt` makes through PyJWT (HS256, the same header), with a key that PyJWT's
+    HMAC algorithm has checked once, signed by `hmac.digest` (PyJWT's own `sign` is `hmac.new(...).digest()`).
+    Going through `AccessToken` and `jwt.encode` on every call cost about 120 µs a token, spent mostly by
+    PyJWT re-checking the same key and by livekit-api building the same claims
+    (tests/bench/bench_conversations.py); this takes about 20.
     """
 
     url: str
@@ -65,22 +69,21 @@ class LiveKitIssuer:
         return {**claims, "iss": self.api_key}
 
     @cached_property
-    def _signer(self) -> tuple[HMACAlgorithm, bytes, bytes]:
-        algorithm = HMACAlgorithm(HMACAlgorithm.SHA256)
-        key = algorithm.prepare_key(self.api_secret)  # refuses an empty key, or a public key mistaken for a secret
+    def _signer(self) -> tuple[bytes, bytes]:
+        key = HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(self.api_secret)  # refuses an empty key, or a public key
         header = msgspec.json.encode({"alg": "HS256", "typ": "JWT"})  # PyJWT's header for HS256, keys sorted
-        return algorithm, key, base64url_encode(header)
+        return key, base64url_encode(header)
 
     def _sign(self, payload: bytes) -> str:
-        algorithm, key, header = self._signer
+        key, header = self._signer
         signing_input = header + b"." + base64url_encode(payload)
-        return (signing_input + b"." + base64url_encode(algorithm.sign(signing_input, key))).decode("ascii")
+        return (signing_input + b"." + base64url_encode(hmac.digest(key, signing_input, "sha256"))).decode("ascii")
 
     def grant(self, ticket: RoomTicket) -> Grant:
         if not ticket.identity or not ticket.room:
             raise ValueError("identity and room must be set when joining a room")
         now = int(time.time())
-        metadata = json.dumps(
+        metadata = _METADATA_JSON.encode(
             {
                 "organization_id": ticket.organization_id,
                 "widget_id": ticket.widget_id,
@@ -88,8 +91,7 @@ class LiveKitIssuer:
                 "agent_version_id": ticket.agent_version_id,
                 "conversation_id": ticket.conversation_id,
                 "channel": "webrtc",
-            },
-            separators=(",", ":"),
+            }
         )
         template = self._claims
         (dispatch,) = template["roomConfig"]["agents"]

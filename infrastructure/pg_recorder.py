@@ -8,11 +8,16 @@ tailing the log can pass an id that commits later and never apply it (our
 tests reproduce it). This recorder creates the same function with the lock
 inside it: writers are serialised exactly as on the library's default path.
 
-Three more changes are for speed, measured in `tests/bench/bench_conversations.py`:
+More changes are for speed, measured in `tests/bench/bench_conversations.py`:
 - A save of one event (a conversation start, most commands) calls a sibling
   function that takes the event as four scalar parameters. psycopg dumps a
   composite array in Python, which cost a single-event save more client CPU
-  than the round trip itself.
+  than the round trip itself. That call goes through libpq (as psycopg's cursors
+  send theirs, without a cursor, prepared once per connection), and in two
+  halves: the caller's other work runs while PostgreSQL serves the insert
+  (`meanwhile`, used by conversation starts to sign the LiveKit token).
+- The lock timeout is set once per connection, when the pool opens it, rather
+  than by a `SET LOCAL` inside the functions on every save.
 - The pool lends the connection returned last, as pgbouncer does by default
   (`server_round_robin = 0`), instead of psycopg_pool's oldest-first. Taking
   turns, every server process of the pool sat idle between queries, and a
@@ -30,11 +35,14 @@ It also fails faster when PostgreSQL is down (see `_fewer_attempts`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any
 
+import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
     ConnectionPool,
@@ -43,7 +51,9 @@ from eventsourcing.postgres import (
     PostgresDatastore,
     PostgresFactory,
 )
-from psycopg import Connection
+from psycopg import Connection, generators, pq
+from psycopg.errors import error_from_result
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 ATTEMPTS = 2
@@ -84,6 +94,8 @@ class FastFailPostgresAggregateRecorder(PostgresAggregateRecorder):
 
 
 class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
+    runs_meanwhile = True  # `insert_events` takes the caller's `meanwhile` (see `EventStore.save`)
+
     select_events = _fewer_attempts(PostgresApplicationRecorder.select_events.__wrapped__)
     select_notifications = _fewer_attempts(PostgresApplicationRecorder.select_notifications.__wrapped__)
     max_notification_id = _fewer_attempts(PostgresApplicationRecorder.max_notification_id.__wrapped__)
@@ -91,14 +103,14 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         names = {
-            "lock_timeout": self.datastore.lock_timeout,
             "channel": Identifier(self.channel_name),
             "event": Identifier(self.stored_event_type_name),
             "schema": Identifier(self.datastore.schema),
             "table": Identifier(self.events_table_name),
             "id_type": Identifier(self.datastore.originator_id_type),
         }
-        # Both functions lock the table first, so that notification ids commit in the order they are given.
+        # Both functions lock the table first, so that notification ids commit in the order they are given
+        # (waiting at most the lock timeout that `_tune_pool` sets on every connection of the pool).
         self.sql_create_pg_function_insert_events = SQL(
             "CREATE OR REPLACE FUNCTION "
             "{schema}.{insert_events}(events {schema}.{event}[]) "
@@ -107,7 +119,6 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
             "AS "
             "$BODY$"
             "BEGIN"
-            "    SET LOCAL lock_timeout = '{lock_timeout}s';"
             "    LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;"
             "    NOTIFY {channel};"
             "    RETURN QUERY"
@@ -132,7 +143,6 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
             "DECLARE"
             "    new_id bigint;"
             "BEGIN"
-            "    SET LOCAL lock_timeout = '{lock_timeout}s';"
             "    LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;"
             "    NOTIFY {channel};"
             "    INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
@@ -146,21 +156,73 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
         self.sql_invoke_pg_function_insert_event = SQL(
             "SELECT {schema}.{insert_event}(%s, %s, %s, %s) AS notification_id").format(
             insert_event=Identifier(self.pg_function_name_insert_event), schema=names["schema"]).as_string(None)
+        # The same call as libpq takes it (numbered parameters, typed by the function's signature), and the
+        # name it is prepared under on each connection (one per statement: a schema of its own, its own name).
+        self.sql_prepare_insert_event = SQL("SELECT {schema}.{insert_event}($1, $2, $3, $4)").format(
+            insert_event=Identifier(self.pg_function_name_insert_event), schema=names["schema"]).as_bytes(None)
+        self.insert_event_statement_name = b"widgets_insert_event_" + hashlib.blake2b(
+            self.sql_prepare_insert_event, digest_size=8).hexdigest().encode()
 
     @_fewer_attempts
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        """One event through the scalar function; several (or none) through the library's array function."""
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], *, meanwhile: Callable[[], object] | None = None, **kwargs: Any
+    ) -> Sequence[int] | None:
+        """One event through the scalar function, running `meanwhile` during its round trip (again if the
+        attempt fails and is retried: `EventStore.save` makes it run once); several (or none) through the
+        library's array function, leaving `meanwhile` to the caller."""
         if len(stored_events) != 1 or not self.datastore.enable_db_functions:
             return PostgresApplicationRecorder.insert_events.__wrapped__(self, stored_events, **kwargs)
-        event = stored_events[0]
         with self.datastore.get_connection() as conn:
-            row = conn.execute(
-                self.sql_invoke_pg_function_insert_event,
-                (event.originator_id, event.originator_version, event.topic, event.state),
-                prepare=True,
-            ).fetchone()
-        assert row is not None
-        return [row["notification_id"]]
+            return [conn.insert_event(self.insert_event_statement_name, self.sql_prepare_insert_event,
+                                      stored_events[0], meanwhile)]
+
+
+_INSERT_EVENT_FORMATS = (pq.Format.TEXT, pq.Format.TEXT, pq.Format.TEXT, pq.Format.BINARY)
+
+
+class _EventStoreConnection(Connection[DictRow]):
+    """The pool's connections, with the one-event insert sent through libpq as psycopg's own cursors send
+    their queries (`psycopg.generators`, waited on by `Connection.wait`), but in two halves: the caller's
+    `meanwhile` runs after the query has gone and before its result is read, while PostgreSQL works.
+
+    The statement is sent whole (Bind, Execute and Sync at once), so its implicit transaction commits on
+    the server without waiting for us: the table lock is not held across `meanwhile`. If `meanwhile`
+    raises, the result is still read (the event may be stored), then its exception goes on.
+    """
+
+    @cached_property
+    def prepared_by_widgets(self) -> set[bytes]:
+        """Names of the statements prepared on this connection (psycopg names its own `_pg3_<n>`)."""
+        return set()
+
+    def insert_event(
+        self, name: bytes, statement: bytes, event: StoredEvent, meanwhile: Callable[[], object] | None
+    ) -> int:
+        params = [str(event.originator_id).encode(), b"%d" % event.originator_version, event.topic.encode(), event.state]
+        with self.lock:
+            pgconn = self.pgconn
+            if name not in self.prepared_by_widgets:
+                pgconn.send_prepare(name, statement)
+                _raise_for(self.wait(generators.execute(pgconn)), pq.ExecStatus.COMMAND_OK)
+                self.prepared_by_widgets.add(name)
+            pgconn.send_query_prepared(name, params, _INSERT_EVENT_FORMATS)
+            self.wait(generators.send(pgconn))
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+            finally:
+                results = self.wait(generators.fetch_many(pgconn))
+        return int(_raise_for(results, pq.ExecStatus.TUPLES_OK).get_value(0, 0))  # type: ignore[arg-type]
+
+
+def _raise_for(results: list[pq.abc.PGresult], expected: pq.ExecStatus) -> pq.abc.PGresult:
+    """The one result of a statement, or the error it carries as psycopg's exception."""
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise error_from_result(result)
+    if len(results) != 1 or results[0].status != expected:
+        raise psycopg.InterfaceError(f"unexpected results of the one-event insert: {[r.status for r in results]}")
+    return results[0]
 
 
 class _PingWhenIdle:
@@ -204,10 +266,26 @@ class WidgetsPostgresFactory(PostgresFactory):
 
 def _tune_pool(datastore: PostgresDatastore) -> None:
     """eventsourcing builds its psycopg_pool pool itself (not yet open), passing `check=check_connection`
-    when `POSTGRES_PRE_PING` is on, and takes no pool class or callback of ours: hence the class swap
-    and the swapped check (psycopg_pool takes `check` only in its constructor)."""
+    when `POSTGRES_PRE_PING` is on, and takes no pool class, connection class or callback of ours:
+    hence the swapped classes, and the swapped check and configure callbacks (psycopg_pool takes
+    them only in its constructor)."""
     pool = datastore.pool
     if type(pool) is ConnectionPool:
         pool.__class__ = _MostRecentFirstPool
+    pool.connection_class = _EventStoreConnection
     if datastore.pre_ping and pool._check is not None:  # noqa: SLF001
         pool._check = _PingWhenIdle().check  # noqa: SLF001
+    pool._configure = _with_lock_timeout(pool._configure, datastore.lock_timeout)  # noqa: SLF001
+
+
+def _with_lock_timeout(configure: Any, seconds: int) -> Any:
+    """The library's configure callback (autocommit, idle-in-transaction timeout), then the lock timeout
+    for the whole session: a writer waits at most that long for the event table's lock."""
+    statement = SQL("SET lock_timeout = {}").format(f"{int(seconds)}s")
+
+    def configure_connection(conn: Connection[Any]) -> None:
+        if configure is not None:
+            configure(conn)
+        conn.execute(statement)
+
+    return configure_connection

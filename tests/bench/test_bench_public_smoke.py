@@ -63,15 +63,16 @@ def test_conversation_benchmark_runs(pg_server_url: str) -> None:
         log=lambda _: None,
     )
     rows = results["rows"]
-    assert list(rows) == ["raw", "raw_function", "recorder", "start", "sign", "save", "start_no_ping"]
+    assert list(rows) == ["raw", "raw_libpq", "raw_function", "recorder", "start", "sign", "save", "start_no_ping"]
     for key, row in rows.items():
         assert row["ops"] > 0 and positive(row["per_s"]) and positive(row["cpu_us"]), key
         assert 0 < row["p50_ms"] <= row["p99_ms"], key
     assert positive(results["ratio"]) and positive(results["ratio_paired"])
     assert results["events_per_start"] == 1 and results["state_bytes"] > 0
-    # Every timed call stored exactly one row: starts, saves and function calls in the event store, INSERTs in the raw table.
+    # Every timed call stored exactly one row: starts, saves and function calls in the event store, both kinds of
+    # raw INSERT in the raw table.
     appended = sum(rows[k]["ops"] + warmup for k in ("raw_function", "recorder", "start", "save", "start_no_ping"))
-    assert results["stored"] == {"events": 1 + appended, "raw": rows["raw"]["ops"] + warmup}
+    assert results["stored"] == {"events": 1 + appended, "raw": rows["raw"]["ops"] + rows["raw_libpq"]["ops"] + 2 * warmup}
     assert "| part of a start | wall ms | share of wall | CPU ms | share of CPU |" in results["profile"]
     assert "| operation | ops/s |" in results["markdown"] and "Ratio `start` / raw INSERT" in results["markdown"]
     assert not bench_conversations.schema_exists(pg_server_url, results["schema"]), "the benchmark must drop its schema"

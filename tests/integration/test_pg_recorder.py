@@ -3,9 +3,11 @@ the server drops connections.
 
 A save of one event goes through a function of four scalar parameters, a save of
 several through the library's array function; both must store the same rows
-and hand out positions in order. The pool pings a connection only after it has
-been idle for a moment, so a connection the server dropped just after it was
-used is found out by the save itself; the one retry must then get a live one.
+and hand out positions in order. A one-event save runs the caller's `meanwhile`
+while PostgreSQL serves the insert, which commits without waiting for it. The
+pool pings a connection only after it has been idle for a moment, so a
+connection the server dropped just after it was used is found out by the save
+itself; the one retry must then get a live one.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from application.conversations import ConversationService
 from application.store import EventStore
 from infrastructure.eventstore import postgres_env
 from infrastructure.pg_recorder import PING_AFTER_IDLE
+from tests.unit.test_application import LIVE, CountingIssuer
 from tests.unit.test_widget_rows import Admin
 
 pytestmark = pytest.mark.postgres
@@ -98,6 +102,71 @@ def test_a_save_after_the_server_dropped_every_connection_succeeds(
     admin.change_domains(widget, ["after.example.com"])
     assert admin.expected_row(widget).domains == ["after.example.com"]
     assert store.repository.get(widget).version == 2
+
+
+def test_meanwhile_runs_while_the_insert_commits_without_waiting_for_it(
+    store: EventStore, pg_server_url: str, pg_schema: str
+) -> None:
+    """The event becomes visible to another connection while `meanwhile` is still running: the statement
+    was sent before it, whole, and its transaction committed (the table lock released) on its own."""
+    event = StoredEvent(uuid.uuid4(), 1, "test.single", b"overlapped")
+    seen_during: list[int] = []
+
+    def meanwhile() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = [r for r in stored_rows(pg_server_url, pg_schema) if r[0] == event.originator_id]
+            if rows:
+                seen_during.append(rows[0][4])
+                # The lock is free too: a save from another pool goes through at once.
+                with EventStore(env=postgres_env(pg_server_url, pool_size=1, schema=pg_schema)) as other:
+                    other.recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "test.other", b"")])
+                return
+            time.sleep(0.005)
+
+    positions = store.recorder.insert_events([event], meanwhile=meanwhile)
+
+    assert positions is not None and seen_during == list(positions)
+    assert [r[2] for r in stored_rows(pg_server_url, pg_schema)] == ["test.single", "test.other"]
+
+
+def test_a_failing_meanwhile_leaves_the_connection_clean_for_the_pool(store: EventStore, pg_server_url: str,
+                                                                      pg_schema: str) -> None:
+    """The insert's answer is read even when `meanwhile` raises: the pool gets its connection back idle
+    (not discarded as busy), and the event, already committed, is stored once."""
+    pool = store.recorder.datastore.pool
+    event = StoredEvent(uuid.uuid4(), 1, "test.single", b"")
+
+    def meanwhile() -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        store.recorder.insert_events([event], meanwhile=meanwhile)
+
+    assert pool.get_stats().get("returns_bad", 0) == 0
+    assert [r[0] for r in stored_rows(pg_server_url, pg_schema)] == [event.originator_id]
+    assert store.recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "test.single", b"")]) is not None
+
+
+def test_a_start_after_the_server_dropped_every_connection_signs_once(
+    store: EventStore, pg_server_url: str, app_name: str
+) -> None:
+    """The first attempt may send the insert into a dead connection and run `meanwhile` before the failure
+    shows; the retry stores the event, and the store runs `meanwhile` once in all."""
+    Admin(store).widget()  # the pool has connections to lose
+    assert terminate_connections(pg_server_url, app_name) >= 1
+    runs: list[int] = []
+    started = ConversationService(store, CountingIssuer(runs)).start(LIVE, "https://example.com", {})
+    assert runs == [1]
+    assert store.repository.get(started.conversation_id).room == started.grant.room
+
+
+def test_every_connection_of_the_pool_waits_at_most_the_lock_timeout(store: EventStore) -> None:
+    """Set once per connection (POSTGRES_LOCK_TIMEOUT), not by the insert functions on every save."""
+    store.recorder.datastore.pool.open(wait=True)
+    for _ in range(2):
+        with store.recorder.datastore.get_connection() as conn:
+            assert conn.execute("SHOW lock_timeout").fetchone() == {"lock_timeout": "5s"}
 
 
 def test_the_pool_lends_the_connection_returned_last(store: EventStore) -> None:

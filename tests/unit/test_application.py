@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -16,6 +17,7 @@ import pytest
 
 from application.agents import AgentService
 from application.commands import Caller, change
+from application.conversations import ConversationService, Grant, LiveWidget, RoomTicket
 from application.errors import ConflictError, ForbiddenError, IdempotencyKeyReusedError, PreconditionFailedError
 from application.store import EventStore
 from application.widgets import WidgetService, WidgetState
@@ -30,6 +32,20 @@ from domain.errors import (
 )
 from domain.widget import Widget
 from infrastructure.eventstore import sqlite_env
+
+LIVE = LiveWidget(str(uuid.uuid4()), "org_a", str(uuid.uuid4()), str(uuid.uuid4()), {})
+
+
+class CountingIssuer:
+    """A grant issuer that counts its calls (the number of each call is appended to `runs`)."""
+
+    def __init__(self, runs: list[int]) -> None:
+        self.runs = runs
+
+    def grant(self, ticket: RoomTicket) -> Grant:
+        self.runs.append(len(self.runs) + 1)
+        return Grant("ws://localhost:7880", ticket.room, f"token-for-{ticket.identity}", datetime.now(UTC))
+
 
 ALL_SCOPES = frozenset({"widgets:write", "widgets:read", "audit:read"})
 ALICE = Caller("org_a", "alice", ALL_SCOPES)
@@ -451,6 +467,41 @@ class ApplicationCases:
         assert alices.widget.id != bobs.widget.id
         assert widgets.get_widget(ALICE, alices.widget.id).widget.organization_id == "org_a"
         assert widgets.get_widget(BOB, bobs.widget.id).widget.organization_id == "org_b"
+
+
+    # -- work done during a save (`meanwhile`) ----------------------------------------
+
+    def test_a_save_runs_its_meanwhile_exactly_once_and_stores_the_event(self, store: EventStore) -> None:
+        """Where the recorder overlaps it with the round trip (PostgreSQL) and where it runs it first."""
+        runs: list[int] = []
+        conversations = ConversationService(store, CountingIssuer(runs))
+        before = self.total_events(store)
+
+        started = conversations.start(LIVE, "https://example.com", {"name": "Ada"})
+
+        assert runs == [1]
+        assert started.grant.room == store.repository.get(started.conversation_id).room
+        assert self.total_events(store) == before + 1
+
+    def test_when_meanwhile_fails_the_caller_gets_its_error_and_the_store_serves_the_next_save(
+        self, store: EventStore
+    ) -> None:
+        class Broken(CountingIssuer):
+            def grant(self, ticket: RoomTicket) -> Grant:
+                super().grant(ticket)
+                raise RuntimeError("signing failed")
+
+        runs: list[int] = []
+        with pytest.raises(RuntimeError, match="signing failed"):
+            ConversationService(store, Broken(runs)).start(LIVE, "https://example.com", {})
+        assert runs == [1]
+        # An overlapping recorder had sent the event before the failure; it read the answer all the same,
+        # so the connection it returned to the pool serves the next save.
+        before = self.total_events(store)
+        started = ConversationService(store, CountingIssuer(runs)).start(LIVE, "https://example.com", {})
+        assert runs == [1, 2]
+        assert self.total_events(store) == before + 1
+        assert store.repository.get(started.conversation_id).version == 1
 
 
 class TestApplicationInMemory(ApplicationCases):
