@@ -37,8 +37,8 @@ class EventStore(Application[UUID]):
         13 µs of a conversation start's budget). Anything that is not an `Aggregate` takes the library's path.
 
         `meanwhile` is work the caller needs done anyway, run while the events travel to the database
-        where the recorder can (PostgreSQL, one event: during the round trip), else before they are
-        recorded. It runs exactly once if the save succeeds; if the save fails, once or not at all."""
+        where the recorder can (PostgreSQL, one event: during the round trip), else just before or after
+        they are recorded. It runs exactly once if the save succeeds; if the save fails, once or not at all."""
         once = _Once(meanwhile) if meanwhile is not None else None
         if once is not None:
             if getattr(self.recorder, "runs_meanwhile", False):
