@@ -468,7 +468,6 @@ class ApplicationCases:
         assert widgets.get_widget(ALICE, alices.widget.id).widget.organization_id == "org_a"
         assert widgets.get_widget(BOB, bobs.widget.id).widget.organization_id == "org_b"
 
-
     # -- work done during a save (`meanwhile`) ----------------------------------------
 
     def test_a_save_runs_its_meanwhile_exactly_once_and_stores_the_event(self, store: EventStore) -> None:
