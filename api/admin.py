@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from http import HTTPStatus
 from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api.admin_lists import ConversationPage, Cursor, Limit, list_conversations, list_widgets
 from api.audit import MAX_POSITION, After, History, widget_history
 from api.audit import Limit as HistoryLimit
 from api.deps import caller_from, services_from
-from api.errors import PROBLEM_JSON, ApiError, Problem, ProblemField
+from api.errors import ApiError, ProblemField, problem_responses
 from api.schemas import (
     AgentCreate,
     AgentOut,
@@ -66,10 +64,7 @@ def with_etag(state: WidgetState, status: int = 200) -> Response[WidgetOut]:
 
 
 # What the OpenAPI document declares besides the success: every error is a problem document (api/errors.py).
-WRITE_ERRORS = {
-    status: ResponseSpec(Problem, media_type=PROBLEM_JSON, description=HTTPStatus(status).phrase, generate_examples=False)
-    for status in (400, 401, 403, 404, 409, 412, 413, 422, 503)
-}
+WRITE_ERRORS = problem_responses(400, 401, 403, 404, 409, 412, 413, 422, 503)
 READ_ERRORS = {status: WRITE_ERRORS[status] for status in (400, 401, 403, 404, 503)}
 
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from http import HTTPStatus
 from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, get
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from msgspec import Struct
 
 from api.deps import caller_from, services_from
-from api.errors import PROBLEM_JSON, Problem
+from api.errors import problem_responses
 from application.agents import AUDIT
 from domain.records import EventRecord
 from projections.audit_feed import FeedEvent
@@ -22,10 +20,7 @@ MAX_POSITION = 2**63 - 1  # the stores' 64-bit integers: a larger number is bad 
 After = Annotated[int, QueryParameter(name="after", ge=0, le=MAX_POSITION, description="Return events after this version / position")]
 Limit = Annotated[int, QueryParameter(name="limit", ge=1, le=1000)]
 # Every error is a problem document (api/errors.py).
-READ_ERRORS = {
-    status: ResponseSpec(Problem, media_type=PROBLEM_JSON, description=HTTPStatus(status).phrase, generate_examples=False)
-    for status in (400, 401, 403, 503)
-}
+READ_ERRORS = problem_responses(400, 401, 403, 503)
 
 
 class HistoryEvent(Struct):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from http import HTTPStatus
 from typing import Any
 
 import eventsourcing.persistence
@@ -16,6 +17,7 @@ from litestar.exceptions.http_exceptions import (
     NotAuthorizedException,
     PermissionDeniedException,
 )
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from psycopg_pool import PoolTimeout
 
@@ -57,6 +59,14 @@ class Problem(msgspec.Struct, omit_defaults=True):
     code: str
     detail: str | None = None
     errors: list[ProblemField] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI description of a route's error answers: each a problem document."""
+    return {
+        status: ResponseSpec(Problem, media_type=PROBLEM_JSON, description=HTTPStatus(status).phrase, generate_examples=False)
+        for status in statuses
+    }
 
 
 class ApiError(Exception):

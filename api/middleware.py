@@ -70,9 +70,9 @@ class RequestContextMiddleware:
             route = scope.get("path_template") or "unmatched"
             observe(route, scope["method"], status, elapsed)
             path = scope["path"]
-            if route == HOT_ROUTE and status in (200, 304) and scope["method"] == "GET":
-                pass  # counted in the metrics above; a log line per page view would cost more than the answer
-            elif path not in QUIET_PATHS:
+            # A served config read is counted in the metrics above; a log line per page view would cost more than the answer.
+            served_config = route == HOT_ROUTE and status in (200, 304) and scope["method"] == "GET"
+            if not served_config and path not in QUIET_PATHS:
                 log.info(
                     "request",
                     method=scope["method"],

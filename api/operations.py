@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Annotated, Any
 
 import anyio
@@ -12,7 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 
 from api.deps import caller_from, services_from
-from api.errors import PROBLEM_JSON, ApiError, Problem
+from api.errors import ApiError, problem_responses
 from api.services import Services
 from infrastructure.metrics import CONTENT_TYPE_LATEST, PROJECTION_LAG, PROJECTION_POSITION, render
 
@@ -31,10 +30,7 @@ class Readiness(msgspec.Struct):
 
 
 # Every error is a problem document (api/errors.py); a wait that times out is the documented 504.
-WAIT_ERRORS = {
-    status: ResponseSpec(Problem, media_type=PROBLEM_JSON, description=HTTPStatus(status).phrase, generate_examples=False)
-    for status in (400, 401, 503, 504)
-}
+WAIT_ERRORS = problem_responses(400, 401, 503, 504)
 
 
 @get("/healthz", tags=["operations"], summary="The process is up")

@@ -9,7 +9,6 @@ one set lookup per label of the origin's host, and pre-encoded bytes.
 from __future__ import annotations
 
 import re
-from http import HTTPStatus
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -20,7 +19,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, FromPath, JSONBody
 from litestar.response.base import ASGIResponse
 
-from api.errors import PROBLEM_JSON, ApiError, Problem
+from api.errors import ApiError, problem_responses
 from api.public_schemas import (
     Accepted,
     ConversationStart,
@@ -136,7 +135,7 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-async def live_entry(services: Services, widget_id: FromPath[str]) -> PublicEntry:
+async def live_entry(services: Services, widget_id: str) -> PublicEntry:
     key = widget_id
     if not CANONICAL_ID.fullmatch(widget_id):  # the loader always sends the canonical form
         try:
@@ -149,7 +148,7 @@ async def live_entry(services: Services, widget_id: FromPath[str]) -> PublicEntr
     return entry
 
 
-def conversation_id(cid: FromPath[str]) -> UUID:
+def conversation_id(cid: str) -> UUID:
     try:
         return UUID(cid)
     except ValueError:
@@ -176,10 +175,7 @@ def grant_out(conversation_id: str, resume_token: str, grant: Grant) -> GrantOut
 
 
 # What the OpenAPI document declares besides the success: every error is a problem document (api/errors.py).
-ERRORS = {
-    status: ResponseSpec(Problem, media_type=PROBLEM_JSON, description=HTTPStatus(status).phrase, generate_examples=False)
-    for status in (400, 401, 403, 404, 413, 429, 503)
-}
+ERRORS = problem_responses(400, 401, 403, 404, 413, 429, 503)
 VISITOR_ERRORS = {status: ERRORS[status] for status in (400, 403, 404, 413, 429, 503)}
 WEBHOOK_ERRORS = {status: ERRORS[status] for status in (400, 401, 413, 503)}
 
@@ -293,7 +289,7 @@ class PublicWidgetController(Controller):
         await anyio.to_thread.run_sync(services.conversations.end, live_widget(entry), conversation_id(cid), data.resume_token)
         return Response(Accepted(), status_code=202, headers=cors_headers(origin))
 
-    async def _checked(self, request: Request[Any, Any, Any], widget_id: FromPath[str]) -> tuple[PublicEntry, Origin, Services]:
+    async def _checked(self, request: Request[Any, Any, Any], widget_id: str) -> tuple[PublicEntry, Origin, Services]:
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
         origin = request_origin(request)

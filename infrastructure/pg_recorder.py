@@ -152,12 +152,8 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
             "END;"
             "$BODY$"
         ).format(insert_event=Identifier(self.pg_function_name_insert_event), **names))
-        # As a string: psycopg would render a composed statement to bytes again on every call.
-        self.sql_invoke_pg_function_insert_event = SQL(
-            "SELECT {schema}.{insert_event}(%s, %s, %s, %s) AS notification_id").format(
-            insert_event=Identifier(self.pg_function_name_insert_event), schema=names["schema"]).as_string(None)
-        # The same call as libpq takes it (numbered parameters, typed by the function's signature), and the
-        # name it is prepared under on each connection (one per statement: a schema of its own, its own name).
+        # The call as libpq takes it (numbered parameters, typed by the function's signature), and the name
+        # it is prepared under on each connection (one per statement: a schema of its own, its own name).
         self.sql_prepare_insert_event = SQL("SELECT {schema}.{insert_event}($1, $2, $3, $4)").format(
             insert_event=Identifier(self.pg_function_name_insert_event), schema=names["schema"]).as_bytes(None)
         self.insert_event_statement_name = b"widgets_insert_event_" + hashlib.blake2b(

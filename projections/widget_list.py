@@ -43,31 +43,27 @@ class WidgetListView(SqlView):
         return {w for (w,) in self.db.query("SELECT widget_id FROM widget_list_pins WHERE version_id = ?", [version_id])}
 
     def write(self, tx: Executor, changes: Changes) -> None:
-        write_changes(tx, changes)
+        tx.executemany(
+            """INSERT INTO widget_list (id, organization_id, created_at, deleted, row_json) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (id) DO UPDATE SET deleted = excluded.deleted, row_json = excluded.row_json""",
+            [
+                (r.id, r.organization_id, r.created_at.isoformat(), r.deleted, _encode(r).decode())
+                for r in changes.rows.values()
+                if r is not None
+            ],
+        )
+        tx.executemany(
+            """INSERT INTO widget_list_versions (version_id, published) VALUES (?, ?)
+               ON CONFLICT (version_id) DO UPDATE SET published = excluded.published""",
+            list(changes.versions.items()),
+        )
+        tx.executemany(
+            "INSERT INTO widget_list_pins (version_id, widget_id) VALUES (?, ?) ON CONFLICT DO NOTHING", sorted(changes.pinned)
+        )
+        tx.executemany("DELETE FROM widget_list_pins WHERE version_id = ? AND widget_id = ?", sorted(changes.unpinned))
 
     def page(self, organization_id: str, limit: int, cursor: str | None) -> tuple[list[WidgetRow], str | None]:
         """This organization's widgets, newest first, from a cursor."""
         found, next_cursor = self.newest_first("widget_list", "created_at", "organization_id = ? AND deleted = ?",
                                                [organization_id, False], limit, cursor)
         return [_decode_row(r) for r in found], next_cursor
-
-
-def write_changes(tx: Executor, changes: Changes) -> None:
-    tx.executemany(
-        """INSERT INTO widget_list (id, organization_id, created_at, deleted, row_json) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (id) DO UPDATE SET deleted = excluded.deleted, row_json = excluded.row_json""",
-        [
-            (r.id, r.organization_id, r.created_at.isoformat(), r.deleted, _encode(r).decode())
-            for r in changes.rows.values()
-            if r is not None
-        ],
-    )
-    tx.executemany(
-        """INSERT INTO widget_list_versions (version_id, published) VALUES (?, ?)
-           ON CONFLICT (version_id) DO UPDATE SET published = excluded.published""",
-        list(changes.versions.items()),
-    )
-    tx.executemany(
-        "INSERT INTO widget_list_pins (version_id, widget_id) VALUES (?, ?) ON CONFLICT DO NOTHING", sorted(changes.pinned)
-    )
-    tx.executemany("DELETE FROM widget_list_pins WHERE version_id = ? AND widget_id = ?", sorted(changes.unpinned))

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from hypothesis import HealthCheck
@@ -85,22 +86,25 @@ def pg_schema(pg_server_url: str) -> Iterator[str]:
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
     """A PostgreSQL of the test's own, which it may stop and start (the machine's is never touched)."""
-    server = PrivatePostgres().start()
-    try:
-        yield server
-    finally:
-        with suppress(Exception):  # the test may have stopped it already
-            server.stop()
+    yield from _running(PrivatePostgres())
 
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     """A Redis of the test's own, which it may stop and start."""
-    server = PrivateRedis().start()
+    yield from _running(PrivateRedis())
+
+
+S = TypeVar("S", PrivatePostgres, PrivateRedis)
+
+
+def _running(server: S) -> Iterator[S]:
+    server.start()
     try:
         yield server
     finally:
-        server.stop()
+        with suppress(Exception):  # the test may have stopped it already
+            server.stop()
 
 
 @pytest.fixture

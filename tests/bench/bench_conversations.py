@@ -153,13 +153,13 @@ class Bench:
         self.conn.execute(f'ALTER TABLE "{self.schema}".raw_events SET (autovacuum_enabled = true, '
                           "autovacuum_vacuum_threshold = 100000000, autovacuum_vacuum_scale_factor = 0.5, "
                           "autovacuum_analyze_threshold = 1000, autovacuum_analyze_scale_factor = 0.01)")
-        self.insert_sql = f'INSERT INTO "{self.schema}".raw_events (originator_id, originator_version, topic, state) VALUES (%s, 1, %s, %s)'
-        self.conn.pgconn.prepare(b"bench_raw_insert", self.insert_sql.replace("%s", "$1", 1).replace("%s", "$2", 1)
-                                 .replace("%s", "$3", 1).encode())
+        insert = f'INSERT INTO "{self.schema}".raw_events (originator_id, originator_version, topic, state) VALUES'
+        self.insert_sql = f"{insert} (%s, 1, %s, %s)"
+        self.conn.pgconn.prepare(b"bench_raw_insert", f"{insert} ($1, 1, $2, $3)".encode())  # for the libpq-level row
         # The statement the store sends for a one-event save (infrastructure/pg_recorder.py): its plpgsql
         # function, which locks the table, NOTIFYs and INSERTs into the event store's own table; sent here
         # from the raw connection, without the library.
-        self.function_sql = self.store.recorder.sql_invoke_pg_function_insert_event
+        self.function_sql = self.store.recorder.sql_prepare_insert_event.decode().replace("$1, $2, $3, $4", "%s, %s, %s, %s")
 
     def _measure_row(self) -> tuple[str, int, int]:
         """The stored event of a real start: its topic, its state's size in bytes, and how many rows one start writes."""

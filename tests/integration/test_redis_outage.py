@@ -43,8 +43,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 REQUEST_BUDGET = 10.0  # seconds: a request that takes longer while a store is down is a bug
 
 
-
-
 @pytest.fixture
 def outage_settings(production_settings: Settings, private_redis: PrivateRedis) -> Settings:
     return dataclasses.replace(production_settings, redis_url=private_redis.url)
@@ -186,8 +184,6 @@ def test_a_widget_that_goes_dark_while_redis_is_down_is_refused_at_once(
     assert_refused(post(client, widget_path(world.read_before["id"], "conversations")), 404, "not_found")
     assert_refused(post(client, widget_path(world.unread["id"], "conversations")), 403, "origin_not_allowed")
     assert position(app) == before
-
-
 
 
 def test_changes_made_while_redis_was_down_hold_after_it_restarts_with_its_old_data(
