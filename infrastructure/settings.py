@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 DEV_AUTH_SECRET = "dev-only-insecure-auth-secret-change-me"
+# base64 of 32 fixed bytes: the development deployment key, refused off loopback like DEV_AUTH_SECRET.
+DEV_DATA_KEY = "ZGV2LW9ubHktaW5zZWN1cmUtZGF0YS1rZXktMzJCeSE="
 
 
 def setting(default: Any, doc: str) -> Any:
@@ -19,10 +21,16 @@ def setting(default: Any, doc: str) -> Any:
 class Settings:
     database_url: str = setting("", "PostgreSQL URL (postgresql://user:pass@host:port/db) for the event store and admin read models; empty: SQLite under WIDGETS_DATA_DIR")
     database_schema: str = setting("public", "PostgreSQL schema that holds the tables")
+    database_pooler: str = setting("none", "none, or transaction when WIDGETS_DATABASE_URL goes through a transaction-mode pooler (PgBouncer, RDS Proxy): no session state, no server-side prepared statements")
+    database_listen_url: str = setting("", "Direct PostgreSQL URL for LISTEN/NOTIFY, required with WIDGETS_DATABASE_POOLER=transaction; empty: WIDGETS_DATABASE_URL")
     redis_url: str = setting("", "Redis URL for the public lookup, rate limits and cache invalidation; empty: in-process")
     redis_prefix: str = setting("widgets:", "Prefix of every Redis key, so that several deployments can share one Redis")
     data_dir: str = setting("./var", "Folder for the embedded SQLite files")
     auth_secret: str = setting(DEV_AUTH_SECRET, "HS256 secret that signs admin tokens; set it in production")
+    data_key: str = setting(DEV_DATA_KEY, "Deployment key (base64 of 32 bytes) that wraps every conversation's data key; required off loopback")
+    data_key_previous: str = setting("", "The deployment key before the last rotation, still accepted for reading while `widgets rotate-data-key` rewraps")
+    webhook_allow_private: bool = setting(False, "Development only: allow http:// webhook URLs and loopback or private addresses")
+    webhook_retry_schedule: str = setting("5,300,1800,7200,18000,36000,36000", "Seconds between webhook delivery attempts, comma-separated; after the last, a delivery is failed")
     livekit_url: str = setting("ws://localhost:7880", "LiveKit server URL handed to browsers")
     livekit_api_key: str = setting("devkey", "LiveKit API key that signs participant tokens")
     livekit_api_secret: str = setting("secret", "LiveKit API secret that signs tokens and verifies webhooks")
@@ -57,7 +65,7 @@ class Settings:
                 continue
             kind = type(f.default)
             try:
-                values[f.name] = kind(raw) if kind is not str else raw
+                values[f.name] = _parse_bool(raw) if kind is bool else kind(raw) if kind is not str else raw
             except ValueError:
                 raise SystemExit(f"{env_name(f.name)}={raw!r} is not a valid {kind.__name__}") from None
         return cls(**values)
@@ -78,6 +86,15 @@ class Settings:
 
     def base_url(self) -> str:
         return self.public_base_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(raw)
 
 
 def env_name(field_name: str) -> str:
