@@ -262,8 +262,14 @@ def test_a_reload_resumes_the_stored_conversation_in_a_fresh_room(
     launcher = page.get_by_test_id("anyreach-launcher")
     expect(launcher).to_be_visible()
     cid = stored["conversation_id"]
+    # Opening records nothing, even with a conversation to resume: the first message resumes it.
+    launcher.click()
+    expect(page.get_by_test_id("anyreach-panel")).to_be_visible()
+    page.wait_for_timeout(300)
+    assert recorder.posts("/resume") == []
     with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith(f"/conversations/{cid}/resume")) as resumed:
-        launcher.click()
+        page.get_by_test_id("anyreach-input").fill("I'm back")
+        page.get_by_test_id("anyreach-input").press("Enter")
     response = resumed.value
     assert json.loads(response.request.post_data or "{}") == {"resume_token": stored["resume_token"]}
     assert response.status == 200, response.text()

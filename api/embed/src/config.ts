@@ -102,10 +102,18 @@ export function safeUrl(v: string | null): string | null {
   }
 }
 
-/** Black or white, whichever reads better on `hex`. */
-export function onColour(hex: string): string {
+/** Relative luminance of a #rrggbb colour (WCAG 2). */
+function luminance(hex: string): number {
   const n = parseInt(hex.slice(1), 16);
-  const lin = (c: number) => ((c /= 255) <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
-  const l = 0.2126 * lin(n >> 16) + 0.7152 * lin((n >> 8) & 255) + 0.0722 * lin(n & 255);
-  return l > 0.179 ? '#111827' : '#ffffff';
+  const lin = (c: number) => ((c /= 255) <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+  return 0.2126 * lin(n >> 16) + 0.7152 * lin((n >> 8) & 255) + 0.0722 * lin(n & 255);
+}
+
+/**
+ * Text colour for a customer's colour: black or white, whichever contrasts more. One of the two
+ * always reaches at least 4.58:1 (the worst case is a mid grey), so no colour needs refusing.
+ */
+export function onColour(hex: string): string {
+  const l = luminance(hex);
+  return (l + 0.05) / 0.05 >= 1.05 / (l + 0.05) ? '#000000' : '#ffffff';
 }

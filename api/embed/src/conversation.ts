@@ -6,13 +6,27 @@ import type { Grant, LiveHooks, LiveKitChunk, LiveSession } from './types';
 /** The hashed file name of the LiveKit chunk, set by the build. */
 declare const __LK_CHUNK__: string;
 
+const chunkUrl = (base: string) => `${base}/embed/${__LK_CHUNK__}`;
+
 // One LiveKit chunk for every widget on the page; forgotten if it failed to load, so a retry loads it again.
 let chunk: Promise<LiveKitChunk> | null = null;
 const loadChunk = (base: string) =>
-  (chunk ||= (import(`${base}/embed/${__LK_CHUNK__}`) as Promise<LiveKitChunk>).catch((e) => {
+  (chunk ||= (import(chunkUrl(base)) as Promise<LiveKitChunk>).catch((e) => {
     chunk = null;
     throw e;
   }));
+
+let preloaded = false;
+/**
+ * Warms the HTTP cache with the chunk (immutable, so the later import() finds it) without running it.
+ * A plain fetch rather than <link rel=modulepreload>: it needs only the connect-src a page already
+ * grants us for the config, and adds nothing to the host page's DOM.
+ */
+export function preloadChunk(base: string): void {
+  if (preloaded || chunk) return;
+  preloaded = true;
+  fetch(chunkUrl(base), { mode: 'cors', credentials: 'omit' }).then((r) => r.arrayBuffer(), () => {}).catch(() => {});
+}
 
 // What the API takes for `visitor` (anything else is a 400 and no conversation would ever start):
 // a name of 1 to 80 characters, and a BCP 47 tag of at most 35.

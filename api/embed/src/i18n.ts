@@ -40,6 +40,7 @@ const en = {
   formError: 'Could not send. Please try again.',
   notSent: 'Not sent.',
   suggestions: 'Suggestions',
+  micUnavailable: 'This site does not allow the microphone. You can type instead.',
 };
 
 export type Strings = typeof en;
@@ -83,6 +84,7 @@ const es: Strings = {
   formError: 'No se pudo enviar. Inténtalo de nuevo.',
   notSent: 'No enviado.',
   suggestions: 'Sugerencias',
+  micUnavailable: 'Este sitio no permite usar el micrófono. Puedes escribir.',
 };
 
 const de: Strings = {
@@ -124,6 +126,7 @@ const de: Strings = {
   formError: 'Senden fehlgeschlagen. Bitte erneut versuchen.',
   notSent: 'Nicht gesendet.',
   suggestions: 'Vorschläge',
+  micUnavailable: 'Diese Website erlaubt kein Mikrofon. Sie können stattdessen schreiben.',
 };
 
 const fr: Strings = {
@@ -165,6 +168,7 @@ const fr: Strings = {
   formError: 'Échec de l’envoi. Veuillez réessayer.',
   notSent: 'Non envoyé.',
   suggestions: 'Suggestions',
+  micUnavailable: 'Ce site n’autorise pas le micro. Vous pouvez écrire à la place.',
 };
 
 const TABLES: Record<string, Strings> = { en, es, de, fr };

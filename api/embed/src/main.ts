@@ -1,7 +1,11 @@
 // Entry of embed.js: finds its <script>, starts the widget it names and
 // exposes the page API as window.Anyreach (the only global it defines).
-import type { EventName, Listener } from './events';
-import { Widget, type WidgetApi } from './widget';
+//
+// The page API is one table of method names (PAGE_METHODS in widget.ts): each is a method of every
+// widget (`Anyreach.get(id).open()`) and, for the first widget, of the global (`Anyreach.open()`).
+// A new page method is a Widget method plus its name in that table; a new snippet attribute is
+// read from `script.dataset` in boot() and handed to the Widget.
+import { PAGE_METHODS, Widget, type WidgetApi } from './widget';
 
 interface PageApi extends Omit<WidgetApi, 'id'> {
   /** One widget by id; without an id, the first one on the page. */
@@ -10,9 +14,11 @@ interface PageApi extends Omit<WidgetApi, 'id'> {
   push(fn: (api: PageApi) => void): void;
 }
 
-// Shared by every copy of embed.js on the page, so that two snippets make two widgets under one API.
+// Shared by every copy of embed.js on the page, so that two snippets make two widgets under one API
+// (and the same snippet pasted twice makes one).
 const WIDGETS = Symbol.for('anyreach.widgets');
 type Hub = PageApi & { [WIDGETS]: Map<string, WidgetApi> };
+type AnyMethod = (...args: unknown[]) => unknown;
 
 function hub(): Hub {
   const w = window as unknown as { Anyreach?: unknown };
@@ -20,21 +26,25 @@ function hub(): Hub {
   if (existing && !Array.isArray(existing) && existing[WIDGETS]) return existing;
   const widgets = new Map<string, WidgetApi>();
   const first = (): WidgetApi | undefined => widgets.values().next().value;
-  const api: Hub = {
+  const api = {
     [WIDGETS]: widgets,
-    get: (id) => (id ? widgets.get(id) : first()),
-    open: async () => first()?.open(),
-    close: () => first()?.close(),
-    startConversation: async () => first()?.startConversation(),
-    on: (name: EventName, fn: Listener) => first()?.on(name, fn) || (() => false),
-    push: (fn) => {
+    get: (id?: string) => (id ? widgets.get(id) : first()),
+    push: (fn: (api: PageApi) => void) => {
       try {
         fn(api);
       } catch (e) {
         console.error(e);
       }
     },
-  };
+  } as Hub;
+  for (const name of PAGE_METHODS) {
+    (api as unknown as Record<string, AnyMethod>)[name] = (...args) => {
+      const widget = first();
+      if (widget) return (widget[name] as AnyMethod).apply(widget, args);
+      // No widget (refused, or not on this page): listeners are accepted and never called.
+      return name === 'on' ? () => false : undefined;
+    };
+  }
   w.Anyreach = api;
   // Callbacks queued by the page before the script arrived run once the first widget exists.
   if (Array.isArray(existing)) queueMicrotask(() => existing.forEach((fn) => typeof fn === 'function' && api.push(fn as (api: PageApi) => void)));
@@ -54,6 +64,13 @@ function baseOf(src: string): string {
   return u.origin + u.pathname.replace(/\/[^/]*$/, '');
 }
 
+/** The page-facing side of one widget: only the methods of PAGE_METHODS, bound to it. */
+function facade(widget: Widget): WidgetApi {
+  const api: Record<string, unknown> = { id: widget.id };
+  for (const name of PAGE_METHODS) api[name] = (widget[name] as AnyMethod).bind(widget);
+  return api as unknown as WidgetApi;
+}
+
 function boot(): void {
   const api = hub();
   const widgets = api[WIDGETS];
@@ -65,13 +82,7 @@ function boot(): void {
     widgets.delete(id);
     console.warn(`[anyreach] widget ${id} is not allowed on ${location.origin}`);
   });
-  widgets.set(id, {
-    id,
-    open: () => widget.open(),
-    close: () => widget.close(),
-    startConversation: () => widget.startConversation(),
-    on: (name, fn) => widget.on(name, fn),
-  });
+  widgets.set(id, facade(widget));
 }
 
 boot();

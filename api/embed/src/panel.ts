@@ -1,7 +1,7 @@
 import { onColour, safeUrl } from './config';
 import { h, icon, ICONS } from './dom';
 import type { Strings } from './i18n';
-import { CSS } from './styles';
+import { applyStyles } from './styles';
 import type { Config } from './types';
 
 export interface Ui {
@@ -26,12 +26,6 @@ export interface Ui {
   close: HTMLButtonElement;
 }
 
-// Inline and !important: the only styles of ours that the host page's rules compete with.
-const HOST_STYLE =
-  'all:initial!important;display:block!important;position:fixed!important;top:0!important;left:0!important;' +
-  'width:0!important;height:0!important;overflow:visible!important;visibility:visible!important;' +
-  'opacity:1!important;z-index:2147483647!important;pointer-events:auto!important';
-
 const iconButton = (cls: string, testid: string, label: string, name: string) => {
   const b = h('button', { type: 'button', class: cls, 'data-testid': testid, 'aria-label': label, title: label }, icon(name));
   return b;
@@ -44,17 +38,22 @@ function launcherFace(cfg: Config): Node {
 }
 
 /** Builds the widget's DOM in a fresh shadow root; nothing is attached to the page yet. */
+/** False when the page's Permissions-Policy forbids the microphone, or the page is not a secure context. */
+export function micAllowed(): boolean {
+  const policy = (document as unknown as { featurePolicy?: { allowsFeature(f: string): boolean } }).featurePolicy;
+  if (!navigator.mediaDevices?.getUserMedia) return false;
+  return !policy || policy.allowsFeature('microphone');
+}
+
 export function buildUi(cfg: Config, t: Strings, locale: string): Ui {
   const host = document.createElement('anyreach-widget');
-  host.setAttribute('style', HOST_STYLE);
   const shadow = host.attachShadow({ mode: 'open' });
   const { appearance: ap, branding: br } = cfg;
   const name = br.display_name || t.title;
+  // The colours are checked #rrggbb values (config.ts); text on them is black or white, whichever reads better.
+  applyStyles(shadow, { '--p': ap.primary_color, '--op': onColour(ap.primary_color), '--a': ap.accent_color, '--oa': onColour(ap.accent_color) });
 
   const root = h('div', { class: 'root' + (ap.position === 'bottom-left' ? ' left' : ''), 'data-theme': ap.theme, lang: locale });
-  root.style.setProperty('--p', ap.primary_color);
-  root.style.setProperty('--op', onColour(ap.primary_color));
-  root.style.setProperty('--a', ap.accent_color);
 
   const launcher = h(
     'button',
@@ -107,7 +106,10 @@ export function buildUi(cfg: Config, t: Strings, locale: string): Ui {
   send.type = 'submit';
   const mic = iconButton('mic', 'anyreach-mic', cfg.voice.mode === 'push_to_talk' ? t.holdToTalk : t.micOn, 'mic');
   mic.setAttribute('aria-pressed', 'false');
-  const composer = h('form', { class: 'composer', 'data-testid': 'anyreach-composer' }, cfg.text.enabled && input, cfg.voice.enabled && mic, cfg.text.enabled && send);
+  // Said to assistive technology when the page does not let us use the microphone (shown on a press too).
+  const micNote = h('span', { id: 'ar-mic-note', class: 'sr', 'data-testid': 'anyreach-mic-note' }, t.micUnavailable);
+  if (!micAllowed()) mic.setAttribute('aria-disabled', 'true'), mic.setAttribute('aria-describedby', 'ar-mic-note');
+  const composer = h('form', { class: 'composer', 'data-testid': 'anyreach-composer' }, cfg.text.enabled && input, cfg.voice.enabled && mic, cfg.voice.enabled && micNote, cfg.text.enabled && send);
 
   const logo = br.avatar_url && safeUrl(br.logo_url);
   const powered = br.show_powered_by ? h('div', { class: 'pb' }, logo && h('img', { src: logo, alt: '' }), t.poweredBy) : null;
@@ -133,6 +135,6 @@ export function buildUi(cfg: Config, t: Strings, locale: string): Ui {
   );
 
   root.append(launcher, panel);
-  shadow.append(h('style', null, CSS), root);
+  shadow.append(root);
   return { host, shadow, root, launcher, panel, status, notice, noticeText, retry, log, quick, slot, composer, input, send, mic, newConversation, end, close };
 }

@@ -1,9 +1,18 @@
-// Lives inside the shadow root: host-page rules cannot reach it, and it cannot reach the host page.
+// Lives inside the shadow root as constructed stylesheets (adoptedStyleSheets): a page whose
+// Content-Security-Policy has no 'unsafe-inline' in style-src blocks <style> and style="", not these.
+// Host-page rules cannot reach inside; the :host rule's !important declarations win over the
+// page's own !important ones on our element (the inner context wins for important declarations).
 
-const DARK = 'color-scheme:dark;--bg:#111827;--fg:#f9fafb;--mu:#9ca3af;--bd:#374151;--sf:#1f2937;';
+const DARK = 'color-scheme:dark;--bg:#111827;--fg:#f9fafb;--mu:#9ca3af;--bd:#374151;--sf:#1f2937;--er:#fca5a5;';
 
-export const CSS = `
-.root{--p:#2563eb;--op:#fff;--a:#0ea5e9;--bg:#fff;--fg:#111827;--mu:#4b5563;--bd:#e5e7eb;--sf:#f3f4f6;--sh:0 12px 40px rgba(0,0,0,.2);
+const HOST =
+  ':host{all:initial!important;display:block!important;position:fixed!important;top:0!important;left:0!important;' +
+  'width:0!important;height:0!important;overflow:visible!important;visibility:visible!important;opacity:1!important;' +
+  'z-index:2147483647!important;pointer-events:auto!important;transform:none!important;filter:none!important;' +
+  'clip-path:none!important;contain:none!important;margin:0!important;padding:0!important;border:0!important}';
+
+export const CSS = `${HOST}
+.root{--p:#2563eb;--op:#fff;--a:#0ea5e9;--oa:#000;--bg:#fff;--fg:#111827;--mu:#4b5563;--bd:#e5e7eb;--sf:#f3f4f6;--er:#b91c1c;--sh:0 12px 40px rgba(0,0,0,.2);
 color-scheme:light;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);text-align:left;-webkit-font-smoothing:antialiased}
 .root[data-theme=dark]{${DARK}}
 @media (prefers-color-scheme:dark){.root[data-theme=auto]{${DARK}}}
@@ -28,7 +37,7 @@ header img{width:36px;height:36px;border-radius:50%;object-fit:cover;background:
 .hd{flex:1;min-width:0}
 h2{margin:0;font-size:16px;font-weight:600;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .status:empty{display:none}
-.status{margin:0;font-size:12px;display:flex;gap:6px;align-items:center;opacity:.9}
+.status{margin:0;font-size:12px;display:flex;gap:6px;align-items:center}
 .status::before{content:"";width:8px;height:8px;border-radius:50%;background:currentColor;opacity:.5;flex:none}
 .status[data-state=connected]::before{background:#22c55e;opacity:1}
 .status[data-state=unavailable]::before,.status[data-state=mic_denied]::before{background:#f59e0b;opacity:1}
@@ -50,10 +59,10 @@ h2{margin:0;font-size:16px;font-weight:600;white-space:nowrap;overflow:hidden;te
 label{display:flex;flex-direction:column;gap:4px;font-size:13px;color:var(--mu)}
 label.cb{flex-direction:row;align-items:center;gap:8px;color:var(--fg);font-size:14px}
 input,textarea,select{font:inherit;font-size:16px;color:var(--fg);background:var(--bg);border:1px solid var(--bd);border-radius:8px;padding:8px 10px;width:100%;margin:0;min-width:0}
-input[type=checkbox]{width:18px;height:18px;padding:0;accent-color:var(--p);flex:none}
+input[type=checkbox]{width:24px;height:24px;padding:0;accent-color:var(--p);flex:none}
 .btn{background:var(--p);color:var(--op);border-radius:8px;padding:9px 14px;font-weight:600}
-.link{color:var(--mu);text-decoration:underline;padding:6px}
-.err{color:#dc2626;font-size:13px;margin:0}
+.link{color:var(--mu);text-decoration:underline;padding:6px;min-height:32px}
+.err{color:var(--er);font-size:13px;margin:0}
 .row{display:flex;gap:8px;justify-content:flex-end;align-items:center;flex-wrap:wrap}
 .opts{display:flex;gap:6px;flex-wrap:wrap}
 .opt{min-width:44px;height:44px;border:1px solid var(--bd);border-radius:10px;display:inline-flex;align-items:center;justify-content:center;gap:6px;padding:0 10px}
@@ -64,9 +73,27 @@ input[type=checkbox]{width:18px;height:18px;padding:0;accent-color:var(--p);flex
 .send,.mic{width:42px;height:42px;border-radius:50%;flex:none;display:inline-flex;align-items:center;justify-content:center}
 .send{background:var(--p);color:var(--op)}
 .mic{background:var(--sf);touch-action:none;user-select:none;-webkit-user-select:none;-webkit-touch-callout:none}
-.mic[data-live]{background:var(--a);color:#fff;box-shadow:0 0 0 4px rgba(14,165,233,.3)}
+.mic[aria-disabled=true]{opacity:.6;cursor:not-allowed}
+.mic[data-live]{background:var(--a);color:var(--oa);box-shadow:0 0 0 4px rgba(14,165,233,.3)}
 .pb{text-align:center;font-size:11px;color:var(--mu);padding:0 0 8px;display:flex;gap:6px;justify-content:center;align-items:center}
 .pb img{height:14px}
 @media (max-width:480px){.panel{top:0;left:0!important;right:0;bottom:0;width:100%;max-width:none;height:100%;max-height:none;border-radius:0;border:0}.open .launcher{display:none}}
 @media (prefers-reduced-motion:reduce){*{animation:none!important;transition:none!important}}
 `;
+
+let shared: CSSStyleSheet | null = null;
+
+/** Styles `shadow` with the widget's sheet and one of its own colours; `<style>` only where constructed sheets do not exist. */
+export function applyStyles(shadow: ShadowRoot, colours: Record<string, string>): void {
+  const vars = `.root{${Object.entries(colours).map(([k, v]) => `${k}:${v}`).join(';')}}`;
+  if ('adoptedStyleSheets' in Document.prototype && 'replaceSync' in CSSStyleSheet.prototype) {
+    if (!shared) (shared = new CSSStyleSheet()).replaceSync(CSS);
+    const own = new CSSStyleSheet();
+    own.replaceSync(vars);
+    shadow.adoptedStyleSheets = [shared, own];
+  } else {
+    const style = document.createElement('style');
+    style.textContent = CSS + vars;
+    shadow.append(style);
+  }
+}

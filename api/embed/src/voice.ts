@@ -6,14 +6,27 @@ export interface Mic {
   hold(on: boolean): void;
   /** Switches the microphone off (panel closed, conversation over). */
   release(): void;
+  /** The room was joined: switch the microphone the way the visitor wants it by now. */
+  resync(): void;
+}
+
+export interface MicHooks {
+  /** The joined room, if any. */
+  session(): LiveSession | null;
+  /** A press with no room yet: the conversation starts (the press is the visitor's first interaction). */
+  start(): void;
+  /** The page forbids the microphone: explain, start nothing. Answers true when it does. */
+  blocked(): boolean;
+  /** Whether switching it on worked (false: denied or no device). */
+  allowed(ok: boolean): void;
 }
 
 /**
  * Wires the microphone button. The wanted state is recorded at once and the
  * room catches up one switch at a time, so a quick press-and-release never
- * leaves the microphone on.
+ * leaves the microphone on. Nothing asks for the microphone before a press.
  */
-export function bindMic(btn: HTMLButtonElement, pushToTalk: boolean, t: Strings, session: () => LiveSession | null, allowed: (ok: boolean) => void): Mic {
+export function bindMic(btn: HTMLButtonElement, pushToTalk: boolean, t: Strings, hooks: MicHooks): Mic {
   let want = false;
   let on = false;
   let busy = false;
@@ -28,10 +41,11 @@ export function bindMic(btn: HTMLButtonElement, pushToTalk: boolean, t: Strings,
     if (busy) return;
     busy = true;
     while (on !== want) {
-      const s = session();
+      const s = hooks.session();
+      if (!s) break; // not joined yet: resync() catches up once it is
       const target = want;
-      const ok = !!s && (await s.setMic(target));
-      if (s && target) allowed(ok);
+      const ok = await s.setMic(target);
+      if (target) hooks.allowed(ok);
       if (!ok) {
         want = on = false;
         break;
@@ -44,8 +58,11 @@ export function bindMic(btn: HTMLButtonElement, pushToTalk: boolean, t: Strings,
   };
 
   const set = (v: boolean) => {
+    if (v && hooks.blocked()) return;
     want = v;
-    if (v) session()?.startAudio();
+    const s = hooks.session();
+    if (v && !s) hooks.start();
+    if (v) s?.startAudio();
     void sync();
   };
 
@@ -55,7 +72,7 @@ export function bindMic(btn: HTMLButtonElement, pushToTalk: boolean, t: Strings,
       btn.setPointerCapture?.(e.pointerId);
       set(true);
     });
-    for (const ev of ['pointerup', 'pointercancel', 'lostpointercapture']) btn.addEventListener(ev, () => set(false));
+    for (const ev of ['pointerup', 'pointercancel', 'lostpointercapture']) btn.addEventListener(ev, () => want && set(false));
     btn.addEventListener('keydown', (e) => {
       if ((e.key === ' ' || e.key === 'Enter') && !e.repeat) set(true);
       if (e.key === ' ' || e.key === 'Enter') e.preventDefault();
@@ -70,6 +87,10 @@ export function bindMic(btn: HTMLButtonElement, pushToTalk: boolean, t: Strings,
 
   return {
     hold: (v) => pushToTalk && set(v),
-    release: () => set(false),
+    release: () => {
+      want = false;
+      void sync();
+    },
+    resync: () => void sync(),
   };
 }

@@ -1,18 +1,19 @@
 import { PublicApi } from './api';
 import { readConfig } from './config';
-import { Conversation, type ConversationEvents, type Link } from './conversation';
+import { Conversation, preloadChunk, type ConversationEvents, type Link } from './conversation';
 import { h } from './dom';
 import { Emitter, type EventName, type Listener } from './events';
 import { inControl, trapTab } from './focus';
 import { renderFeedback, renderForm } from './forms';
 import { pickLocale, type Strings } from './i18n';
-import { buildUi, type Ui } from './panel';
+import { keepMounted } from './mount';
+import { buildUi, micAllowed, type Ui } from './panel';
 import { WidgetStore } from './store';
 import { Transcript } from './transcript';
 import type { Config, Form } from './types';
 import { bindMic, type Mic } from './voice';
 
-/** What the page sees of one widget. */
+/** What the page sees of one widget (main.ts exposes exactly these methods, by name). */
 export interface WidgetApi {
   readonly id: string;
   open(): Promise<void>;
@@ -20,6 +21,8 @@ export interface WidgetApi {
   startConversation(): Promise<void>;
   on(name: EventName, fn: Listener): () => void;
 }
+
+export const PAGE_METHODS = ['open', 'close', 'startConversation', 'on'] as const satisfies readonly (keyof WidgetApi)[];
 
 type State = 'idle' | 'ended' | Link;
 type Phase = 'chat' | 'prechat' | 'feedback' | 'ended';
@@ -44,6 +47,7 @@ export class Widget implements WidgetApi {
   private state: State = 'idle';
   private agentHere = false;
   private micDenied = false;
+  private micExplained = false;
 
   constructor(
     readonly id: string,
@@ -68,7 +72,8 @@ export class Widget implements WidgetApi {
     ui.launcher.setAttribute('aria-expanded', 'true');
     ui.launcher.removeAttribute('data-unread');
     this.events.emit('open');
-    void this.begin();
+    // Opening records nothing: the conversation starts at the first message, quick action, mic press or pre-chat form.
+    if (this.phase === 'chat') this.askPrechat();
     this.focusIn();
   }
 
@@ -87,7 +92,8 @@ export class Widget implements WidgetApi {
 
   async startConversation(): Promise<void> {
     await this.open();
-    await (this.phase === 'ended' ? this.newConversation() : this.begin());
+    if (this.phase === 'ended') this.newConversation();
+    await this.begin();
   }
 
   on(name: EventName, fn: Listener): () => void {
@@ -105,11 +111,14 @@ export class Widget implements WidgetApi {
     this.ui = ui;
     this.log = new Transcript(ui.log, t, cfg.branding.display_name || t.agent, store, cfg.text.welcome_message);
     this.conv = new Conversation(api, store, base, tag, this.conversationEvents());
+    // Fetch the LiveKit chunk ahead once the visitor shows intent (focus or pointer on the composer or a suggestion).
+    const preload = () => preloadChunk(base);
+    for (const el of [ui.composer, ui.quick]) for (const ev of ['focusin', 'pointerover']) el.addEventListener(ev, preload, { once: true });
 
     ui.launcher.addEventListener('click', () => (this.isOpen ? this.close() : void this.open()));
     ui.close.addEventListener('click', () => this.close());
     ui.retry.addEventListener('click', () => void this.begin());
-    ui.newConversation.addEventListener('click', () => void this.newConversation());
+    ui.newConversation.addEventListener('click', () => this.newConversation());
     ui.end.addEventListener('click', () => this.end());
     ui.panel.addEventListener('keydown', (e) => this.onKey(e));
     ui.panel.addEventListener('keyup', (e) => e.key === ' ' && !inControl(e) && this.mic?.hold(false));
@@ -125,14 +134,19 @@ export class Widget implements WidgetApi {
       ui.quick.append(b);
     }
     if (cfg.voice.enabled) {
-      this.mic = bindMic(ui.mic, cfg.voice.mode === 'push_to_talk', t, () => this.conv.session, (ok) => {
-        this.micDenied = !ok;
-        this.render();
+      this.mic = bindMic(ui.mic, cfg.voice.mode === 'push_to_talk', t, {
+        session: () => this.conv.session,
+        start: () => void this.begin(),
+        blocked: () => !micAllowed() && (this.explainMic(), true),
+        allowed: (ok) => {
+          this.micDenied = !ok;
+          this.render();
+        },
       });
     }
     if (this.conv.ref) this.log.restore();
     this.render();
-    (document.body || document.documentElement).append(ui.host);
+    keepMounted(ui.host);
   }
 
   private conversationEvents(): ConversationEvents {
@@ -140,6 +154,7 @@ export class Widget implements WidgetApi {
       link: (s) => {
         if (s === 'unavailable') this.mic?.release();
         this.setState(s);
+        if (s === 'connected') this.mic?.resync();
       },
       adopted: (conversation_id, status) => {
         this.render();
@@ -173,7 +188,6 @@ export class Widget implements WidgetApi {
     ui.quick.hidden = !chat || !cfg.quick_actions.length;
     ui.end.hidden = !(live && chat);
     ui.newConversation.hidden = !live && this.phase !== 'ended';
-    ui.mic.disabled = !this.conv.session;
     ui.notice.hidden = state !== 'unavailable';
     ui.noticeText.textContent = t.unavailable;
     const shown = state === 'connected' && this.micDenied ? 'mic_denied' : state;
@@ -201,17 +215,31 @@ export class Widget implements WidgetApi {
     return this.cfg.forms.find((f) => f.trigger === 'pre_chat');
   }
 
+  /** Shows the pre-chat form when there is one to ask before a conversation; answers whether it did. */
+  private askPrechat(): boolean {
+    const { conv } = this;
+    const form = this.prechatForm();
+    if (!form || conv.session || conv.busy || !conv.awaitsPrechat) return false;
+    this.showPrechat(form);
+    return true;
+  }
+
   /** Makes sure a conversation is under way: asks the pre-chat form first when there is one to ask. */
   private async begin(): Promise<void> {
     const { conv } = this;
-    if (this.phase !== 'chat') return;
-    const form = this.prechatForm();
-    if (form && !conv.session && !conv.busy && conv.awaitsPrechat) return this.showPrechat(form);
+    if (this.phase !== 'chat' || this.askPrechat()) return;
     if ((await conv.join()) !== 'gone') return;
     // The stored conversation is over: start afresh.
     this.log.clear();
     this.setState('idle');
     return this.begin();
+  }
+
+  /** Once per page: the page's Permissions-Policy (or an insecure page) leaves us no microphone. */
+  private explainMic(): void {
+    if (this.micExplained) return;
+    this.micExplained = true;
+    this.log.show(noteId(), 'system', this.t.micUnavailable, true);
   }
 
   private send(text: string): void {
@@ -237,7 +265,7 @@ export class Widget implements WidgetApi {
     this.agentHere = this.micDenied = false;
   }
 
-  private newConversation(): Promise<void> {
+  private newConversation(): void {
     const old = this.conv.discard();
     this.reset();
     if (old) {
@@ -246,9 +274,9 @@ export class Widget implements WidgetApi {
     this.log.clear();
     this.phase = 'chat';
     this.setState('idle');
-    const started = this.begin();
+    // Like opening: nothing starts until the visitor writes, speaks or answers the pre-chat form.
+    this.askPrechat();
     this.focusIn();
-    return started;
   }
 
   private end(): void {
