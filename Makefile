@@ -6,12 +6,12 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 EMBED := api/static/dist/embed.js
 ARGS ?=
 
-.PHONY: serve test setup embed services chromium lint
+.PHONY: serve test setup embed services chromium pgbouncer lint
 
 serve: setup
 	$(UV) run --frozen widgets serve $(ARGS)
 
-test: setup services chromium
+test: setup services chromium pgbouncer
 	$(UV) run --frozen lint-imports
 	$(UV) run --frozen ruff check domain application infrastructure projections api
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
@@ -37,3 +37,7 @@ services:
 # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The pooler tests start Debian's PgBouncer (1.18) themselves, in transaction mode, in front of the tests' PostgreSQL.
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }

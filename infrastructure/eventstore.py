@@ -7,11 +7,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from application.store import EventStore
+from infrastructure.pg_recorder import TRANSACTION_POOLER
 from infrastructure.settings import Settings
 
 
-def postgres_env(database_url: str, pool_size: int = 10, schema: str = "public") -> dict[str, str]:
-    """eventsourcing has no DSN setting, so split the URL into its keys."""
+def postgres_env(database_url: str, pool_size: int = 10, schema: str = "public", pooler: bool = False) -> dict[str, str]:
+    """eventsourcing has no DSN setting, so split the URL into its keys. `pooler`: the URL goes through a
+    transaction-mode pooler, so the recorder keeps no session state (see infrastructure/pg_recorder.py)."""
     url = urlsplit(database_url)
     if url.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
         raise SystemExit(f"WIDGETS_DATABASE_URL must start with postgresql://, not {url.scheme}://")
@@ -31,6 +33,7 @@ def postgres_env(database_url: str, pool_size: int = 10, schema: str = "public")
         # One round trip per save instead of three (LOCK, NOTIFY, INSERT): see LIBRARIES.md. Our recorder
         # keeps the table lock inside that function, so commit order stays notification order.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
+        TRANSACTION_POOLER: "y" if pooler else "",
     }
 
 
@@ -41,7 +44,7 @@ def sqlite_env(data_dir: Path) -> dict[str, str]:
 
 def store_env(settings: Settings) -> dict[str, str]:
     if settings.database_url:
-        return postgres_env(settings.database_url, settings.pg_pool_size, settings.database_schema)
+        return postgres_env(settings.database_url, settings.pg_pool_size, settings.database_schema, settings.behind_pooler)
     return sqlite_env(settings.data_path)
 
 

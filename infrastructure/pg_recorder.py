@@ -30,6 +30,15 @@ More changes are for speed, measured in `tests/bench/bench_conversations.py`:
   check all its idle connections before the one retry.
 
 It also fails faster when PostgreSQL is down (see `_fewer_attempts`).
+
+Behind a transaction-mode pooler (PgBouncer 1.18: each transaction may run on
+another server connection; `WIDGETS_DATABASE_POOLER=transaction`), nothing may
+rest on session state: no statement is prepared (psycopg's
+`prepare_threshold=None`, and the one-event insert goes through libpq
+unprepared, Parse and Bind in the same message), no session `SET` is made (the
+lock timeout is a `SET` clause of the two insert functions, which PostgreSQL
+applies while the function runs), and LISTEN uses a direct connection of its
+own (`projections.runner`).
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from psycopg.errors import error_from_result
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+TRANSACTION_POOLER = "POSTGRES_TRANSACTION_POOLER"  # "y": connections go through a transaction-mode pooler
 ATTEMPTS = 2
 RETRY_WAIT = 0.2
 PING_AFTER_IDLE = 0.5  # seconds
@@ -110,12 +120,16 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
             "id_type": Identifier(self.datastore.originator_id_type),
         }
         # Both functions lock the table first, so that notification ids commit in the order they are given
-        # (waiting at most the lock timeout that `_tune_pool` sets on every connection of the pool).
+        # (waiting at most the lock timeout that `_tune_pool` sets on every connection of the pool; behind a
+        # transaction-mode pooler, which allows no session SET, the functions set it themselves).
+        self.pooled = bool(getattr(self.datastore, "transaction_pooler", False))
+        names["lock_timeout"] = (SQL(" SET lock_timeout = {} ").format(f"{int(self.datastore.lock_timeout)}s")
+                                 if self.pooled else SQL(" "))
         self.sql_create_pg_function_insert_events = SQL(
             "CREATE OR REPLACE FUNCTION "
             "{schema}.{insert_events}(events {schema}.{event}[]) "
             "RETURNS SETOF bigint "
-            "LANGUAGE plpgsql "
+            "LANGUAGE plpgsql{lock_timeout}"
             "AS "
             "$BODY$"
             "BEGIN"
@@ -137,7 +151,7 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
             "CREATE OR REPLACE FUNCTION "
             "{schema}.{insert_event}(p_originator_id {id_type}, p_originator_version bigint, p_topic text, p_state bytea) "
             "RETURNS bigint "
-            "LANGUAGE plpgsql "
+            "LANGUAGE plpgsql{lock_timeout}"
             "AS "
             "$BODY$"
             "DECLARE"
@@ -153,10 +167,11 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
             "$BODY$"
         ).format(insert_event=Identifier(self.pg_function_name_insert_event), **names))
         # The call as libpq takes it (numbered parameters, typed by the function's signature), and the name
-        # it is prepared under on each connection (one per statement: a schema of its own, its own name).
+        # it is prepared under on each connection (one per statement: a schema of its own, its own name);
+        # behind a transaction pooler, no name: it is sent unprepared.
         self.sql_prepare_insert_event = SQL("SELECT {schema}.{insert_event}($1, $2, $3, $4)").format(
             insert_event=Identifier(self.pg_function_name_insert_event), schema=names["schema"]).as_bytes(None)
-        self.insert_event_statement_name = b"widgets_insert_event_" + hashlib.blake2b(
+        self.insert_event_statement_name: bytes | None = None if self.pooled else b"widgets_insert_event_" + hashlib.blake2b(
             self.sql_prepare_insert_event, digest_size=8).hexdigest().encode()
 
     @_fewer_attempts
@@ -192,16 +207,20 @@ class _EventStoreConnection(Connection[DictRow]):
         return set()
 
     def insert_event(
-        self, name: bytes, statement: bytes, event: StoredEvent, meanwhile: Callable[[], object] | None
+        self, name: bytes | None, statement: bytes, event: StoredEvent, meanwhile: Callable[[], object] | None
     ) -> int:
+        """`name`: the statement is prepared under it once per connection; None: sent unprepared (a pooler)."""
         params = [str(event.originator_id).encode(), b"%d" % event.originator_version, event.topic.encode(), event.state]
         with self.lock:
             pgconn = self.pgconn
-            if name not in self.prepared_by_widgets:
-                pgconn.send_prepare(name, statement)
-                _raise_for(self.wait(generators.execute(pgconn)), pq.ExecStatus.COMMAND_OK)
-                self.prepared_by_widgets.add(name)
-            pgconn.send_query_prepared(name, params, _INSERT_EVENT_FORMATS)
+            if name is None:
+                pgconn.send_query_params(statement, params, param_formats=_INSERT_EVENT_FORMATS)
+            else:
+                if name not in self.prepared_by_widgets:
+                    pgconn.send_prepare(name, statement)
+                    _raise_for(self.wait(generators.execute(pgconn)), pq.ExecStatus.COMMAND_OK)
+                    self.prepared_by_widgets.add(name)
+                pgconn.send_query_prepared(name, params, _INSERT_EVENT_FORMATS)
             self.wait(generators.send(pgconn))
             try:
                 if meanwhile is not None:
@@ -257,6 +276,7 @@ class WidgetsPostgresFactory(PostgresFactory):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.datastore.transaction_pooler = self.env.get(TRANSACTION_POOLER, "").lower() in ("y", "yes", "true", "1")
         _tune_pool(self.datastore)
 
 
@@ -271,7 +291,17 @@ def _tune_pool(datastore: PostgresDatastore) -> None:
     pool.connection_class = _EventStoreConnection
     if datastore.pre_ping and pool._check is not None:  # noqa: SLF001
         pool._check = _PingWhenIdle().check  # noqa: SLF001
-    pool._configure = _with_lock_timeout(pool._configure, datastore.lock_timeout)  # noqa: SLF001
+    if getattr(datastore, "transaction_pooler", False):
+        # No session state: nothing prepared, and no SET (the library's idle-in-transaction timeout, our
+        # lock timeout) on a server connection that other clients of the pooler get next.
+        pool.kwargs = {**pool.kwargs, "prepare_threshold": None}
+        pool._configure = _autocommit  # noqa: SLF001
+    else:
+        pool._configure = _with_lock_timeout(pool._configure, datastore.lock_timeout)  # noqa: SLF001
+
+
+def _autocommit(conn: Connection[Any]) -> None:
+    conn.autocommit = True
 
 
 def _with_lock_timeout(configure: Any, seconds: int) -> Any:

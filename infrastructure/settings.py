@@ -11,6 +11,7 @@ from typing import Any
 DEV_AUTH_SECRET = "dev-only-insecure-auth-secret-change-me"
 # base64 of 32 fixed bytes: the development deployment key, refused off loopback like DEV_AUTH_SECRET.
 DEV_DATA_KEY = "ZGV2LW9ubHktaW5zZWN1cmUtZGF0YS1rZXktMzJCeSE="
+POOLER_MODES = ("none", "transaction")
 
 
 def setting(default: Any, doc: str) -> Any:
@@ -69,6 +70,25 @@ class Settings:
             except ValueError:
                 raise SystemExit(f"{env_name(f.name)}={raw!r} is not a valid {kind.__name__}") from None
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.database_pooler not in POOLER_MODES:
+            raise SystemExit(f"WIDGETS_DATABASE_POOLER={self.database_pooler!r} is not one of {', '.join(POOLER_MODES)}")
+        if self.behind_pooler and not self.database_listen_url:
+            raise SystemExit(
+                "WIDGETS_DATABASE_POOLER=transaction needs WIDGETS_DATABASE_LISTEN_URL: a direct PostgreSQL URL "
+                "(not through the pooler) for LISTEN/NOTIFY, which holds a session a transaction-mode pooler cannot give"
+            )
+
+    @property
+    def behind_pooler(self) -> bool:
+        """Whether WIDGETS_DATABASE_URL goes through a transaction-mode pooler: no session state may be relied on."""
+        return self.database_pooler == "transaction" and bool(self.database_url)
+
+    @property
+    def listen_url(self) -> str:
+        """Where LISTEN/NOTIFY connects: the direct URL when one is given."""
+        return self.database_listen_url or self.database_url
 
     @property
     def embedded(self) -> bool:

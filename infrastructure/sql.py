@@ -20,13 +20,20 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self.postgres = bool(settings.database_url)
+        # Behind a transaction-mode pooler a session is not ours: the schema is set in each transaction
+        # (PgBouncer does not pass the `options` startup parameter on), and nothing is prepared.
+        self._search_path: str | None = None
         if self.postgres:
             schema = settings.database_schema
+            kwargs: dict[str, Any] = {"options": f"-c search_path={schema}", "autocommit": False}
+            if settings.behind_pooler:
+                kwargs = {"autocommit": False, "prepare_threshold": None}
+                self._search_path = schema
             self._pool: ConnectionPool | None = ConnectionPool(
                 settings.database_url,
                 min_size=1,
                 max_size=max(2, settings.pg_pool_size),
-                kwargs={"options": f"-c search_path={schema}", "autocommit": False},
+                kwargs=kwargs,
                 open=True,
                 timeout=3,
             )
@@ -50,6 +57,7 @@ class Database:
     def transaction(self) -> Iterator[Executor]:
         if self._pool is not None:
             with self._pool.connection() as conn, conn.transaction():
+                self._set_search_path(conn)
                 yield Executor(conn, postgres=True)
         else:
             conn = self._sqlite()
@@ -64,8 +72,14 @@ class Database:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._pool is not None:
             with self._pool.connection() as conn:
+                self._set_search_path(conn)
                 return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
         return list(self._sqlite().execute(sql, params).fetchall())
+
+    def _set_search_path(self, conn: Any) -> None:
+        """Only behind a pooler: for this transaction alone (the pool's connections are not autocommit)."""
+        if self._search_path is not None:
+            conn.execute("SELECT set_config('search_path', %s, true)", [self._search_path])
 
     def close(self) -> None:
         if self._pool is not None:

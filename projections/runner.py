@@ -79,6 +79,7 @@ class ProjectionRunner:
         projection_factory: Callable[[], WidgetRowsProjection] = WidgetRowsProjection,
         page_size: int = PAGE_SIZE,
         reopen: Callable[[], View] | None = None,
+        listen_url: str = "",
     ) -> None:
         self.name = name
         self.store = store
@@ -86,6 +87,7 @@ class ProjectionRunner:
         self.projection_factory = projection_factory
         self.page_size = page_size
         self.reopen = reopen
+        self.listen_url = listen_url  # a direct PostgreSQL URL for LISTEN (the store's may go through a pooler)
         self.topics = tuple(projection_factory().topics)
         self.failure: BaseException | None = None
         self._position = view.position()
@@ -223,7 +225,11 @@ class ProjectionRunner:
                 self._subscription.stop()
 
     def _listen(self) -> bool:
-        """Wake on every new notification, through the library's LISTEN/NOTIFY subscription."""
+        """Wake on every new notification, through the library's LISTEN/NOTIFY subscription (or, given a
+        listen URL, a LISTEN on a direct connection of our own)."""
+        if self.listen_url and hasattr(self.store.recorder, "channel_name"):
+            threading.Thread(target=self._listen_directly, name=f"listen-{self.name}", daemon=True).start()
+            return True
         try:
             subscription = self.store.recorder.subscribe(gt=self.store.recorder.max_notification_id(), topics=self.topics)
         except NotImplementedError:
@@ -240,6 +246,24 @@ class ProjectionRunner:
 
         threading.Thread(target=pump, name=f"subscription-{self.name}", daemon=True).start()
         return True
+
+    def _listen_directly(self) -> None:
+        """LISTEN on a session of our own, reconnecting while the runner runs; the safety wake covers the gaps."""
+        import psycopg
+        from psycopg.sql import SQL, Identifier
+
+        statement = SQL("LISTEN {}").format(Identifier(self.store.recorder.channel_name))
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.listen_url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(statement)
+                    self._wake.set()  # anything committed before the LISTEN took hold
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._wake.set()
+            except Exception as error:  # noqa: BLE001 - PostgreSQL restarting: try again shortly
+                log.warning("projection_listen_lost", projection=self.name, error=type(error).__name__)
+                self._stop.wait(1.0)
 
     def stop(self) -> None:
         """Stop between pages; a page in flight is committed or not at all."""

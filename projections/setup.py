@@ -84,14 +84,17 @@ def build_runners(settings: Settings, store: EventLog, db: Database, names: tupl
     if not settings.redis_url:
         views[PUBLIC_LOOKUP] = InProcessPublicView()
     models = ReadModels(settings=settings, views=views)
+    listen_url = settings.database_listen_url  # else the library's LISTEN, on the store's own pool
     for name in names:
         if name in SQL_PROJECTIONS:
-            models.runners[name] = ProjectionRunner(name, store, views[name], projection_factory=SQL_PROJECTIONS[name][1])
+            models.runners[name] = ProjectionRunner(name, store, views[name], projection_factory=SQL_PROJECTIONS[name][1],
+                                                    listen_url=listen_url)
         elif name == PUBLIC_LOOKUP and not settings.redis_url:
-            models.runners[name] = ProjectionRunner(name, store, views[name])
+            models.runners[name] = ProjectionRunner(name, store, views[name], listen_url=listen_url)
         elif name == PUBLIC_LOOKUP:
             client = sync_redis(settings)
             models.runners[name] = ProjectionRunner(
-                name, store, redis_public_view(client, settings), reopen=lambda client=client: redis_public_view(client, settings)
+                name, store, redis_public_view(client, settings), reopen=lambda client=client: redis_public_view(client, settings),
+                listen_url=listen_url,
             )
     return models

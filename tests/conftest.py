@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,7 +21,7 @@ hypothesis_settings.load_profile("widgets")
 
 from infrastructure.auth import TokenAuthority
 from infrastructure.settings import Settings
-from tests.servers import PrivatePostgres, PrivateRedis, fresh_schema
+from tests.servers import PrivatePgBouncer, PrivatePostgres, PrivateRedis, fresh_schema
 
 MACHINE_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MACHINE_REDIS = os.environ.get("WIDGETS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -140,10 +141,46 @@ def production_settings(tmp_path: Path, pg_server_url: str, pg_schema: str, redi
     )
 
 
-@pytest.fixture(params=["embedded", "production"])
+@pytest.fixture
 def settings(request: pytest.FixtureRequest) -> Settings:
-    """Both wirings: embedded (SQLite, in-process) and production (PostgreSQL + Redis)."""
+    """Both wirings: embedded (SQLite, in-process) and production (PostgreSQL + Redis); suites marked
+    `wirings(...)` also run on the managed forms (`cluster`: Redis Cluster, `pooler`: PgBouncer)."""
     return request.getfixturevalue(f"{request.param}_settings")
+
+
+WIRINGS = ("embedded", "production")
+ALL_WIRINGS = (*WIRINGS, "pooler")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise `settings` with the module's `wirings` marker (default: both), unless the test names its own."""
+    if "settings" not in metafunc.fixturenames:
+        return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if "settings" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
+            return
+    marker = metafunc.definition.get_closest_marker("wirings")
+    metafunc.parametrize("settings", marker.args if marker else WIRINGS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url(pg_server_url: str) -> Iterator[str]:
+    """Debian's PgBouncer in transaction mode in front of the tests' PostgreSQL, for the whole session."""
+    from urllib.parse import urlsplit
+
+    bouncer = PrivatePgBouncer(urlsplit(pg_server_url).port or 5432).start()
+    try:
+        yield bouncer.url
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture
+def pooler_settings(production_settings: Settings, pgbouncer_url: str, pg_server_url: str) -> Settings:
+    """Production, with PostgreSQL reached through the transaction-mode PgBouncer (LISTEN directly)."""
+    return replace(production_settings, database_url=pgbouncer_url, database_pooler="transaction",
+                   database_listen_url=pg_server_url)
 
 
 def admin_headers(settings: Settings, org: str, sub: str = "user_1", scopes: list[str] | None = None) -> dict[str, str]:

@@ -103,6 +103,58 @@ class PrivatePostgres:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop")
 
 
+class PrivatePgBouncer:
+    """Debian's PgBouncer (1.18) in transaction mode in front of a PostgreSQL on loopback, run as `postgres`
+    (it refuses to run as root), trusting every user as the PostgreSQL it fronts does."""
+
+    def __init__(self, server_port: int, port: int | None = None, pool_size: int = 20) -> None:
+        self.server_port, self.port, self.pool_size = server_port, port or free_port(), pool_size
+        self.folder = Path(tempfile.mkdtemp(prefix="widgets-pgbouncer-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> PrivatePgBouncer:
+        executable = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        (self.folder / "users.txt").write_text('"postgres" ""\n')
+        (self.folder / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={self.server_port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.folder / 'users.txt'}\n"
+            f"pool_mode = transaction\ndefault_pool_size = {self.pool_size}\nmax_client_conn = 2000\n"
+            f"logfile = {self.folder / 'pgbouncer.log'}\npidfile = {self.folder / 'pgbouncer.pid'}\n"
+            "log_connections = 0\nlog_disconnections = 0\n"
+        )
+        user: dict[str, str] = {}
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+            for child in self.folder.iterdir():
+                shutil.chown(child, "postgres", "postgres")
+            user = {"user": "postgres", "group": "postgres"}
+        self._process = subprocess.Popen([executable, str(self.folder / "pgbouncer.ini")], cwd=self.folder,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **user)
+        try:
+            wait_for_port(self.port, timeout=15)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+
 @contextmanager
 def fresh_schema(pg_url: str) -> Iterator[str]:
     """A new PostgreSQL schema, dropped afterwards."""

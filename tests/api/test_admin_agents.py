@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from application.store import EventStore
 from tests.api.conftest import Admin, assert_problem
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 
 def test_creating_an_agent_answers_201_with_the_agent(org_a: Admin) -> None:

@@ -11,6 +11,9 @@ import pytest
 
 from application.store import EventStore
 from tests.api.conftest import Admin, assert_problem, etag
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 V1_KEYS = {"appearance", "branding", "text", "voice", "quick_actions", "forms", "feedback", "locale"}
 

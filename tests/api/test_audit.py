@@ -25,6 +25,9 @@ from domain import event_types as t
 from domain.conversation import hash_resume_token
 from infrastructure.settings import Settings
 from tests.api.conftest import Admin, assert_problem, client_for
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 PROJECT = Path(__file__).resolve().parents[2]
 EVENT_KEYS = {"widget_id", "version", "type", "occurred_at", "actor", "data"}

@@ -13,6 +13,9 @@ from application.store import EventStore
 from infrastructure.auth import TokenAuthority
 from infrastructure.settings import Settings
 from tests.api.conftest import Admin, assert_problem
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 
 def token(settings: Settings, **claims: Any) -> str:

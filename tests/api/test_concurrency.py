@@ -11,11 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 from litestar import Litestar
 
 from application.store import EventStore
 from domain import event_types as t
 from tests.api.conftest import Admin, assert_problem, client_for, etag
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 
 def race(app: Litestar, admin: Admin, requests: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:

@@ -23,6 +23,9 @@ from tests.api.public_helpers import (
     started,
     verify_grant,
 )
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 ADMIN_GRANTS = ("room_admin", "room_create", "room_list", "room_record", "ingress_admin", "recorder", "agent", "hidden",
                 "can_manage_agent_session", "can_subscribe_metrics")

@@ -23,6 +23,9 @@ from tests.api.public_helpers import (
     until_dark,
     widget_path,
 )
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 
 def assert_no_cors(response: httpx.Response) -> None:

@@ -36,6 +36,9 @@ from tests.api.public_helpers import (
     verify_grant,
     widget_path,
 )
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 ACTIONS = ["resume", "forms/pre", "feedback", "end"]
 

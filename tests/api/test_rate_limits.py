@@ -25,6 +25,9 @@ from tests.api.public_helpers import (
     started,
     widget_path,
 )
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 STARTS, READS = 3, 5
 

@@ -8,6 +8,9 @@ import pytest
 
 from application.store import EventStore
 from tests.api.conftest import Admin, assert_problem
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 # Every admin call on an existing widget, agent or version; {id} etc. are the owner's ids.
 CALLS_ON_ANOTHER_ORGANIZATIONS_RESOURCES: list[tuple[str, str, Any]] = [

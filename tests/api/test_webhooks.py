@@ -22,6 +22,9 @@ from tests.api.public_helpers import (
     started,
     webhook_headers,
 )
+from tests.conftest import ALL_WIRINGS
+
+pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 WEBHOOK = "/webhooks/livekit"
 
