@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import anyio
 import redis.asyncio as aioredis
 from litestar import Litestar
@@ -21,9 +24,11 @@ from api.operations import ReadModelController, healthz, metrics, readyz
 from api.public import PublicWidgetController, livekit_webhook
 from api.public_fallback import EventStoreFallback
 from api.services import Services
+from api.stats import WidgetStatsController
 from api.strict_json import StrictJSONRequest
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
+from infrastructure.tasks import stop_task
 from projections.public_reader import InProcessPublicReader, RedisPublicReader
 
 ADMIN_BODY_LIMIT = 64 * 1024
@@ -58,6 +63,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     configure_logging(settings.log_level, settings.log_format)
     owned = services is None
     built = services or Services.build(settings)
+    flusher: list[asyncio.Task[None] | None] = [None]
 
     async def start(app: Litestar) -> None:
         if owned:
@@ -65,8 +71,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         built.reader = build_reader(built)
         await built.reader.start()
         await built.rate_limits.start()
+        flusher[0] = asyncio.create_task(built.installations.run(settings.installations_flush_interval), name="installations-flush")
 
     async def stop(app: Litestar) -> None:
+        await stop_task(flusher[0])
+        with contextlib.suppress(Exception):  # logged; a store that is down loses this process's last seconds of counts
+            await built.installations.flush_now()
         await built.rate_limits.close()
         if built.reader is not None:
             await built.reader.close()
@@ -76,6 +86,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = Litestar(
         route_handlers=[
             healthz, readyz, metrics, ReadModelController, AgentController, WidgetController, AuditController, PublicWidgetController, livekit_webhook, embed_router,
+            WidgetStatsController,
         ],
         exception_handlers=exception_handlers,
         middleware=[RequestContextMiddleware],

@@ -1,4 +1,4 @@
-"""The `widgets` command line: serve, project, rebuild, history, token."""
+"""The `widgets` command line: serve, project, rebuild, verify, history, stats, token."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def project() -> None:
 
 
 @main.command()
-@click.option("--projection", type=click.Choice(["public_lookup", "widget_list", "conversation_list", "audit_feed"]), default=None, help="Only this one.")
+@click.option("--projection", type=click.Choice(["public_lookup", "widget_list", "conversation_list", "audit_feed", "widget_stats"]), default=None, help="Only this one.")
 def rebuild(projection: str | None) -> None:
     """Replay the event store into fresh read models and switch readers over."""
     from infrastructure.eventstore import open_event_store
@@ -174,6 +174,79 @@ def history(widget_id: object, as_json: bool) -> None:
     for r in records:
         data = msgspec.json.encode(r.data).decode()
         click.echo(f"{r.version:>5}  {r.occurred_at.isoformat(timespec='seconds')}  {r.type:<24} {r.actor:<16} {data}")
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+BAR_WIDTH = 24
+
+
+def bar(value: int, top: int) -> str:
+    """A bar of up to BAR_WIDTH eighths-resolution blocks, for a value out of `top`."""
+    if top <= 0 or value <= 0:
+        return ""
+    eighths = max(1, round(value / top * BAR_WIDTH * 8))
+    return "█" * (eighths // 8) + ("▏▎▍▌▋▊▉"[eighths % 8 - 1] if eighths % 8 else "")
+
+
+def sparkline(values: list[int]) -> str:
+    top = max(values, default=0)
+    return "".join(" " if not v else SPARKS[min(len(SPARKS) - 1, v * len(SPARKS) // (top + 1))] for v in values) if top else ""
+
+
+@main.command()
+@click.argument("widget_id", type=click.UUID)
+@click.option("--days", type=click.IntRange(1, 366), default=14, show_default=True, help="UTC days up to today.")
+def stats(widget_id: object, days: int) -> None:
+    """Print a widget's figures per UTC day (a bar of config reads per day), and where it was installed."""
+    import time
+    from datetime import timedelta
+
+    from eventsourcing.application import AggregateNotFoundError
+
+    from api.services import installation_store_for
+    from api.stats import feedback_type_of, installations_of, widget_stats
+    from domain.widget import Widget
+    from infrastructure.eventstore import open_event_store
+    from infrastructure.installations import day_of
+    from infrastructure.sql import Database
+    from projections.widget_stats import WidgetStatsView
+
+    settings = Settings.from_env()
+    store, db = open_event_store(settings), Database(settings)
+    installations = installation_store_for(settings, db)
+    try:
+        try:
+            widget = store.repository.get(widget_id)  # type: ignore[arg-type]
+        except AggregateNotFoundError:
+            widget = None
+        if not isinstance(widget, Widget):
+            raise click.ClickException(f"No widget {widget_id} in the event store.")
+        end = day_of(time.time())
+        figures = widget_stats(WidgetStatsView(db), installations, str(widget_id), end - timedelta(days=days - 1), end,
+                               feedback_type_of(widget.config))
+        listed = installations_of(installations, str(widget_id))
+    finally:
+        installations.close()
+        db.close()
+        store.close()
+    top = max((d.loads for d in figures.days), default=0)
+    click.echo(f"{'day':<10}  {'loads':>7} {'refused':>7} {'convs':>6} {'resumes':>7} {'forms':>6} {'rated':>5} {'avg':>4}  loads")
+    for d in figures.days:
+        average = f"{d.feedback.average:.1f}" if d.feedback.average is not None else "-"
+        click.echo(f"{d.date:<10}  {d.loads:>7} {d.refused_loads:>7} {d.conversations:>6} {d.resumes:>7} "
+                   f"{d.forms_submitted:>6} {d.feedback.count:>5} {average:>4}  {bar(d.loads, top)}")
+    t = figures.totals
+    average = f"{t.feedback.average:.1f}" if t.feedback.average is not None else "-"
+    click.echo(f"{'total':<10}  {t.loads:>7} {t.refused_loads:>7} {t.conversations:>6} {t.resumes:>7} "
+               f"{t.forms_submitted:>6} {t.feedback.count:>5} {average:>4}")
+    click.echo(f"conversations per day: |{sparkline([d.conversations for d in figures.days])}|")
+    ratings = ", ".join(f"{k}: {n}" for k, n in t.feedback.ratings.items())
+    click.echo(f"ratings: {ratings}")
+    click.echo("")
+    click.echo(f"installations ({len(listed.items)}{', truncated' if listed.truncated else ''}):")
+    for item in listed.items:
+        click.echo(f"  {'allowed' if item.allowed else 'REFUSED':<7}  {item.origin:<40} {item.loads:>8} loads  "
+                   f"first {item.first_seen_at.isoformat(timespec='seconds')}  last {item.last_seen_at.isoformat(timespec='seconds')}")
 
 
 @main.command()

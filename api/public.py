@@ -164,6 +164,15 @@ def check_origin(entry: PublicEntry, origin: Origin, request: Request[Any, Any, 
         request.scope.setdefault("state", {})[CORS_ORIGIN] = str(origin)
 
 
+def counted_check(services: Services, entry: PublicEntry, origin: Origin, request: Request[Any, Any, Any], load: bool) -> None:
+    """`check_origin`, and a refused origin counted among the widget's installations."""
+    try:
+        check_origin(entry, origin, request)
+    except ApiError:
+        services.installations.record(entry.row.id, str(origin), False, load)
+        raise
+
+
 def live_widget(entry: PublicEntry) -> LiveWidget:
     row = entry.row
     return LiveWidget(row.id, row.organization_id, row.agent_id, row.agent_version_id, row.config)
@@ -207,8 +216,9 @@ class PublicWidgetController(Controller):
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
         origin = hot_origin(request.scope["headers"])
-        check_origin(entry, origin, request)
+        counted_check(services, entry, origin, request, load=True)
         await services.rate_limits.check_config_read(client_address(request))
+        services.installations.record(entry.row.id, str(origin), True)
         headers = [
             (b"access-control-allow-origin", str(origin).encode()),
             (b"vary", b"Origin"),
@@ -243,13 +253,17 @@ class PublicWidgetController(Controller):
         self, request: Request[Any, Any, Any], widget_id: FromPath[str],
         data: Annotated[ConversationStart | None, Body(title="ConversationStart")] = None,
     ) -> Response[GrantOut]:
-        entry, origin, services = await self._checked(request, widget_id)
+        services = request.app.state.services
+        entry = await live_entry(services, widget_id)
+        origin = request_origin(request)
+        counted_check(services, entry, origin, request, load=False)
         await services.rate_limits.check_conversation_start(client_address(request), entry.row.id)
         visitor = {}
         if data is not None and data.visitor is not None:
             visitor = {k: v for k, v in (("name", data.visitor.name), ("locale", data.visitor.locale)) if v is not None}
         started = await anyio.to_thread.run_sync(services.conversations.start, live_widget(entry), str(origin), visitor)
         CONVERSATIONS_STARTED.inc()
+        services.installations.record(entry.row.id, str(origin), True, load=False)
         body = grant_out(str(started.conversation_id), started.resume_token, started.grant)
         return Response(body, status_code=201, headers=cors_headers(origin))
 

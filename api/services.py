@@ -15,6 +15,7 @@ from application.store import EventStore
 from application.widgets import WidgetService
 from infrastructure.auth import TokenAuthority
 from infrastructure.eventstore import open_event_store
+from infrastructure.installations import InstallationCounter, InstallationStore, RedisInstallationStore, SqlInstallationStore
 from infrastructure.livekit import LiveKitIssuer, LiveKitWebhooks
 from infrastructure.proxies import TrustedProxies
 from infrastructure.ratelimit import PublicRateLimits
@@ -39,6 +40,8 @@ class Services:
     webhooks: LiveKitWebhooks
     rate_limits: PublicRateLimits
     trusted_proxies: TrustedProxies
+    installations: InstallationCounter
+    installation_store: InstallationStore
     reader: Any = None  # the public reader; built on the event loop at startup
 
     @property
@@ -54,6 +57,7 @@ class Services:
         names = PROJECTIONS if settings.projections_in_process else ()
         read_models = wait_for(lambda: build_runners(settings, store, db, names), "read models", settings.startup_timeout)
         agents = AgentService(store)
+        installation_store = installation_store_for(settings, db)
         return cls(
             settings=settings,
             store=store,
@@ -78,6 +82,8 @@ class Services:
             rate_limits=PublicRateLimits(
                 settings.rate_config_reads, settings.rate_conversation_starts, settings.redis_url, settings.redis_prefix
             ),
+            installations=InstallationCounter(installation_store),
+            installation_store=installation_store,
         )
 
     def start(self) -> None:
@@ -85,8 +91,18 @@ class Services:
 
     def close(self) -> None:
         self.read_models.stop()
+        self.installation_store.close()
         self.db.close()
         self.store.close()
+
+
+def installation_store_for(settings: Settings, db: Database) -> InstallationStore:
+    """Where config-read counts add up: Redis in production, the read-model database when embedded."""
+    if settings.redis_url:
+        from projections.setup import sync_redis
+
+        return RedisInstallationStore(sync_redis(settings), settings.redis_prefix)
+    return SqlInstallationStore(db)
 
 
 def wait_for(connect: Any, what: str, timeout: float) -> Any:

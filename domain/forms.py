@@ -23,6 +23,13 @@ _LABEL = r"[A-Za-z0-9\u00a1-\U0010ffff](?:[A-Za-z0-9\u00a1-\U0010ffff-]{0,61}[A-
 _TLD = r"(?:[A-Za-z\u00a1-\U0010ffff]{2,63}|xn--[A-Za-z0-9-]{1,59})"
 _EMAIL = re.compile(rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?:{_LABEL}\.)+{_TLD}")
 _RATINGS = {"thumbs": range(0, 2), "stars": range(1, 6), "scale_5": range(1, 6)}
+
+
+def rating_scale(kind: str) -> range:
+    """The ratings a feedback scale takes (thumbs 0-1, stars and scale_5 1-5)."""
+    return _RATINGS[kind]
+
+
 _RATING_MESSAGES = {
     "thumbs": "must be 0 (thumbs down) or 1 (thumbs up)",
     "stars": "must be an integer from 1 to 5",

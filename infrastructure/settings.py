@@ -53,6 +53,7 @@ class Settings:
     pg_pool_size: int = setting(10, "Connections in each process's PostgreSQL pool")
     startup_timeout: float = setting(30.0, "Seconds to wait for the stores at startup before giving up")
     metrics_port: int = setting(0, "Port where `widgets project` and `widgets rebuild` serve Prometheus metrics; 0: none (the API serves /metrics)")
+    installations_flush_interval: float = setting(2.0, "Seconds between the hand-overs of each API process's config-read counts (installations, per-day loads) to Redis, or SQL when embedded")
     log_level: str = setting("info", "Log level: debug, info, warning, error")
     log_format: str = setting("auto", "Log format: json, console, or auto (console on a terminal)")
 

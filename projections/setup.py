@@ -15,16 +15,19 @@ from projections.public_views import InProcessPublicView, RedisPublicView, curre
 from projections.runner import EventLog, ProjectionRunner
 from projections.widget_list import WidgetListView
 from projections.widget_rows import WidgetRowsProjection
+from projections.widget_stats import WidgetStatsProjection, WidgetStatsView
 
 PUBLIC_LOOKUP = "public_lookup"
 WIDGET_LIST = "widget_list"
 CONVERSATION_LIST = "conversation_list"
 AUDIT_FEED = "audit_feed"
-PROJECTIONS = (PUBLIC_LOOKUP, WIDGET_LIST, CONVERSATION_LIST, AUDIT_FEED)
+WIDGET_STATS = "widget_stats"
+PROJECTIONS = (PUBLIC_LOOKUP, WIDGET_LIST, CONVERSATION_LIST, AUDIT_FEED, WIDGET_STATS)
 SQL_PROJECTIONS = {
     WIDGET_LIST: (WidgetListView, WidgetRowsProjection),
     CONVERSATION_LIST: (ConversationListView, ConversationListProjection),
     AUDIT_FEED: (AuditFeedView, AuditFeedProjection),
+    WIDGET_STATS: (WidgetStatsView, WidgetStatsProjection),
 }
 
 
@@ -49,6 +52,7 @@ class ReadModels:
     list_view = property(lambda self: self.views[WIDGET_LIST])
     conversation_view = property(lambda self: self.views[CONVERSATION_LIST])
     audit_view = property(lambda self: self.views[AUDIT_FEED])
+    stats_view = property(lambda self: self.views[WIDGET_STATS])
     public_view = property(lambda self: self.views.get(PUBLIC_LOOKUP))
 
     def start(self) -> None:

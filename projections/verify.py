@@ -62,6 +62,11 @@ def dump_sql(db: Database, name: str) -> dict[str, Any]:
         out |= {f"event {p}": {"organization_id": o, **_json(j)} for p, o, j in
                 db.query("SELECT position, organization_id, event_json FROM audit_feed")}
         out |= {f"owner {a}": o for a, o in db.query("SELECT aggregate_id, organization_id FROM audit_owners")}
+    elif name == "widget_stats":
+        out |= {f"day {w} {d}": [c, r, f, _json(j)] for w, d, c, r, f, j in
+                db.query("SELECT widget_id, day, conversations, resumes, forms_submitted, ratings_json FROM widget_stats_days")}
+        out |= {f"conversation {i}": [w, d, r] for i, w, d, r in
+                db.query("SELECT id, widget_id, feedback_day, rating FROM widget_stats_conversations")}
     return out
 
 
