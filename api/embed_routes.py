@@ -1,8 +1,10 @@
-"""The embed loader's static side: ``GET /embed.js``, its hashed chunks and a demo page.
+"""The embed loader's static side: ``GET``/``HEAD /embed.js``, its hashed chunks and a demo page.
 
 The bundle is built by ``npm --prefix api/embed ci && npm --prefix api/embed run build`` into
-``api/static/dist/``; ``manifest.json`` there names the loader and every chunk that may be served.
-Files are read on first use and kept in memory. Nothing here is secret: anyone may fetch it.
+``api/static/dist/``; ``manifest.json`` there names the loader and every chunk that may be served,
+each with its brotli and gzip forms, compressed at build time. A request gets the form its
+``Accept-Encoding`` prefers (``Vary: Accept-Encoding``). Files are read on first use and kept in
+memory. Nothing here is secret: anyone may fetch it.
 """
 
 from __future__ import annotations
@@ -10,15 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 import threading
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio.to_thread
-from litestar import MediaType, Request, Response, Router, get
+from litestar import MediaType, Request, Response, Router, get, head
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery
+
+from api.errors import problem_responses
 
 DIST = Path(__file__).parent / "static" / "dist"
 BUILD_COMMAND = "npm --prefix api/embed ci && npm --prefix api/embed run build"
@@ -26,26 +33,86 @@ BUILD_COMMAND = "npm --prefix api/embed ci && npm --prefix api/embed run build"
 JAVASCRIPT = "application/javascript; charset=utf-8"
 LOADER_CACHE = "public, max-age=300, stale-while-revalidate=86400"
 CHUNK_CACHE = "public, max-age=31536000, immutable"
-# The loader runs on other sites' pages, and the chunk is fetched there by a module import (CORS mode).
+# The loader runs on other sites' pages, and the chunks are fetched there by module imports (CORS mode).
 CROSS_SITE = {
     "Access-Control-Allow-Origin": "*",
     "Cross-Origin-Resource-Policy": "cross-origin",
     "X-Content-Type-Options": "nosniff",
 }
+ENCODINGS = ("br", "gzip")  # our order of preference among equal q-values; identity comes last
 
 _CHUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.js")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class Asset:
+class Encoded:
+    """One representation of a file: its bytes as sent, and an ETag of its own (RFC 9110 8.8.3)."""
+
     body: bytes
     etag: str  # quoted, as sent in the header
+    encoding: str | None  # the Content-Encoding, None for identity
+
+
+@dataclass(frozen=True)
+class Asset:
+    identity: Encoded
+    encoded: dict[str, Encoded]  # by content coding: "br", "gzip"
 
     @classmethod
-    def read(cls, path: Path) -> Asset:
-        body = path.read_bytes()
-        return cls(body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+    def read(cls, dist: Path, entry: dict[str, Any]) -> Asset:
+        body = (dist / _checked(entry["file"])).read_bytes()
+        tag = hashlib.sha256(body).hexdigest()[:32]
+        encoded = {}
+        for coding, name in (entry.get("encodings") or {}).items():
+            if coding in ENCODINGS:
+                encoded[coding] = Encoded((dist / _checked(name)).read_bytes(), f'"{tag}-{coding}"', coding)
+        return cls(Encoded(body, f'"{tag}"', None), encoded)
+
+    @property
+    def body(self) -> bytes:
+        return self.identity.body
+
+    def for_request(self, accept_encoding: str | None) -> Encoded:
+        coding = preferred_encoding(accept_encoding, tuple(self.encoded))
+        return self.encoded[coding] if coding else self.identity
+
+
+def _checked(name: str) -> str:
+    # The manifest is ours, but a name that could leave the directory is never served.
+    if not isinstance(name, str) or not _CHUNK_NAME.fullmatch(name.removesuffix(".br").removesuffix(".gz")):
+        raise ValueError(f"unexpected file name {name!r}")
+    return name
+
+
+def preferred_encoding(accept_encoding: str | None, available: tuple[str, ...]) -> str | None:
+    """The content coding to send (None: identity): the highest q-value the client gives, ties to br."""
+    if not accept_encoding or not available:
+        return None
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        coding = coding.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        if coding == "x-gzip":
+            coding = "gzip"
+        if coding:
+            weights[coding] = q
+    wildcard = weights.get("*", 0.0)
+    best, best_q = None, 0.0
+    for coding in (c for c in ENCODINGS if c in available):
+        q = weights.get(coding, wildcard)
+        if q > best_q:
+            best, best_q = coding, q
+    # Identity is always acceptable; it wins only when the client says it prefers it.
+    return best if best is not None and best_q >= weights.get("identity", 0.0) else None
 
 
 @dataclass(frozen=True)
@@ -58,14 +125,8 @@ def load_bundle(dist: Path) -> Bundle | None:
     """The built bundle as the manifest describes it, or None when it has not been built (completely)."""
     try:
         manifest = json.loads((dist / "manifest.json").read_text("utf-8"))
-        loader = Asset.read(dist / manifest["loader"]["file"])
-        chunks = {}
-        for entry in manifest["chunks"].values():
-            name = entry["file"]
-            # The manifest is ours, but a name that could leave the directory is never served.
-            if not _CHUNK_NAME.fullmatch(name):
-                raise ValueError(f"unexpected chunk name {name!r}")
-            chunks[name] = Asset.read(dist / name)
+        loader = Asset.read(dist, manifest["loader"])
+        chunks = {entry["file"]: Asset.read(dist, entry) for entry in manifest["chunks"].values()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return Bundle(loader, chunks)
@@ -114,6 +175,16 @@ def _not_built() -> Response[bytes]:
     )
 
 
+def _no_such_chunk() -> Response[bytes]:
+    return _problem(404, "not_found", "Not found", "No such embed file.")
+
+
+def _headers_only(response: Response[bytes]) -> Response[bytes]:
+    """A problem answer to HEAD: its status and headers, Content-Length included, without the body."""
+    headers = {**response.headers, "Content-Type": "application/problem+json", "Content-Length": str(len(response.content))}
+    return Response(b"", status_code=response.status_code, headers=headers)
+
+
 def _matches(if_none_match: str | None, etag: str) -> bool:
     if not if_none_match:
         return False
@@ -121,11 +192,44 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return any(t == "*" or t.removeprefix("W/") == etag for t in tags)
 
 
-def _serve(request: Request[Any, Any, Any], asset: Asset, cache_control: str) -> Response[bytes]:
-    headers = {"ETag": asset.etag, "Cache-Control": cache_control, **CROSS_SITE}
-    if _matches(request.headers.get("if-none-match"), asset.etag):
+def _serve(request: Request[Any, Any, Any], asset: Asset, cache_control: str, *, body: bool = True) -> Response[Any]:
+    chosen = asset.for_request(request.headers.get("accept-encoding"))
+    headers = {"ETag": chosen.etag, "Cache-Control": cache_control, "Vary": "Accept-Encoding", **CROSS_SITE}
+    if _matches(request.headers.get("if-none-match"), chosen.etag):
         return Response(b"", status_code=304, headers=headers)
-    return Response(asset.body, media_type=JAVASCRIPT, headers=headers)
+    if chosen.encoding:
+        headers["Content-Encoding"] = chosen.encoding
+    if not body:  # HEAD: what GET would send, without the body
+        headers |= {"Content-Type": JAVASCRIPT, "Content-Length": str(len(chosen.body))}
+        return Response(b"", headers=headers)
+    return Response(chosen.body, media_type=JAVASCRIPT, headers=headers)
+
+
+def _connect_sources(livekit_url: str | None) -> str:
+    """The LiveKit host in both schemes livekit-client uses: the WebSocket and HTTP(S) for its checks."""
+    if not livekit_url:
+        return ""
+    parts = urlsplit(livekit_url)
+    secure = parts.scheme in ("wss", "https")
+    host = parts.netloc
+    return f" {'wss' if secure else 'ws'}://{host} {'https' if secure else 'http'}://{host}"
+
+
+def demo_policy(nonce: str, livekit_url: str | None) -> str:
+    """The strictest Content-Security-Policy the widget supports, as the demo page sends it."""
+    return "; ".join([
+        "default-src 'none'",
+        f"script-src 'nonce-{nonce}' 'strict-dynamic'",
+        f"style-src 'nonce-{nonce}'",
+        f"connect-src 'self'{_connect_sources(livekit_url)}",
+        "img-src 'self' https:",
+        "base-uri 'none'",
+        "object-src 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+        "require-trusted-types-for 'script'",
+        "trusted-types 'none'",
+    ])
 
 
 _DEMO = """<!doctype html>
@@ -134,7 +238,7 @@ _DEMO = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Anyreach widget demo</title>
-<style>
+<style nonce="{nonce}">
 body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 44rem; margin: 3rem auto; padding: 0 1rem; color: #111827; }}
 pre {{ background: #f3f4f6; padding: 1rem; border-radius: .5rem; overflow-x: auto; white-space: pre-wrap; }}
 code {{ font: 14px/1.4 ui-monospace, monospace; }}
@@ -149,6 +253,9 @@ when the widget is live (published, and its pinned agent version published) and 
 says why.</p>
 <p>To put the widget on a site, paste this snippet into the site's pages:</p>
 <pre><code>{snippet_text}</code></pre>
+<p>This page is served with the strictest Content-Security-Policy the widget supports (the README lists
+the directives a site adds for it):</p>
+<pre><code>{policy}</code></pre>
 </main>
 {snippet}
 </body>
@@ -160,22 +267,44 @@ def create_embed_router(dist: Path = DIST) -> Router:
     """The routes serving the bundle built into `dist`."""
     cache = BundleCache(dist)
 
-    @get("/embed.js", summary="The embed loader script")
-    async def embed_js(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def loader(request: Request[Any, Any, Any], *, body: bool) -> Response[Any]:
         bundle = await cache.aget()
         if bundle is None:
-            return _not_built()
-        return _serve(request, bundle.loader, LOADER_CACHE)
+            return _not_built() if body else _headers_only(_not_built())
+        return _serve(request, bundle.loader, LOADER_CACHE, body=body)
+
+    async def chunk(request: Request[Any, Any, Any], name: str, *, body: bool) -> Response[Any]:
+        bundle = await cache.aget()
+        asset = bundle.chunks.get(name) if bundle is not None else None
+        if asset is None:
+            problem = _not_built() if bundle is None else _no_such_chunk()
+            return problem if body else _headers_only(problem)
+        return _serve(request, asset, CHUNK_CACHE, body=body)
+
+    @get("/embed.js", tags=["embed"], operation_id="get_embed_loader", summary="The embed loader script",
+         description="The script a site owner's pages load with `<script src=\".../embed.js\" data-widget-id=\"...\" async>`. "
+                     "Static, public, nothing secret; cacheable (`ETag`, `If-None-Match` answers 304). 503 `embed_not_built` "
+                     "when the bundle has not been built on this server.",
+         media_type=JAVASCRIPT,
+         responses={
+             200: ResponseSpec(str, media_type=JAVASCRIPT, description="The loader (JavaScript)", generate_examples=False),
+             304: ResponseSpec(None, description="Not modified (If-None-Match names the current ETag)"),
+             503: problem_responses(503)[503],
+         })
+    async def embed_js(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await loader(request, body=True)
+
+    @head("/embed.js", include_in_schema=False)
+    async def embed_js_head(request: Request[Any, Any, Any]) -> Response[None]:
+        return await loader(request, body=False)
 
     @get("/embed/{name:str}", include_in_schema=False)
     async def embed_chunk(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
-        bundle = await cache.aget()
-        if bundle is None:
-            return _not_built()
-        asset = bundle.chunks.get(name)
-        if asset is None:
-            return _problem(404, "not_found", "Not found", "No such embed file.")
-        return _serve(request, asset, CHUNK_CACHE)
+        return await chunk(request, name, body=True)
+
+    @head("/embed/{name:str}", include_in_schema=False)
+    async def embed_chunk_head(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[None]:
+        return await chunk(request, name, body=False)
 
     @get("/demo", include_in_schema=False)
     async def demo(request: Request[Any, Any, Any], widget: FromQuery[str | None] = None) -> Response[bytes]:
@@ -190,15 +319,24 @@ def create_embed_router(dist: Path = DIST) -> Router:
         widget = widget.lower()
         base = str(request.base_url).rstrip("/")
         origin = f"{request.url.scheme}://{request.url.netloc}"
-        snippet = f'<script src="{escape(base)}/embed.js" data-widget-id="{widget}" async></script>'
-        page = _DEMO.format(widget=widget, origin=escape(origin), snippet_text=escape(snippet), snippet=snippet)
+        nonce = secrets.token_urlsafe(18)
+        shown = f'<script src="{escape(base)}/embed.js" data-widget-id="{widget}" async></script>'
+        snippet = f'<script nonce="{nonce}" src="{escape(base)}/embed.js" data-widget-id="{widget}" async></script>'
+        services = getattr(request.app.state, "services", None)
+        policy = demo_policy(nonce, services.settings.livekit_url if services is not None else None)
+        page = _DEMO.format(widget=widget, origin=escape(origin), snippet_text=escape(shown), snippet=snippet, nonce=nonce,
+                            policy=escape(policy))
         return Response(
             page.encode(),
             media_type=MediaType.HTML,
-            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+            headers={
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": policy,
+            },
         )
 
-    return Router(path="/", route_handlers=[embed_js, embed_chunk, demo])
+    return Router(path="/", route_handlers=[embed_js, embed_js_head, embed_chunk, embed_chunk_head, demo])
 
 
 embed_router = create_embed_router()

@@ -17,10 +17,6 @@ export class PublicApi {
     this.root = `${base}/public/v1/widgets/${encodeURIComponent(widgetId)}`;
   }
 
-  config(): Promise<unknown> {
-    return this.call('GET', '');
-  }
-
   start(visitor: { name?: string; locale?: string }): Promise<Grant> {
     return this.call('POST', '/conversations', { visitor }) as Promise<Grant>;
   }

@@ -6,6 +6,10 @@ export type Values = Record<string, string | boolean>;
 
 let seq = 0;
 
+const UP = 'M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3';
+const DOWN = 'M10 15v4a3 3 0 0 0 3 3l4-9V2H5.72a2 2 0 0 0-2 1.7l-1.38 9a2 2 0 0 0 2 2.3zM17 2h2.67A2.31 2.31 0 0 1 22 4v7a2.31 2.31 0 0 1-2.33 2H17';
+const STAR = 'M12 2l3.09 6.26L22 9.27l-5 4.87 1.18 6.88L12 17.77l-6.18 3.25L7 14.14 2 9.27l6.91-1.01z';
+
 // What the API accepts for each type of field, checked here too: an answer it refuses would be lost.
 // Browsers take `ada@localhost` as an email address; the API wants a dot in the domain.
 const MAX_LENGTH: Partial<Record<FormField['type'], number>> = { text: 1000, textarea: 5000, email: 254, phone: 32 };
@@ -99,10 +103,10 @@ export function renderFeedback(
   const choices: [number, (Node | string)[], string][] =
     type === 'thumbs'
       ? [
-          [1, [icon('up')], t.helpful],
-          [0, [icon('down')], t.notHelpful],
+          [1, [icon(UP)], t.helpful],
+          [0, [icon(DOWN)], t.notHelpful],
         ]
-      : [1, 2, 3, 4, 5].map((n) => [n, type === 'stars' ? [icon('star')] : [String(n)], t.outOf.replace('{n}', String(n))]);
+      : [1, 2, 3, 4, 5].map((n) => [n, type === 'stars' ? [icon(STAR)] : [String(n)], t.outOf.replace('{n}', String(n))]);
   const buttons = choices.map(([value, face, label]) =>
     h('button', { type: 'button', class: 'opt', 'aria-pressed': 'false', 'aria-label': label, title: label, 'data-testid': 'anyreach-feedback-option', 'data-value': value }, ...face),
   );

@@ -2,7 +2,6 @@
 // labels, forms) comes from the config as written.
 
 const en = {
-  open: 'Open chat',
   close: 'Close chat',
   title: 'Chat',
   you: 'You',
@@ -46,7 +45,6 @@ const en = {
 export type Strings = typeof en;
 
 const es: Strings = {
-  open: 'Abrir chat',
   close: 'Cerrar chat',
   title: 'Chat',
   you: 'Tú',
@@ -88,7 +86,6 @@ const es: Strings = {
 };
 
 const de: Strings = {
-  open: 'Chat öffnen',
   close: 'Chat schließen',
   title: 'Chat',
   you: 'Sie',
@@ -130,7 +127,6 @@ const de: Strings = {
 };
 
 const fr: Strings = {
-  open: 'Ouvrir le chat',
   close: 'Fermer le chat',
   title: 'Chat',
   you: 'Vous',
@@ -173,12 +169,7 @@ const fr: Strings = {
 
 const TABLES: Record<string, Strings> = { en, es, de, fr };
 
-/** The locale to speak: the config's, else the browser's first supported one, else English. */
-export function pickLocale(configured: string | null): { tag: string; strings: Strings } {
-  const wanted = configured ? [configured] : [...(navigator.languages || []), navigator.language];
-  for (const tag of wanted) {
-    const base = (tag || '').toLowerCase().split(/[-_]/)[0];
-    if (TABLES[base]) return { tag, strings: TABLES[base] };
-  }
-  return { tag: configured || navigator.language || 'en', strings: en };
+/** The panel's words in `lang` (one of LANGS in locale.ts), English when there is no table for it. */
+export function stringsFor(lang: string): Strings {
+  return TABLES[lang] || en;
 }

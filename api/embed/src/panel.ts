@@ -1,11 +1,9 @@
-import { onColour, safeUrl } from './config';
-import { h, icon, ICONS } from './dom';
+import { safeUrl } from './config';
+import { h, icon } from './dom';
 import type { Strings } from './i18n';
-import { applyStyles } from './styles';
-import type { Config } from './types';
+import type { Mounted } from './types';
 
 export interface Ui {
-  host: HTMLElement;
   shadow: ShadowRoot;
   root: HTMLDivElement;
   launcher: HTMLButtonElement;
@@ -26,18 +24,17 @@ export interface Ui {
   close: HTMLButtonElement;
 }
 
-const iconButton = (cls: string, testid: string, label: string, name: string) => {
-  const b = h('button', { type: 'button', class: cls, 'data-testid': testid, 'aria-label': label, title: label }, icon(name));
-  return b;
+const PATHS = {
+  close: 'M18 6L6 18M6 6l12 12',
+  send: 'M22 2L11 13M22 2l-7 20-4-9-9-4z',
+  mic: 'M12 1a3 3 0 0 0-3 3v8a3 3 0 0 0 6 0V4a3 3 0 0 0-3-3zM19 10v2a7 7 0 0 1-14 0v-2M12 19v4M8 23h8',
+  edit: 'M12 20h9M16.5 3.5a2.12 2.12 0 0 1 3 3L7 19l-4 1 1-4z',
+  end: 'M18.36 6.64a9 9 0 1 1-12.73 0M12 2v10',
 };
 
-function launcherFace(cfg: Config): Node {
-  const src = safeUrl(cfg.appearance.bubble_icon);
-  if (!ICONS.includes(cfg.appearance.bubble_icon) && src) return h('img', { src, alt: '' });
-  return icon(cfg.appearance.bubble_icon);
-}
+const iconButton = (cls: string, testid: string, label: string, name: keyof typeof PATHS) =>
+  h('button', { type: 'button', class: cls, 'data-testid': testid, 'aria-label': label, title: label }, icon(PATHS[name]));
 
-/** Builds the widget's DOM in a fresh shadow root; nothing is attached to the page yet. */
 /** False when the page's Permissions-Policy forbids the microphone, or the page is not a secure context. */
 export function micAllowed(): boolean {
   const policy = (document as unknown as { featurePolicy?: { allowsFeature(f: string): boolean } }).featurePolicy;
@@ -45,30 +42,10 @@ export function micAllowed(): boolean {
   return !policy || policy.allowsFeature('microphone');
 }
 
-export function buildUi(cfg: Config, t: Strings, locale: string): Ui {
-  const host = document.createElement('anyreach-widget');
-  const shadow = host.attachShadow({ mode: 'open' });
-  const { appearance: ap, branding: br } = cfg;
+/** Builds the panel beside the loader's launcher; the caller attaches it. */
+export function buildUi({ cfg, shadow, root, launcher }: Mounted, t: Strings): Ui {
+  const { branding: br } = cfg;
   const name = br.display_name || t.title;
-  // The colours are checked #rrggbb values (config.ts); text on them is black or white, whichever reads better.
-  applyStyles(shadow, { '--p': ap.primary_color, '--op': onColour(ap.primary_color), '--a': ap.accent_color, '--oa': onColour(ap.accent_color) });
-
-  const root = h('div', { class: 'root' + (ap.position === 'bottom-left' ? ' left' : ''), 'data-theme': ap.theme, lang: locale });
-
-  const launcher = h(
-    'button',
-    {
-      type: 'button',
-      class: 'launcher',
-      'data-testid': 'anyreach-launcher',
-      'aria-label': ap.launcher_label || t.open,
-      'aria-expanded': 'false',
-      'aria-controls': 'ar-panel',
-      'aria-haspopup': 'dialog',
-    },
-    launcherFace(cfg),
-    ap.launcher_label && h('span', null, ap.launcher_label),
-  );
 
   const avatar = safeUrl(br.avatar_url) || safeUrl(br.logo_url);
   const status = h('p', { class: 'status', role: 'status', 'data-testid': 'anyreach-status', 'data-state': 'idle' });
@@ -134,7 +111,5 @@ export function buildUi(cfg: Config, t: Strings, locale: string): Ui {
     powered,
   );
 
-  root.append(launcher, panel);
-  shadow.append(root);
-  return { host, shadow, root, launcher, panel, status, notice, noticeText, retry, log, quick, slot, composer, input, send, mic, newConversation, end, close };
+  return { shadow, root, launcher, panel, status, notice, noticeText, retry, log, quick, slot, composer, input, send, mic, newConversation, end, close };
 }

@@ -75,3 +75,31 @@ export interface LiveSession {
 export interface LiveKitChunk {
   connect(grant: LiveKitGrant, hooks: LiveHooks): Promise<LiveSession>;
 }
+
+/** What the loader hands the panel chunk: the widget's config and what it has already put on the page. */
+export interface Mounted {
+  id: string;
+  /** Where the API and the chunks live (the loader's own origin and path). */
+  base: string;
+  cfg: Config;
+  /** The BCP 47 tag the widget speaks, and its language (a key of the panel's word tables). */
+  tag: string;
+  lang: string;
+  shadow: ShadowRoot;
+  root: HTMLDivElement;
+  launcher: HTMLButtonElement;
+  /** Tells the page's listeners (Anyreach.on). */
+  emit(name: 'message' | 'open' | 'close' | 'conversation', detail?: unknown): void;
+}
+
+/** The panel, as the loader drives it. */
+export interface Panel {
+  open(): void;
+  close(): void;
+  toggle(): void;
+  startConversation(): Promise<void>;
+}
+
+export interface PanelChunk {
+  mountPanel(m: Mounted): Panel;
+}

@@ -1,19 +1,18 @@
-import { PublicApi } from './api';
-import { readConfig } from './config';
-import { Conversation, preloadChunk, type ConversationEvents, type Link } from './conversation';
-import { h } from './dom';
+// The loader's side of one widget: the public config, the launcher, the page API. The panel and
+// everything behind it are a separate chunk (chat.ts), imported when the visitor first reaches for
+// the launcher, so that a page pays for the launcher alone until then.
+import { onColour, readConfig, safeUrl } from './config';
+import { adopt, h, icon } from './dom';
 import { Emitter, type EventName, type Listener } from './events';
-import { inControl, trapTab } from './focus';
-import { renderFeedback, renderForm } from './forms';
-import { pickLocale, type Strings } from './i18n';
+import { chooseLocale } from './locale';
 import { keepMounted } from './mount';
-import { buildUi, micAllowed, type Ui } from './panel';
-import { WidgetStore } from './store';
-import { Transcript } from './transcript';
-import type { Config, Form } from './types';
-import { bindMic, type Mic } from './voice';
+import { LAUNCHER_CSS } from './styles';
+import type { Config, Mounted, Panel, PanelChunk } from './types';
 
-/** What the page sees of one widget (main.ts exposes exactly these methods, by name). */
+/** The hashed file name of the panel chunk, set by the build. */
+declare const __PANEL_CHUNK__: string;
+
+/** What the page sees of one widget (main.ts exposes exactly the methods of PAGE_METHODS, by name). */
 export interface WidgetApi {
   readonly id: string;
   open(): Promise<void>;
@@ -24,39 +23,51 @@ export interface WidgetApi {
 
 export const PAGE_METHODS = ['open', 'close', 'startConversation', 'on'] as const satisfies readonly (keyof WidgetApi)[];
 
-type State = 'idle' | 'ended' | Link;
-type Phase = 'chat' | 'prechat' | 'feedback' | 'ended';
+const ICONS: Record<string, string> = {
+  chat: 'M21 15a2 2 0 0 1-2 2H7l-4 4V5a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2z',
+  headset:
+    'M3 18v-6a9 9 0 0 1 18 0v6M21 19a2 2 0 0 1-2 2h-1a2 2 0 0 1-2-2v-3a2 2 0 0 1 2-2h3zM3 19a2 2 0 0 0 2 2h1a2 2 0 0 0 2-2v-3a2 2 0 0 0-2-2H3z',
+  sparkle: 'M12 3l1.9 5.8L20 11l-6.1 2.2L12 19l-1.9-5.8L4 11l6.1-2.2zM19 3v4M21 5h-4',
+  wave: 'M3 11v2M7 8v8M11 4v16M15 7v10M19 10v4',
+};
 
 const domReady = () =>
   new Promise<void>((ok) => (document.body ? ok() : document.addEventListener('DOMContentLoaded', () => ok(), { once: true })));
 
-const noteId = () => `s${Math.random().toString(36).slice(2)}`;
+async function fetchConfig(base: string, id: string): Promise<unknown> {
+  const res = await fetch(`${base}/public/v1/widgets/${encodeURIComponent(id)}`, { credentials: 'omit', mode: 'cors' });
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  return res.json();
+}
 
-/** One embedded widget: its launcher and panel, and the flow from opening to feedback. */
+// One panel chunk for every widget on the page; forgotten if it failed to load, so a later click loads it again.
+let chunk: Promise<PanelChunk> | null = null;
+const loadChunk = (base: string) =>
+  (chunk ||= (import(`${base}/embed/${__PANEL_CHUNK__}`) as Promise<PanelChunk>).catch((e) => {
+    chunk = null;
+    throw e;
+  }));
+
+function launcherFace(cfg: Config): Node {
+  const { bubble_icon } = cfg.appearance;
+  const named = Object.prototype.hasOwnProperty.call(ICONS, bubble_icon) ? ICONS[bubble_icon] : null;
+  const src = named ? null : safeUrl(bubble_icon);
+  return src ? h('img', { src, alt: '' }) : icon(named || ICONS.chat);
+}
+
 export class Widget implements WidgetApi {
   readonly ready: Promise<boolean>;
   private readonly events = new Emitter();
-  private cfg!: Config;
-  private t!: Strings;
-  private ui!: Ui;
-  private log!: Transcript;
-  private conv!: Conversation;
-  private mic?: Mic;
-  private isOpen = false;
-  private phase: Phase = 'chat';
-  private state: State = 'idle';
-  private agentHere = false;
-  private micDenied = false;
-  private micExplained = false;
+  private mounted: Mounted | null = null;
+  private panel: Promise<Panel | null> | null = null;
 
   constructor(
     readonly id: string,
-    base: string,
+    private readonly base: string,
     refused: () => void,
   ) {
-    const api = new PublicApi(base, id);
-    this.ready = Promise.all([api.config(), domReady()]).then(
-      ([body]) => (this.mount(readConfig(body), api, base), true),
+    this.ready = Promise.all([fetchConfig(base, id), domReady()]).then(
+      ([body]) => (this.mount(readConfig(body)), true),
       () => (refused(), false),
     );
   }
@@ -64,308 +75,63 @@ export class Widget implements WidgetApi {
   // ---- page API ----
 
   async open(): Promise<void> {
-    if (!(await this.ready) || this.isOpen) return;
-    const { ui } = this;
-    this.isOpen = true;
-    ui.panel.hidden = false;
-    ui.root.classList.add('open');
-    ui.launcher.setAttribute('aria-expanded', 'true');
-    ui.launcher.removeAttribute('data-unread');
-    this.events.emit('open');
-    // Opening records nothing: the conversation starts at the first message, quick action, mic press or pre-chat form.
-    if (this.phase === 'chat') this.askPrechat();
-    this.focusIn();
+    (await this.loadPanel())?.open();
   }
 
   close(): void {
-    const { ui } = this;
-    if (!ui) return void this.ready.then((ok) => ok && this.close());
-    if (!this.isOpen) return;
-    this.isOpen = false;
-    this.mic?.release();
-    ui.panel.hidden = true;
-    ui.root.classList.remove('open');
-    ui.launcher.setAttribute('aria-expanded', 'false');
-    ui.launcher.focus();
-    this.events.emit('close');
+    // A panel never loaded was never opened.
+    void this.panel?.then((p) => p?.close());
   }
 
   async startConversation(): Promise<void> {
-    await this.open();
-    if (this.phase === 'ended') this.newConversation();
-    await this.begin();
+    await (await this.loadPanel())?.startConversation();
   }
 
   on(name: EventName, fn: Listener): () => void {
     return this.events.on(name, fn);
   }
 
-  // ---- building ----
+  // ---- the launcher ----
 
-  private mount(cfg: Config, api: PublicApi, base: string): void {
-    const { tag, strings: t } = pickLocale(cfg.locale);
-    const store = new WidgetStore(this.id);
-    const ui = buildUi(cfg, t, tag);
-    this.cfg = cfg;
-    this.t = t;
-    this.ui = ui;
-    this.log = new Transcript(ui.log, t, cfg.branding.display_name || t.agent, store, cfg.text.welcome_message);
-    this.conv = new Conversation(api, store, base, tag, this.conversationEvents());
-    // Fetch the LiveKit chunk ahead once the visitor shows intent (focus or pointer on the composer or a suggestion).
-    const preload = () => preloadChunk(base);
-    for (const el of [ui.composer, ui.quick]) for (const ev of ['focusin', 'pointerover']) el.addEventListener(ev, preload, { once: true });
-
-    ui.launcher.addEventListener('click', () => (this.isOpen ? this.close() : void this.open()));
-    ui.close.addEventListener('click', () => this.close());
-    ui.retry.addEventListener('click', () => void this.begin());
-    ui.newConversation.addEventListener('click', () => this.newConversation());
-    ui.end.addEventListener('click', () => this.end());
-    ui.panel.addEventListener('keydown', (e) => this.onKey(e));
-    ui.panel.addEventListener('keyup', (e) => e.key === ' ' && !inControl(e) && this.mic?.hold(false));
-    ui.panel.addEventListener('click', () => this.conv.session?.startAudio());
-    ui.composer.addEventListener('submit', (e) => (e.preventDefault(), this.submitInput()));
-    ui.input.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) e.preventDefault(), this.submitInput();
-    });
-    ui.input.addEventListener('input', () => this.grow());
-    for (const q of cfg.quick_actions) {
-      const b = h('button', { type: 'button', class: 'chip', 'data-testid': 'anyreach-quick-action' }, q.label);
-      b.addEventListener('click', () => this.send(q.message));
-      ui.quick.append(b);
-    }
-    if (cfg.voice.enabled) {
-      this.mic = bindMic(ui.mic, cfg.voice.mode === 'push_to_talk', t, {
-        session: () => this.conv.session,
-        start: () => void this.begin(),
-        blocked: () => !micAllowed() && (this.explainMic(), true),
-        allowed: (ok) => {
-          this.micDenied = !ok;
-          this.render();
-        },
-      });
-    }
-    if (this.conv.ref) this.log.restore();
-    this.render();
-    keepMounted(ui.host);
-  }
-
-  private conversationEvents(): ConversationEvents {
-    return {
-      link: (s) => {
-        if (s === 'unavailable') this.mic?.release();
-        this.setState(s);
-        if (s === 'connected') this.mic?.resync();
+  private mount(cfg: Config): void {
+    const { tag, lang, open } = chooseLocale(cfg.locale);
+    const { appearance: ap } = cfg;
+    const host = document.createElement('anyreach-widget');
+    const shadow = host.attachShadow({ mode: 'open' });
+    adopt(shadow, LAUNCHER_CSS);
+    // Checked #rrggbb values (config.ts); text on them is black or white, whichever contrasts more.
+    adopt(shadow, `.root{--p:${ap.primary_color};--op:${onColour(ap.primary_color)};--a:${ap.accent_color};--oa:${onColour(ap.accent_color)}}`);
+    const root = h('div', { class: 'root' + (ap.position === 'bottom-left' ? ' left' : ''), 'data-theme': ap.theme, lang: tag });
+    const launcher = h(
+      'button',
+      {
+        type: 'button',
+        class: 'launcher',
+        'data-testid': 'anyreach-launcher',
+        'aria-label': ap.launcher_label || open,
+        'aria-expanded': 'false',
+        'aria-controls': 'ar-panel',
+        'aria-haspopup': 'dialog',
       },
-      adopted: (conversation_id, status) => {
-        this.render();
-        this.events.emit('conversation', { conversation_id, status });
-      },
-      agentPresent: (present) => {
-        this.agentHere = present;
-        this.render();
-      },
-      text: (id, role, text, final) => {
-        if (this.log.show(id, role, text, final)) this.events.emit('message', { id, role, text });
-        if (role === 'agent' && !this.isOpen) this.ui.launcher.setAttribute('data-unread', '');
-      },
-      formRequested: (formId) => this.showAgentForm(formId),
-      micDenied: () => {
-        this.micDenied = true;
-        this.render();
-      },
-      mount: (el) => {
-        el.hidden = true;
-        this.ui.shadow.append(el);
-      },
-    };
-  }
-
-  private render(): void {
-    const { ui, t, cfg, state } = this;
-    const chat = this.phase === 'chat';
-    const live = !!this.conv.ref;
-    ui.composer.hidden = !chat || !(cfg.text.enabled || cfg.voice.enabled);
-    ui.quick.hidden = !chat || !cfg.quick_actions.length;
-    ui.end.hidden = !(live && chat);
-    ui.newConversation.hidden = !live && this.phase !== 'ended';
-    ui.notice.hidden = state !== 'unavailable';
-    ui.noticeText.textContent = t.unavailable;
-    const shown = state === 'connected' && this.micDenied ? 'mic_denied' : state;
-    ui.status.dataset.state = shown;
-    ui.status.textContent =
-      shown === 'idle'
-        ? ''
-        : shown === 'mic_denied'
-          ? t.micDenied
-          : shown === 'connected'
-            ? this.agentHere
-              ? t.connected
-              : t.waiting
-            : t[shown];
-  }
-
-  private setState(s: State): void {
-    this.state = s;
-    this.render();
-  }
-
-  // ---- conversation ----
-
-  private prechatForm(): Form | undefined {
-    return this.cfg.forms.find((f) => f.trigger === 'pre_chat');
-  }
-
-  /** Shows the pre-chat form when there is one to ask before a conversation; answers whether it did. */
-  private askPrechat(): boolean {
-    const { conv } = this;
-    const form = this.prechatForm();
-    if (!form || conv.session || conv.busy || !conv.awaitsPrechat) return false;
-    this.showPrechat(form);
-    return true;
-  }
-
-  /** Makes sure a conversation is under way: asks the pre-chat form first when there is one to ask. */
-  private async begin(): Promise<void> {
-    const { conv } = this;
-    if (this.phase !== 'chat' || this.askPrechat()) return;
-    if ((await conv.join()) !== 'gone') return;
-    // The stored conversation is over: start afresh.
-    this.log.clear();
-    this.setState('idle');
-    return this.begin();
-  }
-
-  /** Once per page: the page's Permissions-Policy (or an insecure page) leaves us no microphone. */
-  private explainMic(): void {
-    if (this.micExplained) return;
-    this.micExplained = true;
-    this.log.show(noteId(), 'system', this.t.micUnavailable, true);
-  }
-
-  private send(text: string): void {
-    text = text.trim();
-    if (!text || this.phase !== 'chat') return;
-    const id = `v${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
-    if (this.log.show(id, 'visitor', text, true)) this.events.emit('message', { id, role: 'visitor', text });
-    if (this.conv.send(text, () => this.log.failed(id))) void this.begin();
-  }
-
-  private submitInput(): void {
-    const { input } = this.ui;
-    const text = input.value;
-    input.value = '';
-    this.grow();
-    this.send(text);
-  }
-
-  /** Drops what is on screen of the old conversation (the room, the mic, any open form). */
-  private reset(): void {
-    this.mic?.release();
-    this.ui.slot.replaceChildren();
-    this.agentHere = this.micDenied = false;
-  }
-
-  private newConversation(): void {
-    const old = this.conv.discard();
-    this.reset();
-    if (old) {
-      this.events.emit('conversation', { conversation_id: old.conversation_id, status: 'ended' });
-    }
-    this.log.clear();
-    this.phase = 'chat';
-    this.setState('idle');
-    // Like opening: nothing starts until the visitor writes, speaks or answers the pre-chat form.
-    this.askPrechat();
-    this.focusIn();
-  }
-
-  private end(): void {
-    if (!this.conv.ref || this.phase !== 'chat') return;
-    const { feedback: fb } = this.cfg;
-    if (!fb.enabled) return void this.finish(null);
-    this.mic?.release();
-    this.phase = 'feedback';
-    this.ui.slot.replaceChildren(renderFeedback(fb.type, fb.prompt || this.t.feedbackPrompt, fb.allow_comment, this.t, (r, c) => this.finish(r, c)));
-    this.render();
-    this.focusIn();
-  }
-
-  private async finish(rating: number | null, comment?: string): Promise<void> {
-    const ending = this.conv.end(rating, comment);
-    this.reset();
-    this.phase = 'ended';
-    this.setState('ended');
-    const ref = await ending;
-    if (!ref) return;
-    if (rating !== null) this.log.show(noteId(), 'system', this.t.thanks, true);
-    this.log.show(noteId(), 'system', this.t.ended, true);
-    this.events.emit('conversation', { conversation_id: ref.conversation_id, status: 'ended' });
-    if (this.isOpen) this.ui.newConversation.focus();
-  }
-
-  // ---- forms ----
-
-  private showPrechat(form: Form): void {
-    this.phase = 'prechat';
-    const el = renderForm(form, this.t, 'anyreach-prechat', this.t.start, async (values) => {
-      this.conv.setPrechat(form.id, values);
-      this.phase = 'chat';
-      el.remove();
-      void this.begin();
-      this.focusIn();
-    });
-    this.ui.slot.replaceChildren(el);
-    this.render();
-    this.focusIn();
-  }
-
-  private showAgentForm(formId: string): boolean {
-    const form = this.cfg.forms.find((f) => f.id === formId);
-    if (!form || this.phase !== 'chat') return false;
-    const done = () => (el.remove(), this.focusIn());
-    const el = renderForm(
-      form,
-      this.t,
-      'anyreach-agent',
-      this.t.submit,
-      async (values) => {
-        await this.conv.submitForm(form.id, values);
-        this.log.show(noteId(), 'system', this.t.formSent, true);
-        done();
-      },
-      done,
+      launcherFace(cfg),
+      ap.launcher_label && h('span', null, ap.launcher_label),
     );
-    this.ui.slot.replaceChildren(el);
-    if (this.isOpen) this.focusIn();
-    else this.ui.launcher.setAttribute('data-unread', '');
-    return true;
+    launcher.addEventListener('click', () => void this.loadPanel().then((p) => p?.toggle()));
+    // Reaching for the launcher fetches the panel, so that the click opens it at once.
+    for (const ev of ['pointerover', 'focus']) launcher.addEventListener(ev, () => void this.loadPanel(), { once: true });
+    root.append(launcher);
+    shadow.append(root);
+    keepMounted(host);
+    this.mounted = { id: this.id, base: this.base, cfg, tag, lang, shadow, root, launcher, emit: (name, detail) => this.events.emit(name, detail) };
   }
 
-  // ---- keyboard and focus ----
-
-  /** Focus where the visitor acts next: the form in the slot, else the message box, else the close button. */
-  private focusIn(): void {
-    if (!this.isOpen) return;
-    const { slot, input, composer, close } = this.ui;
-    const target = slot.querySelector<HTMLElement>('input,select,textarea,button') || (input.isConnected && !composer.hidden ? input : close);
-    target.focus();
-  }
-
-  private onKey(e: KeyboardEvent): void {
-    if (e.key === 'Escape') {
-      e.stopPropagation();
-      this.close();
-    } else if (e.key === 'Tab') {
-      trapTab(e, this.ui.panel, this.ui.shadow);
-    } else if (e.key === ' ' && !inControl(e)) {
-      e.preventDefault();
-      if (!e.repeat) this.mic?.hold(true);
-    }
-  }
-
-  private grow(): void {
-    const { input } = this.ui;
-    input.style.height = 'auto';
-    input.style.height = `${Math.min(input.scrollHeight + 2, 120)}px`;
+  private loadPanel(): Promise<Panel | null> {
+    return (this.panel ||= this.ready
+      .then((ok) => (ok && this.mounted ? loadChunk(this.base).then((c) => c.mountPanel(this.mounted!)) : null))
+      .catch((e) => {
+        this.panel = null;
+        console.warn('[anyreach] the chat panel could not be loaded', e);
+        return null;
+      }));
   }
 }
