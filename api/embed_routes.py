@@ -205,7 +205,7 @@ def _serve(request: Request[Any, Any, Any], asset: Asset, cache_control: str, *,
     return Response(chosen.body, media_type=JAVASCRIPT, headers=headers)
 
 
-def _connect_sources(livekit_url: str | None) -> str:
+def livekit_connect_sources(livekit_url: str | None) -> str:
     """The LiveKit host in both schemes livekit-client uses: the WebSocket and HTTP(S) for its checks."""
     if not livekit_url:
         return ""
@@ -221,7 +221,7 @@ def demo_policy(nonce: str, livekit_url: str | None) -> str:
         "default-src 'none'",
         f"script-src 'nonce-{nonce}' 'strict-dynamic'",
         f"style-src 'nonce-{nonce}'",
-        f"connect-src 'self'{_connect_sources(livekit_url)}",
+        f"connect-src 'self'{livekit_connect_sources(livekit_url)}",
         "img-src 'self' https:",
         "base-uri 'none'",
         "object-src 'none'",

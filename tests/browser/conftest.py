@@ -7,6 +7,7 @@ Nothing here skips: a missing Chromium, bundle or npm fails the test with what t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -39,6 +40,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    # A fake microphone that needs no prompt: tests see exactly when the page asks for it.
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
 ]
 ORG = "org_browser"
 TIMEOUT_MS = 20_000  # generous: CI machines are shared
@@ -187,10 +191,15 @@ def other_site() -> Iterator[HostSite]:
 
 @pytest.fixture(scope="package")
 def embed_page(api_server: ApiServer) -> Callable[..., str]:
-    """`embed_page(site, widget_id, path=..., head=...)`: serves a page with the snippet, answers its URL."""
+    """`embed_page(site, widget_id, path=..., head=..., headers=..., nonce=..., copies=...)`: serves a page
+    with the snippet (sent with `headers`, such as a policy), answers its URL."""
 
-    def make(site: HostSite, widget_id: str, path: str | None = None, *, head: str = "", title: str = "Customer site") -> str:
-        return site.serve(path or f"/{widget_id}.html", page_html(api_server.base, widget_id, title=title, head=head))
+    def make(
+        site: HostSite, widget_id: str, path: str | None = None, *, head: str = "", title: str = "Customer site",
+        headers: dict[str, str] | None = None, nonce: str | None = None, copies: int = 1,
+    ) -> str:
+        html = page_html(api_server.base, widget_id, title=title, head=head, nonce=nonce, copies=copies)
+        return site.serve(path or f"/{widget_id}.html", html, headers)
 
     return make
 
@@ -210,6 +219,71 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+# Runs before any page script, outside the page's policy: records every CSP violation report and
+# every call asking for the microphone, for the tests to read.
+WATCH = """(() => {
+  const seen = { violations: [], getUserMedia: 0 };
+  Object.defineProperty(window, '__anyreachTest', { value: seen });
+  document.addEventListener('securitypolicyviolation', (e) => seen.violations.push({
+    directive: e.effectiveDirective, blocked: e.blockedURI, source: e.sourceFile, line: e.lineNumber, sample: e.sample,
+  }), true);
+  const media = navigator.mediaDevices;
+  if (media && media.getUserMedia) {
+    const real = media.getUserMedia.bind(media);
+    media.getUserMedia = (constraints) => (seen.getUserMedia++, real(constraints));
+  }
+})();"""
+
+# The LiveKit side stays a stub: a module with the real chunk's interface, served in its place.
+# It joins at once, has an agent present, echoes every text, and asks for the microphone exactly
+# when the loader switches it on (as livekit-client does).
+LIVEKIT_STUB = """
+export async function connect(grant, hooks) {
+  const stub = (window.__lkStub ||= { connects: 0, sent: [], mic: [] });
+  stub.connects++;
+  hooks.agentPresent(true);
+  let n = 0;
+  return {
+    async sendText(text) {
+      stub.sent.push(text);
+      setTimeout(() => hooks.text('agent-' + ++n, 'agent', 'Echo: ' + text, true), 30);
+    },
+    async setMic(on) {
+      stub.mic.push(on);
+      if (!on) return true;
+      try {
+        const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+        stream.getTracks().forEach((t) => t.stop());
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    formSubmitted() {},
+    startAudio() {},
+    async disconnect() {},
+  };
+}
+"""
+LIVEKIT_CHUNK = re.compile(r"/embed/lk-[0-9a-f]{16}\.js$")
+
+
+def stub_livekit(page: Any) -> None:
+    """Serves LIVEKIT_STUB wherever the page imports the LiveKit chunk."""
+    page.route(
+        LIVEKIT_CHUNK,
+        lambda route: route.fulfill(
+            status=200, body=LIVEKIT_STUB, content_type="application/javascript",
+            headers={"Access-Control-Allow-Origin": "*", "Cross-Origin-Resource-Policy": "cross-origin"},
+        ),
+    )
+
+
+def watched(page: Any) -> dict[str, Any]:
+    """What WATCH recorded on the page so far."""
+    return page.evaluate("() => ({ violations: window.__anyreachTest.violations, getUserMedia: window.__anyreachTest.getUserMedia })")
+
+
 @dataclass
 class Recorder:
     """What one page did: its requests, console messages and uncaught errors."""
@@ -217,12 +291,25 @@ class Recorder:
     requests: list[Any] = field(default_factory=list)
     console: list[Any] = field(default_factory=list)
     errors: list[Any] = field(default_factory=list)
+    websockets: list[str] = field(default_factory=list)
+    failed: list[Any] = field(default_factory=list)
 
     def attach(self, page: Any) -> None:
         # Playwright tags its handlers with an attribute, which bound built-ins cannot carry.
         page.on("request", lambda request: self.requests.append(request))
         page.on("console", lambda message: self.console.append(message))
         page.on("pageerror", lambda error: self.errors.append(error))
+        page.on("websocket", lambda ws: self.websockets.append(ws.url))
+        page.on("requestfailed", lambda request: self.failed.append(request))
+
+    def to(self, base: str) -> list[Any]:
+        """The requests made to `base` (our API), in order."""
+        return [r for r in self.requests if r.url.startswith(base + "/")]
+
+    def policy_errors(self) -> list[str]:
+        """Console lines in which the browser reports a Content-Security-Policy or Trusted Types refusal."""
+        words = ("Content Security Policy", "Refused to", "TrustedHTML", "TrustedScript", "Trusted Type")
+        return [m.text for m in self.console if any(w in m.text for w in words)]
 
     def posts(self, suffix: str) -> list[Any]:
         return [r for r in self.requests if r.method == "POST" and r.url.split("?", 1)[0].endswith(suffix)]
@@ -236,6 +323,7 @@ def context(browser: Any) -> Iterator[Any]:
     """A fresh browser profile (own storage) per test."""
     ctx = browser.new_context(viewport={"width": 1024, "height": 800}, color_scheme="light", reduced_motion="reduce")
     ctx.set_default_timeout(TIMEOUT_MS)
+    ctx.add_init_script(WATCH)
     yield ctx
     ctx.close()
 
@@ -256,3 +344,14 @@ def page(context: Any, recorder: Recorder) -> Any:
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
+
+
+AXE = EMBED_DIR / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture(scope="package")
+def axe_source(embed_bundle: Path) -> str:
+    """axe-core from the embed package's locked npm dependencies (installed by `npm ci`)."""
+    if not AXE.exists():
+        pytest.fail(f"axe-core is not installed: run `npm --prefix {EMBED_DIR.relative_to(ROOT)} ci`.")
+    return AXE.read_text("utf-8")

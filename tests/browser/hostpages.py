@@ -18,7 +18,7 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>body {{ font: 16px/1.5 Georgia, serif; margin: 2rem; color: #222; }}</style>
+<link rel="stylesheet" href="/site.css"{nonce}>
 {head}
 </head>
 <body>
@@ -29,13 +29,24 @@ PAGE = """<!doctype html>
 """
 
 
-def snippet(api_base: str, widget_id: str) -> str:
-    """The snippet a site owner pastes, exactly as documented."""
-    return f'<script src="{escape(api_base)}/embed.js" data-widget-id="{escape(widget_id)}" async></script>'
+# The site's own styles come from a file, so that a page with `style-src 'self'` breaks none of its own.
+SITE_CSS = b"body { font: 16px/1.5 Georgia, serif; margin: 2rem; color: #222; }\n"
 
 
-def page_html(api_base: str, widget_id: str, *, title: str = "Customer site", head: str = "") -> str:
-    return PAGE.format(title=escape(title), head=head, snippet=snippet(api_base, widget_id))
+def snippet(api_base: str, widget_id: str, nonce: str | None = None) -> str:
+    """The snippet a site owner pastes, exactly as documented (with the page's nonce when it uses one)."""
+    attr = f' nonce="{escape(nonce)}"' if nonce else ""
+    return f'<script{attr} src="{escape(api_base)}/embed.js" data-widget-id="{escape(widget_id)}" async></script>'
+
+
+def page_html(
+    api_base: str, widget_id: str, *, title: str = "Customer site", head: str = "", nonce: str | None = None, copies: int = 1
+) -> str:
+    """A customer page with the snippet pasted `copies` times at the end of its body."""
+    return PAGE.format(
+        title=escape(title), head=head, nonce=f' nonce="{escape(nonce)}"' if nonce else "",
+        snippet="\n".join([snippet(api_base, widget_id, nonce)] * copies),
+    )
 
 
 class HostSite:
@@ -43,7 +54,7 @@ class HostSite:
 
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
-        self._pages: dict[str, bytes] = {}
+        self._pages: dict[str, tuple[bytes, dict[str, str]]] = {}
         self._lock = threading.Lock()
         pages, lock = self._pages, self._lock
 
@@ -55,12 +66,17 @@ class HostSite:
                     self.end_headers()
                     return
                 with lock:
-                    body = pages.get(path)
-                if body is None:
+                    found = pages.get(path)
+                if path == "/site.css":
+                    found = (SITE_CSS, {"Content-Type": "text/css; charset=utf-8"})
+                if found is None:
                     self.send_error(404)
                     return
+                body, headers = found
                 self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
+                headers = {"Content-Type": "text/html; charset=utf-8", **headers}
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
@@ -85,8 +101,8 @@ class HostSite:
         self._server.shutdown()
         self._server.server_close()
 
-    def serve(self, path: str, html: str) -> str:
-        """Registers a page at `path` and answers its URL."""
+    def serve(self, path: str, html: str, headers: dict[str, str] | None = None) -> str:
+        """Registers a page at `path`, sent with `headers` (a policy, say), and answers its URL."""
         with self._lock:
-            self._pages[path] = html.encode()
+            self._pages[path] = (html.encode(), dict(headers or {}))
         return self.origin + path

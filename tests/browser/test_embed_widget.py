@@ -329,51 +329,6 @@ def test_a_long_prechat_name_still_starts_a_conversation(
     assert row["forms"][0]["values"]["name"] == name
 
 
-# ---- the host page's CSS ----
-
-HOSTILE_CSS = """<style>
-* { all: unset !important; }
-div { display: none !important; }
-anyreach-widget { display: none !important; opacity: 0 !important; visibility: hidden !important; }
-button, textarea, input, form { display: none !important; }
-html, body { font-size: 4px !important; color: red !important; }
-</style>"""
-
-
-def test_hostile_host_css_does_not_break_the_widget(
-    page: Page, widget: dict[str, Any], allowed_site: HostSite, embed_page: Any, recorder: Recorder
-) -> None:
-    page.goto(embed_page(allowed_site, widget["id"], "/hostile.html", head=HOSTILE_CSS, title="Hostile site"))
-
-    launcher = page.get_by_test_id("anyreach-launcher")
-    expect(launcher).to_be_visible()
-    box = launcher.bounding_box()
-    assert box and box["width"] >= 40 and box["height"] >= 40, box
-    assert launcher.evaluate("el => getComputedStyle(el).backgroundColor") == PRIMARY_RGB
-
-    launcher.click()
-    panel = page.get_by_test_id("anyreach-panel")
-    expect(panel).to_be_visible()
-    panel_box = panel.bounding_box()
-    assert panel_box and panel_box["width"] >= 300 and panel_box["height"] >= 300, panel_box
-    expect(page.get_by_test_id("anyreach-title")).to_have_text(DISPLAY_NAME)
-    title_size = page.get_by_test_id("anyreach-title").evaluate("el => getComputedStyle(el).fontSize")
-    assert title_size == "16px", title_size
-
-    page.get_by_test_id("anyreach-field-name").fill("Hedy Lamarr")
-    with page.expect_response(is_start) as started:
-        page.get_by_test_id("anyreach-prechat-submit").click()
-    assert started.value.status == 201
-    expect(status(page)).to_have_attribute("data-state", "unavailable")
-    assert_usable(page)
-    page.get_by_test_id("anyreach-input").fill("Still here?")
-    expect(page.get_by_test_id("anyreach-input")).to_have_value("Still here?")
-    page.get_by_test_id("anyreach-close").click()
-    expect(panel).to_be_hidden()
-    expect(launcher).to_be_visible()
-    assert recorder.errors == []
-
-
 # ---- screenshots for a person to look at ----
 
 

@@ -18,14 +18,19 @@ const loadChunk = (base: string) =>
 
 let preloaded = false;
 /**
- * Warms the HTTP cache with the chunk (immutable, so the later import() finds it) without running it.
- * A plain fetch rather than <link rel=modulepreload>: it needs only the connect-src a page already
- * grants us for the config, and adds nothing to the host page's DOM.
+ * Fetches and compiles the chunk ahead, without running it, so that the import at the first
+ * message finds it in the module map. A script-inserted modulepreload is allowed wherever the
+ * import is: by `script-src <api>`, or by 'strict-dynamic' (it is not parser-inserted).
  */
 export function preloadChunk(base: string): void {
   if (preloaded || chunk) return;
   preloaded = true;
-  fetch(chunkUrl(base), { mode: 'cors', credentials: 'omit' }).then((r) => r.arrayBuffer(), () => {}).catch(() => {});
+  const link = document.createElement('link');
+  link.rel = 'modulepreload';
+  link.href = chunkUrl(base);
+  link.addEventListener('load', () => link.remove(), { once: true });
+  link.addEventListener('error', () => link.remove(), { once: true });
+  (document.head || document.documentElement).append(link);
 }
 
 // What the API takes for `visitor` (anything else is a 400 and no conversation would ever start):
