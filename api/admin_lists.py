@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -12,6 +13,7 @@ from msgspec import Struct
 
 from api.deps import caller_from, services_from
 from api.errors import ApiError, ProblemField
+from api.openapi import CURSOR_PATTERN
 from api.schemas import WidgetOut, WidgetPage
 from projections.cursor import decode_cursor
 from projections.widget_rows import WidgetRow
@@ -25,13 +27,19 @@ def row_out(row: WidgetRow) -> WidgetOut:
     )
 
 
-Cursor = Annotated[str | None, QueryParameter(name="cursor", required=False, max_length=200)]
+Cursor = Annotated[str | None, QueryParameter(
+    name="cursor", required=False, max_length=200, schema_extra={"pattern": CURSOR_PATTERN},
+    description="The `next_cursor` of the previous page, as it was answered (opaque)",
+)]
+CURSOR = re.compile(CURSOR_PATTERN)
 Limit = Annotated[int, QueryParameter(name="limit", ge=1, le=100)]
 
 
 def check_cursor(cursor: str | None) -> None:
     if cursor is not None:
         try:
+            if not CURSOR.match(cursor):
+                raise ValueError(cursor)
             decode_cursor(cursor)
         except ValueError:
             raise ApiError(400, "invalid_request", "The request is not valid",

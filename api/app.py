@@ -8,8 +8,6 @@ import contextlib
 import anyio
 import redis.asyncio as aioredis
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -19,7 +17,9 @@ from api.admin import AgentController, WidgetController
 from api.audit import AuditController
 from api.embed_routes import embed_router
 from api.errors import exception_handlers
+from api.methods import MethodsFront
 from api.middleware import RequestContextMiddleware
+from api.openapi import StrictStructSchemaPlugin, openapi_config
 from api.operations import ReadModelController, healthz, metrics, readyz
 from api.public import PublicWidgetController, livekit_webhook
 from api.public_fallback import EventStoreFallback
@@ -94,13 +94,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         request_class=StrictJSONRequest,
         on_startup=[start],
         on_shutdown=[stop],
-        openapi_config=OpenAPIConfig(
-            title="Anyreach web widgets",
-            version="1.0.0",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
-        ),
+        openapi_config=openapi_config(),
+        plugins=[StrictStructSchemaPlugin()],
         debug=False,
     )
+    app.asgi_handler = MethodsFront(app, app.asgi_handler)  # HEAD wherever GET is; a correct Allow (api/methods.py)
     app.state.services = built
     return app

@@ -12,6 +12,7 @@ from msgspec import Struct
 
 from api.deps import caller_from, services_from
 from api.errors import problem_responses
+from api.openapi import BEARER
 from application.agents import AUDIT
 from domain.records import EventRecord
 from projections.audit_feed import FeedEvent
@@ -55,9 +56,12 @@ def widget_history(request: Request[Any, Any, Any], widget_id: UUID, after: int,
 class AuditController(Controller):
     path = "/v1/audit"
     tags = ["audit"]
+    security = BEARER
 
-    @get("/events", sync_to_thread=True, summary="The organization's events across widgets, agents and conversations, in commit order",
-          responses=READ_ERRORS)
+    @get("/events", sync_to_thread=True, operation_id="list_audit_events", summary="The organization's event feed",
+         description="Events of every widget, agent and conversation of the organization, in commit order, after the position "
+                     "`after`; pass `next_after` back to continue (`audit:read`).",
+         responses=READ_ERRORS)
     def events(self, request: Request[Any, Any, Any], after: After = 0, limit: Limit = 100) -> Feed:
         caller = caller_from(request)
         caller.require(AUDIT)

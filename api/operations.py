@@ -11,7 +11,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 
 from api.deps import caller_from, services_from
-from api.errors import ApiError, problem_responses
+from api.errors import ApiError, ProblemField, problem_responses
+from api.openapi import BEARER
 from api.services import Services
 from infrastructure.metrics import CONTENT_TYPE_LATEST, PROJECTION_LAG, PROJECTION_POSITION, render
 
@@ -33,7 +34,8 @@ class Readiness(msgspec.Struct):
 WAIT_ERRORS = problem_responses(400, 401, 503, 504)
 
 
-@get("/healthz", tags=["operations"], summary="The process is up")
+@get("/healthz", tags=["operations"], operation_id="get_health", summary="The process is up",
+     description="200 while the process serves requests; says nothing about the stores (see `get_readiness`).")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -55,7 +57,8 @@ def _readiness(services: Services) -> Readiness:
                      projections=projections, event_store_position=head)
 
 
-@get("/readyz", tags=["operations"], summary="Event store and read models reachable, and each projection's lag",
+@get("/readyz", tags=["operations"], operation_id="get_readiness", summary="Readiness",
+     description="Whether the event store and the read models are reachable, and each projection's position and lag; 503 when not.",
      responses={503: ResponseSpec(Readiness, description="A store is unreachable", generate_examples=False)})
 async def readyz(request: Request[Any, Any, Any]) -> Response[Readiness]:
     services: Services = request.app.state.services
@@ -67,7 +70,8 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Readiness]:
     return Response(Readiness("unavailable", False, False, {}), status_code=503)
 
 
-@get("/metrics", tags=["operations"], summary="Prometheus metrics", sync_to_thread=True,
+@get("/metrics", tags=["operations"], operation_id="get_metrics", summary="Prometheus metrics", sync_to_thread=True,
+     description="Request counts and latencies, projection positions and lag, in the Prometheus text format.",
      responses={200: ResponseSpec(str, media_type=CONTENT_TYPE_LATEST, description="Prometheus text format", generate_examples=False)})
 def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     services: Services = request.app.state.services
@@ -86,8 +90,11 @@ class ReadModelController(Controller):
     path = "/v1/read-models"
     tags = ["operations"]
 
-    @get("/wait", sync_to_thread=True, summary="Wait until every read model has reached an event position",
-         responses=WAIT_ERRORS)
+    @get("/wait", sync_to_thread=True, operation_id="wait_for_read_models", summary="Wait for the read models",
+         description="Read-your-writes: answers 200 once every read model has reached `position` (a command's "
+                     "`X-Event-Position`), 504 `read_model_behind` if they have not within `timeout` seconds, and 400 "
+                     "`position_ahead` at once for a position beyond the event store's head.",
+         responses=WAIT_ERRORS, security=BEARER)
     def wait(
         self,
         request: Request[Any, Any, Any],
@@ -96,6 +103,11 @@ class ReadModelController(Controller):
     ) -> dict[str, int]:
         caller_from(request)
         services = services_from(request)
+        head = services.store.recorder.max_notification_id() or 0
+        if position > head:  # nothing will ever reach it: the client's mistake, said at once rather than after the timeout
+            raise ApiError(400, "position_ahead", "Position beyond the event store's head",
+                           f"Position {position} is beyond the event store's head ({head}).",
+                           errors=[ProblemField("position", f"must be at most the event store's head ({head})")])
         if not wait_for_position(services, position, timeout):
             raise ApiError(504, "read_model_behind", "Read models did not reach the position in time",
                            f"Waited {timeout}s for position {position}.")

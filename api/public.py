@@ -14,6 +14,7 @@ from uuid import UUID
 
 import anyio
 from litestar import Controller, Request, Response, get, post, route
+from litestar.datastructures import ResponseHeader
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, FromPath, JSONBody
@@ -37,6 +38,11 @@ from infrastructure.proxies import TrustedProxies
 from projections.public_entry import CHANNEL, PublicConfig, PublicEntry
 
 PUBLIC_BODY_LIMIT = 8 * 1024
+PUBLIC_CONFIG_HEADERS = [
+    ResponseHeader(name="ETag", value='"1"', documentation_only=True, required=True, description="The config's version"),
+    ResponseHeader(name="Cache-Control", value="public, max-age=60", documentation_only=True, required=True,
+                   description="How long a browser may reuse the answer"),
+]
 CORS_ORIGIN = "cors_origin"  # scope state: the origin this request was allowed for
 ALLOW_METHODS = "GET, POST, OPTIONS"
 PREFLIGHT_MAX_AGE = "600"
@@ -204,11 +210,16 @@ class PublicWidgetController(Controller):
 
     @get(
         "/{widget_id:str}",
-        summary="A live widget's public config, for an allowed origin",
+        operation_id="get_public_widget_config",
+        summary="A live widget's public config",
+        description="What the embed loader needs to render the widget, for a page whose `Origin` (or, with no `Origin`, "
+                    "`Referer`) the widget allows: 403 otherwise, 404 for a widget that is not live. Cacheable: "
+                    "`If-None-Match` with the `ETag` answers 304.",
+        response_headers=PUBLIC_CONFIG_HEADERS,
         responses={
             200: ResponseSpec(PublicConfig, description="The widget's public config"),
             304: ResponseSpec(None, description="Not modified (If-None-Match names the current ETag)"),
-            **{status: ERRORS[status] for status in (403, 404, 429, 503)},
+            **{status: ERRORS[status] for status in (400, 403, 404, 429, 503)},
         },
     )
     async def get_widget(self, request: Request[Any, Any, Any], widget_id: FromPath[str]) -> ASGIResponse:
@@ -247,7 +258,9 @@ class PublicWidgetController(Controller):
         }
         return Response(None, status_code=204, headers=headers)
 
-    @post("/{widget_id:str}/conversations", status_code=201, summary="Start a conversation: a grant for a fresh LiveKit room",
+    @post("/{widget_id:str}/conversations", status_code=201, operation_id="start_conversation", summary="Start a conversation",
+          description="A grant for a fresh LiveKit room with the widget's agent dispatched into it, and the `resume_token` "
+                      "the page keeps to resume, submit forms, give feedback and end. The body is optional.",
           responses=VISITOR_ERRORS)
     async def start_conversation(
         self, request: Request[Any, Any, Any], widget_id: FromPath[str],
@@ -267,7 +280,8 @@ class PublicWidgetController(Controller):
         body = grant_out(str(started.conversation_id), started.resume_token, started.grant)
         return Response(body, status_code=201, headers=cors_headers(origin))
 
-    @post("/{widget_id:str}/conversations/{cid:str}/resume", status_code=200, summary="Resume a conversation in a fresh room",
+    @post("/{widget_id:str}/conversations/{cid:str}/resume", status_code=200, operation_id="resume_conversation",
+          summary="Resume a conversation", description="A grant for a fresh room in the same conversation; 404 without its `resume_token`.",
           responses=VISITOR_ERRORS)
     async def resume(self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], data: JSONBody[Resume]) -> Response[GrantOut]:
         entry, origin, services = await self._checked(request, widget_id)
@@ -275,7 +289,8 @@ class PublicWidgetController(Controller):
         grant = await anyio.to_thread.run_sync(services.conversations.resume, live_widget(entry), conversation, data.resume_token)
         return Response(grant_out(str(conversation), data.resume_token, grant), headers=cors_headers(origin))
 
-    @post("/{widget_id:str}/conversations/{cid:str}/forms/{form_id:str}", status_code=202, summary="Submit a form's values",
+    @post("/{widget_id:str}/conversations/{cid:str}/forms/{form_id:str}", status_code=202, operation_id="submit_conversation_form",
+          summary="Submit a form", description="The values of one of the widget's forms (`config.v1.forms`), checked against its fields.",
           responses=VISITOR_ERRORS)
     async def submit_form(
         self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], form_id: FromPath[str], data: JSONBody[FormSubmission]
@@ -286,7 +301,8 @@ class PublicWidgetController(Controller):
         )
         return Response(Accepted(), status_code=202, headers=cors_headers(origin))
 
-    @post("/{widget_id:str}/conversations/{cid:str}/feedback", status_code=202, summary="Give feedback on a conversation",
+    @post("/{widget_id:str}/conversations/{cid:str}/feedback", status_code=202, operation_id="give_conversation_feedback",
+          summary="Give feedback", description="A rating on the widget's feedback scale, and an optional comment.",
           responses=VISITOR_ERRORS)
     async def feedback(
         self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], data: JSONBody[FeedbackSubmission]
@@ -297,7 +313,8 @@ class PublicWidgetController(Controller):
         )
         return Response(Accepted(), status_code=202, headers=cors_headers(origin))
 
-    @post("/{widget_id:str}/conversations/{cid:str}/end", status_code=202, summary="End a conversation", responses=VISITOR_ERRORS)
+    @post("/{widget_id:str}/conversations/{cid:str}/end", status_code=202, operation_id="end_conversation", summary="End a conversation",
+          description="The visitor ended it; later resumes are refused.", responses=VISITOR_ERRORS)
     async def end(self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], data: JSONBody[Resume]) -> Response[Accepted]:
         entry, origin, services = await self._checked(request, widget_id)
         await anyio.to_thread.run_sync(services.conversations.end, live_widget(entry), conversation_id(cid), data.resume_token)
@@ -311,7 +328,8 @@ class PublicWidgetController(Controller):
         return entry, origin, services
 
 
-@post("/webhooks/livekit", status_code=200, tags=["webhooks"], summary="LiveKit's signed webhook; room_finished ends the conversation",
+@post("/webhooks/livekit", status_code=200, tags=["webhooks"], operation_id="receive_livekit_webhook", summary="LiveKit's webhook",
+      description="Signed by LiveKit with the API secret (401 otherwise); `room_finished` ends the room's conversation.",
       request_max_body_size=PUBLIC_BODY_LIMIT * 8, responses=WEBHOOK_ERRORS)
 async def livekit_webhook(request: Request[Any, Any, Any]) -> dict[str, str]:
     services: Services = request.app.state.services

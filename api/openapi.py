@@ -1,0 +1,252 @@
+"""The OpenAPI document, made to say what the server enforces, so that tools nobody here wrote can trust it.
+
+Litestar generates most of it from the route decorators (hand-given operation
+ids, tags, summaries, descriptions, problem responses). Two steps here add what
+it cannot say on its own:
+
+- `StrictStructSchemaPlugin`: a request struct that forbids unknown fields is
+  documented with `additionalProperties: false`.
+- `finish_document`, run once over the generated document before it is served:
+  the headers every answer carries (`X-Request-Id`; `Retry-After` on 429 and
+  503; CORS on public calls), optional bodies marked optional, links that let a
+  client (or schemathesis' stateful phase) follow an answer's ids to the next
+  call, examples on the main bodies, and patterns rewritten from Python's `\\Z`
+  (end of text) to JSON Schema's `$`, which means the same there.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.datastructures import ResponseHeader
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme, Tag
+from litestar.typing import FieldDefinition
+
+from api import openapi_examples
+from domain.config import WidgetConfig
+
+# What the server checks these values against (api/admin.py, api/admin_lists.py); the document says the same.
+ETAG_PATTERN = r'^(\*|(W/)?"[0-9]{1,12}")$'
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+BEARER = [{"bearer": []}]
+
+ETAG_HEADER = ResponseHeader(name="ETag", value='"1"', documentation_only=True, required=True,
+                             description='The widget\'s version (`"3"`), to send back as `If-Match`')
+EVENT_POSITION_HEADER = ResponseHeader(
+    name="X-Event-Position", value="1", documentation_only=True,
+    description="The event store position of what this command saved (absent when it changed nothing): "
+                "`GET /v1/read-models/wait?position=N` answers once every read model has reached it",
+)
+# Header schemas the document states wherever the header appears.
+HEADER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ETag": {"type": "string", "pattern": r'^"[0-9]{1,12}"$'},
+    "X-Event-Position": {"type": "string", "pattern": r"^[0-9]{1,19}$"},
+}
+
+TAGS = [
+    Tag(name="agents", description="Agents and their numbered versions; a widget pins one published version."),
+    Tag(name="widgets", description="Widgets: allowed domains, pinned agent version, config, publication and history."),
+    Tag(name="audit", description="The organization's events in commit order (`audit:read`)."),
+    Tag(name="public", description="What the embed loader on a customer's page calls: no token, the page's `Origin` is checked."),
+    Tag(name="embed", description="The embed loader script."),
+    Tag(name="webhooks", description="Webhooks this service receives."),
+    Tag(name="operations", description="Health, readiness, metrics and read-your-writes waiting."),
+]
+
+DESCRIPTION = """\
+The Anyreach web widget service. Admin calls (`/v1/...`) take `Authorization: Bearer <jwt>`; public calls
+(`/public/v1/...`) come from a browser page whose `Origin` the widget allows. Every error is an RFC 9457
+problem (`application/problem+json`) with a stable `code`. Every command's answer carries
+`X-Event-Position`; `GET /v1/read-models/wait?position=N` answers once the read models have reached it.
+`HEAD` is answered wherever `GET` is, and `OPTIONS` lists the allowed methods in `Allow`.
+"""
+
+
+class StrictStructSchemaPlugin(StructSchemaPlugin):
+    """Documents a struct declared with `forbid_unknown_fields=True` as a closed object."""
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Any:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        if field_definition.type_.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        return schema
+
+
+def _header(description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": schema}
+
+
+REQUEST_ID = _header("This request's id, as logged (taken from the request's own `X-Request-Id` when well-formed)",
+                     {"type": "string", "pattern": r"^[A-Za-z0-9._-]{8,64}$"})
+RETRY_AFTER = _header("Seconds to wait before retrying", {"type": "string", "pattern": r"^[0-9]+$"}, required=True)
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": _header("The page's origin, when the widget allows it", {"type": "string"}),
+    "Vary": _header("`Origin`: answers differ by origin", {"type": "string"}),
+}
+
+# Where an answer's ids lead: (operation id, status) -> {link name: (target operation id, {parameter: expression})}.
+LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str]]]] = {
+    ("create_agent", "201"): {
+        "GetAgent": ("get_agent", {"agent_id": "$response.body#/id"}),
+        "CreateVersion": ("create_agent_version", {"agent_id": "$response.body#/id"}),
+    },
+    ("create_agent_version", "201"): {
+        "PublishVersion": ("publish_agent_version",
+                           {"agent_id": "$response.body#/agent_id", "version_id": "$response.body#/id"}),
+        "UnpublishVersion": ("unpublish_agent_version",
+                             {"agent_id": "$response.body#/agent_id", "version_id": "$response.body#/id"}),
+    },
+    ("create_widget", "201"): {
+        "GetWidget": ("get_widget", {"widget_id": "$response.body#/id"}),
+        "ChangeDomains": ("change_widget_domains", {"widget_id": "$response.body#/id"}),
+        "PinVersion": ("pin_widget_agent_version", {"widget_id": "$response.body#/id"}),
+        "ReplaceConfig": ("replace_widget_config", {"widget_id": "$response.body#/id"}),
+        "PatchConfig": ("patch_widget_config", {"widget_id": "$response.body#/id"}),
+        "Publish": ("publish_widget", {"widget_id": "$response.body#/id"}),
+        "Unpublish": ("unpublish_widget", {"widget_id": "$response.body#/id"}),
+        "History": ("get_widget_history", {"widget_id": "$response.body#/id"}),
+        "Conversations": ("list_widget_conversations", {"widget_id": "$response.body#/id"}),
+        "Delete": ("delete_widget", {"widget_id": "$response.body#/id"}),
+        "PublicConfig": ("get_public_widget_config", {"widget_id": "$response.body#/id"}),
+        "StartConversation": ("start_conversation", {"widget_id": "$response.body#/id"}),
+    },
+}
+
+
+REF = "#/components/schemas/"
+# Bodies and fields that the handlers take as raw JSON, so that the domain can name every invalid field at once,
+# documented with the schema the domain checks them against (domain/config.py).
+BODY_SCHEMAS = {"replace_widget_config": "WidgetConfig", "patch_widget_config": "WidgetConfigPatch"}
+PROPERTY_SCHEMAS = {
+    ("WidgetCreate", "config"): {"anyOf": [{"$ref": REF + "WidgetConfig"}, {"type": "null"}]},
+    ("WidgetOut", "config"): {"$ref": REF + "WidgetConfig"},
+    ("PublicConfig", "config"): {"$ref": REF + "WidgetConfig"},
+    ("FeedbackSubmission", "rating"): {"type": "integer", "minimum": 0, "maximum": 5,
+                                       "description": "On the widget's feedback scale: thumbs 0-1, stars and scale_5 1-5"},
+}
+
+
+def config_components() -> dict[str, Any]:
+    """The config's schemas (every section closed), and for each a merge-patch twin whose fields are all optional and nullable."""
+    (_,), components = msgspec.json.schema_components([WidgetConfig], ref_template=REF + "{name}")
+    patches = {
+        f"{name}Patch": {
+            "title": f"{name}Patch",
+            "description": f"A JSON merge patch (RFC 7396) of {name}: a field left out is kept, `null` resets it to its default.",
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {key: {"anyOf": [_patch_of(value), {"type": "null"}]} for key, value in schema["properties"].items()},
+        }
+        for name, schema in components.items()
+    }
+    return {**components, **patches}
+
+
+def _patch_of(schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:  # a section is merged field by field; anything else (lists included) is replaced whole
+        return {"$ref": schema["$ref"] + "Patch"}
+    return {key: value for key, value in schema.items() if key != "default"}
+
+
+def _walk(node: Any) -> Any:
+    """Every dict in the document, depth first."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _operations(document: dict[str, Any]) -> Any:
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "responses" in operation:
+                yield path, method, operation
+
+
+def _admits_null(schema: dict[str, Any]) -> bool:
+    return any(option.get("type") == "null" for option in schema.get("oneOf", []) + schema.get("anyOf", []))
+
+
+def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
+    """The generated document with what Litestar cannot say itself (see the module docstring); the input is untouched."""
+    document = copy.deepcopy(generated)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(config_components())
+    for (component, field), schema in PROPERTY_SCHEMAS.items():
+        if component in schemas:
+            schemas[component]["properties"][field] = schema
+    for node in _walk(document):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and pattern.endswith("\\Z"):
+            node["pattern"] = pattern[:-2] + "$"
+    ids = {operation["operationId"]: (path, method) for path, method, operation in _operations(document)}
+    for path, _, operation in _operations(document):
+        body = operation.get("requestBody")
+        if operation["operationId"] in BODY_SCHEMAS:
+            body["content"]["application/json"]["schema"] = {"$ref": REF + BODY_SCHEMAS[operation["operationId"]]}
+        if body is not None:
+            schema = body.get("content", {}).get("application/json", {}).get("schema", {})
+            if _admits_null(schema):
+                body["required"] = False  # no body at all means the same as `null`
+        for status, response in operation["responses"].items():
+            headers = response.setdefault("headers", {})
+            for name, header in headers.items():
+                if name in HEADER_SCHEMAS:
+                    header["schema"] = HEADER_SCHEMAS[name]
+            headers["X-Request-Id"] = REQUEST_ID
+            if status in ("429", "503"):
+                headers["Retry-After"] = RETRY_AFTER
+            if path.startswith("/public/v1/"):
+                headers.update(CORS_HEADERS)
+            for name, (target, parameters) in LINKS.get((operation["operationId"], status), {}).items():
+                if target in ids:
+                    response.setdefault("links", {})[name] = {"operationId": target, "parameters": parameters}
+    for name, examples in openapi_examples.SCHEMA_EXAMPLES.items():
+        if name in schemas:
+            schemas[name]["examples"] = examples
+    return document
+
+
+class ContractJsonPlugin(JsonRenderPlugin):
+    """Serves `/schema/openapi.json` as `finish_document` leaves it (computed once per app)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._source: dict[str, Any] | None = None
+        self._body: bytes = b""
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        with self._lock:
+            if openapi_schema is not self._source:
+                self._body = msgspec.json.encode(finish_document(openapi_schema))
+                self._source = openapi_schema
+            return self._body
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Anyreach web widgets",
+        version="1.0.0",
+        description=DESCRIPTION,
+        path="/schema",
+        tags=TAGS,
+        components=Components(security_schemes={
+            "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
+                                     description="An admin token (HS256): `sub`, `org_id`, `scope`, `exp`"),
+        }),
+        render_plugins=[ScalarRenderPlugin(), ContractJsonPlugin()],
+    )
