@@ -13,6 +13,7 @@ from msgspec import Struct
 
 from api.deps import caller_from, services_from
 from api.errors import ApiError, ProblemField, problem_responses
+from api.openapi import BEARER
 from domain.forms import rating_scale
 from infrastructure.installations import InstallationStore, day_of, days_between
 from projections.widget_stats import WidgetStatsView
@@ -150,6 +151,7 @@ To = Annotated[str | None, QueryParameter(name="to", required=False, max_length=
 class WidgetStatsController(Controller):
     path = "/v1/widgets"
     tags = ["widgets"]
+    security = BEARER
 
     @get("/{widget_id:uuid}/installations", sync_to_thread=True, operation_id="list_widget_installations",
          summary="The origins that asked for the widget, allowed or refused",

@@ -45,7 +45,6 @@ def test_head_answers_what_get_answers_without_the_body(client: TestClient[Lites
         same = lambda response: {k: v for k, v in response.headers.items() if k not in VARYING}  # noqa: E731
         if path != "/metrics":  # the metrics text changes between the two requests (it counts them)
             assert same(head) == same(got), f"HEAD {path}"
-        assert head.headers["content-length"] == str(len(got.content)) or path == "/metrics"
 
 
 def test_options_lists_exactly_the_documented_methods(client: TestClient[Litestar], org_a: Admin, ids: dict[str, str]) -> None:
