@@ -9,25 +9,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 
-from api.app import create_app
 from api.embed_routes import BUILD_COMMAND, DIST
-from infrastructure.settings import Settings
 from tests.browser.hostpages import HostSite, page_html
-from tests.conftest import admin_headers
-from tests.servers import free_port
+from tests.browser.service import ApiServer, running_api
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBED_DIR = ROOT / "api" / "embed"
@@ -79,95 +71,11 @@ def embed_bundle() -> Path:
 # ---- the service ----
 
 
-@dataclass
-class ApiServer:
-    """The service running for real on a loopback port, and an admin of one organization calling it."""
-
-    base: str
-    settings: Settings
-    http: httpx.Client = field(repr=False)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.http.request(method, path, **kwargs)
-
-    def _ok(self, response: httpx.Response, status: int) -> dict[str, Any]:
-        assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
-        return response.json()
-
-    def create_live_widget(self, domains: list[str], config: dict[str, Any]) -> dict[str, Any]:
-        """A published widget pinned to a published agent version, allowed on `domains` only."""
-        agent = self._ok(self.call("POST", "/v1/agents", json={"name": "Browser test agent"}), 201)
-        version = self._ok(self.call("POST", f"/v1/agents/{agent['id']}/versions", json={"label": "v1"}), 201)
-        self._ok(self.call("POST", f"/v1/agents/{agent['id']}/versions/{version['id']}/publish"), 200)
-        body = {"agent_id": agent["id"], "agent_version_id": version["id"], "domains": domains, "config": config}
-        widget = self._ok(self.call("POST", "/v1/widgets", json=body), 201)
-        widget = self._ok(self.call("POST", f"/v1/widgets/{widget['id']}/publish"), 200)
-        assert widget["live"] is True
-        return widget
-
-    def wait_public(self, widget_id: str, origin: str, timeout: float = 10.0) -> dict[str, Any]:
-        """Waits until the public read model serves the widget to `origin` (read-your-writes)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            response = httpx.get(f"{self.base}/public/v1/widgets/{widget_id}", headers={"Origin": origin}, timeout=5)
-            if response.status_code == 200:
-                return response.json()
-            assert time.monotonic() < deadline, f"widget {widget_id} not public for {origin}: {response.status_code} {response.text}"
-            time.sleep(0.05)
-
-    def conversations(self, widget_id: str) -> list[dict[str, Any]]:
-        return self._ok(self.call("GET", f"/v1/widgets/{widget_id}/conversations"), 200)["items"]
-
-    def wait_conversation(
-        self, widget_id: str, conversation_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 10.0
-    ) -> dict[str, Any]:
-        """The admin view of one conversation once `until` holds for it (the list is a projection)."""
-        deadline = time.monotonic() + timeout
-        row: dict[str, Any] | None = None
-        while True:
-            row = next((c for c in self.conversations(widget_id) if c["id"] == conversation_id), None)
-            if row is not None and until(row):
-                return row
-            assert time.monotonic() < deadline, f"conversation {conversation_id} never reached the expected state: {row}"
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="package")
 def api_server(embed_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """`create_app` on the embedded wiring, served by uvicorn in a thread on a free loopback port.
-
-    LiveKit points at a loopback port where nothing listens: joining a room fails at once,
-    as it does wherever no LiveKit server runs.
-    """
-    settings = Settings(
-        data_dir=str(tmp_path_factory.mktemp("widgets-var")),
-        log_format="json",
-        log_level="warning",
-        livekit_url=f"ws://127.0.0.1:{free_port()}",
-        livekit_api_secret="browser-tests-livekit-secret-0123456789abcdef",
-    )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="widgets-api", daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "the API server thread died while starting"
-        assert time.monotonic() < deadline, "the API server did not start within 30 s"
-        time.sleep(0.05)
-    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
-    assert httpx.get(f"{base}/embed.js", timeout=5).status_code == 200, "GET /embed.js does not serve the loader"
-    with httpx.Client(base_url=base, headers=admin_headers(settings, ORG, "browser_admin"), timeout=10) as client:
-        yield ApiServer(base, settings, client)
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    """The service on the embedded wiring, on a free loopback port (see `running_api`)."""
+    with running_api(tmp_path_factory.mktemp("widgets-var"), ORG) as server:
+        yield server
 
 
 # ---- the customer sites ----
