@@ -17,22 +17,29 @@ def main() -> None:
 
 
 def refuse_development_secret_off_loopback(settings: Settings) -> None:
-    """Anyone can mint admin tokens with the development secret: it is for this machine only."""
+    """Anyone can mint admin tokens with the development secret, and unwrap every conversation's data key with the
+    development data key: both are for this machine only."""
     import ipaddress
 
-    from infrastructure.settings import DEV_AUTH_SECRET
+    from infrastructure.settings import DEV_AUTH_SECRET, DEV_DATA_KEY
 
-    if settings.auth_secret != DEV_AUTH_SECRET or settings.host == "localhost":
+    if settings.host == "localhost":
         return
     try:
         if ipaddress.ip_address(settings.host).is_loopback:
             return
     except ValueError:
         pass
-    raise click.ClickException(
-        f"Refusing to serve on {settings.host} with the development admin-token secret: "
-        "set WIDGETS_AUTH_SECRET to a long random value (e.g. `openssl rand -hex 32`)."
-    )
+    if settings.auth_secret == DEV_AUTH_SECRET:
+        raise click.ClickException(
+            f"Refusing to serve on {settings.host} with the development admin-token secret: "
+            "set WIDGETS_AUTH_SECRET to a long random value (e.g. `openssl rand -hex 32`)."
+        )
+    if settings.data_key == DEV_DATA_KEY:
+        raise click.ClickException(
+            f"Refusing to serve on {settings.host} with the development data key: "
+            "set WIDGETS_DATA_KEY to the base64 of 32 random bytes (e.g. `openssl rand -base64 32`)."
+        )
 
 
 def serve_metrics(settings: Settings) -> None:

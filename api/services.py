@@ -19,7 +19,7 @@ from infrastructure.installations import InstallationCounter, InstallationStore,
 from infrastructure.livekit import LiveKitIssuer, LiveKitWebhooks
 from infrastructure.proxies import TrustedProxies
 from infrastructure.ratelimit import PublicRateLimits
-from infrastructure.settings import DEV_AUTH_SECRET, Settings
+from infrastructure.settings import DEV_AUTH_SECRET, DEV_DATA_KEY, Settings
 from infrastructure.sql import Database
 from projections.setup import PROJECTIONS, ReadModels, build_runners
 
@@ -52,6 +52,8 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         if settings.auth_secret == DEV_AUTH_SECRET and not settings.embedded:
             log.warning("insecure_auth_secret", hint="set WIDGETS_AUTH_SECRET; the development default is in use")
+        if settings.data_key == DEV_DATA_KEY and not settings.embedded:
+            log.warning("insecure_data_key", hint="set WIDGETS_DATA_KEY; the development default is in use")
         store = wait_for(lambda: open_event_store(settings), "event store", settings.startup_timeout)
         db = wait_for(lambda: Database(settings), "read model database", settings.startup_timeout)
         names = PROJECTIONS if settings.projections_in_process else ()

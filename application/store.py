@@ -3,14 +3,14 @@ notification log orders all events in commit order for the projections."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Recording
+from eventsourcing.persistence import Mapper, Recording, Transcoder
 
 from domain.agent import Agent
 from domain.widget import Widget
@@ -19,13 +19,35 @@ from domain.widget import Widget
 saved_positions: ContextVar[list[int] | None] = ContextVar("saved_positions", default=None)
 
 
+class PersonalData(Protocol):
+    """Seals conversations' personal fields under their own data keys (infrastructure/personal_data.py)."""
+
+    def mapper(self, transcoder: Transcoder, reveal: bool = True) -> Mapper[UUID]: ...
+
+    def bind(self, store: Any) -> None: ...
+
+    def destroy(self, conversation_ids: Sequence[UUID]) -> int: ...
+
+
 class EventStore(Application[UUID]):
     name = "widgets"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Widget: 50, Agent: 50}
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, personal_data: PersonalData | None = None) -> None:
+        """`personal_data`: how personal fields are sealed (without it, in memory for tests, they are not).
+        `mapper` opens them for the application; `projection_mapper` leaves them sealed, for the read models."""
+        self.personal_data = personal_data
         super().__init__(env)
         self._saved_listeners: list[Callable[[int], None]] = []
+        self.projection_mapper: Mapper[UUID] = self.mapper
+        if personal_data is not None:
+            personal_data.bind(self.recorder)
+            self.projection_mapper = personal_data.mapper(self.construct_transcoder(), reveal=False)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        if self.personal_data is None:
+            return super().construct_mapper()
+        return self.personal_data.mapper(self.construct_transcoder())
 
     def on_saved(self, listener: Callable[[int], None]) -> None:
         """Call `listener(position)` after each save of this process (wakes embedded projections)."""

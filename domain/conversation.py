@@ -52,7 +52,7 @@ class Conversation(Aggregate):
         self.room = room
         self.participant_identity = participant_identity
         self.resume_token_hash = resume_token_hash
-        self.visitor = visitor
+        self.visitor = visitor if visitor is not None else {}  # None: erased (its data key destroyed)
         self.rooms = [room]
         self.forms: list[dict[str, Any]] = []
         self.feedback: dict[str, Any] | None = None
@@ -99,7 +99,7 @@ class Conversation(Aggregate):
 
     @event("FormSubmitted", topic=t.CONVERSATION_FORM_SUBMITTED)
     def _form_submitted(self, form_id: str, values: dict[str, Any]) -> None:
-        self.forms.append({"form_id": form_id, "values": values})
+        self.forms.append({"form_id": form_id, "values": values if values is not None else {}})
 
     @event("FeedbackGiven", topic=t.CONVERSATION_FEEDBACK_GIVEN)
     def _feedback_given(self, rating: int, comment: str | None) -> None:

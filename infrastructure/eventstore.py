@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from application.store import EventStore
+from infrastructure.personal_data import DeploymentKeys, PersonalDataVault
 from infrastructure.pg_recorder import TRANSACTION_POOLER
 from infrastructure.settings import Settings
 
@@ -39,7 +40,8 @@ def postgres_env(database_url: str, pool_size: int = 10, schema: str = "public",
 
 def sqlite_env(data_dir: Path) -> dict[str, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(data_dir / "events.sqlite3")}
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(data_dir / "events.sqlite3"),
+            "APPLICATION_RECORDER_TOPIC": "infrastructure.sqlite_recorder:KeyedSQLiteApplicationRecorder"}
 
 
 def store_env(settings: Settings) -> dict[str, str]:
@@ -49,4 +51,6 @@ def store_env(settings: Settings) -> dict[str, str]:
 
 
 def open_event_store(settings: Settings, **extra: Any) -> EventStore:
-    return EventStore(env={**store_env(settings), **extra})
+    """The event store, sealing personal data under per-conversation keys wrapped by `WIDGETS_DATA_KEY`."""
+    vault = PersonalDataVault(DeploymentKeys.from_settings(settings))
+    return EventStore(env={**store_env(settings), **extra}, personal_data=vault)

@@ -65,6 +65,8 @@ from psycopg.errors import error_from_result
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from infrastructure.data_keys import PostgresKeyTable
+
 TRANSACTION_POOLER = "POSTGRES_TRANSACTION_POOLER"  # "y": connections go through a transaction-mode pooler
 ATTEMPTS = 2
 RETRY_WAIT = 0.2
@@ -103,7 +105,7 @@ class FastFailPostgresAggregateRecorder(PostgresAggregateRecorder):
     select_events = _fewer_attempts(PostgresAggregateRecorder.select_events.__wrapped__)
 
 
-class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
+class OrderedPostgresApplicationRecorder(PostgresKeyTable, PostgresApplicationRecorder):
     runs_meanwhile = True  # `insert_events` takes the caller's `meanwhile` (see `EventStore.save`)
 
     select_events = _fewer_attempts(PostgresApplicationRecorder.select_events.__wrapped__)
@@ -146,10 +148,14 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
         ).format(insert_events=Identifier(self.pg_function_name_insert_events), **names)
         self.sql_create_statements[self.create_insert_function_statement_index] = self.sql_create_pg_function_insert_events
 
+        self.sql_create_statements.append(SQL(self.data_keys_create_statement()))  # type: ignore[arg-type]
+        # The one-event function also writes a new conversation's wrapped data key (`p_data_key`, else NULL) in
+        # the same transaction as its `conversation.started` (see infrastructure/personal_data.py).
         self.pg_function_name_insert_event = f"{self.pg_function_name_insert_events}_one"
         self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION "
-            "{schema}.{insert_event}(p_originator_id {id_type}, p_originator_version bigint, p_topic text, p_state bytea) "
+            "{schema}.{insert_event}(p_originator_id {id_type}, p_originator_version bigint, p_topic text, p_state bytea, "
+            "p_data_key bytea) "
             "RETURNS bigint "
             "LANGUAGE plpgsql{lock_timeout}"
             "AS "
@@ -162,14 +168,17 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
             "    INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
             "    VALUES (p_originator_id, p_originator_version, p_topic, p_state)"
             "    RETURNING notification_id INTO new_id;"
+            "    IF p_data_key IS NOT NULL THEN"
+            "        INSERT INTO {schema}.{keys} (conversation_id, wrapped) VALUES (p_originator_id, p_data_key);"
+            "    END IF;"
             "    RETURN new_id;"
             "END;"
             "$BODY$"
-        ).format(insert_event=Identifier(self.pg_function_name_insert_event), **names))
+        ).format(insert_event=Identifier(self.pg_function_name_insert_event), keys=Identifier(self.data_keys_table), **names))
         # The call as libpq takes it (numbered parameters, typed by the function's signature), and the name
         # it is prepared under on each connection (one per statement: a schema of its own, its own name);
         # behind a transaction pooler, no name: it is sent unprepared.
-        self.sql_prepare_insert_event = SQL("SELECT {schema}.{insert_event}($1, $2, $3, $4)").format(
+        self.sql_prepare_insert_event = SQL("SELECT {schema}.{insert_event}($1, $2, $3, $4, $5)").format(
             insert_event=Identifier(self.pg_function_name_insert_event), schema=names["schema"]).as_bytes(None)
         self.insert_event_statement_name: bytes | None = None if self.pooled else b"widgets_insert_event_" + hashlib.blake2b(
             self.sql_prepare_insert_event, digest_size=8).hexdigest().encode()
@@ -181,6 +190,9 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
         """One event through the scalar function, running `meanwhile` during its round trip (again if the
         attempt fails and is retried: `EventStore.save` makes it run once); several (or none) through the
         library's array function, leaving `meanwhile` to the caller."""
+        keys = [(e.originator_id, e.data_key) for e in stored_events if getattr(e, "data_key", b"")]
+        if keys and (len(stored_events) != 1 or not self.datastore.enable_db_functions):
+            return self._insert_events_with_keys(stored_events, keys)
         if len(stored_events) != 1 or not self.datastore.enable_db_functions:
             return PostgresApplicationRecorder.insert_events.__wrapped__(self, stored_events, **kwargs)
         with self.datastore.get_connection() as conn:
@@ -188,7 +200,24 @@ class OrderedPostgresApplicationRecorder(PostgresApplicationRecorder):
                                       stored_events[0], meanwhile)]
 
 
-_INSERT_EVENT_FORMATS = (pq.Format.TEXT, pq.Format.TEXT, pq.Format.TEXT, pq.Format.BINARY)
+    def _insert_events_with_keys(self, stored_events: Sequence[StoredEvent], keys: list[tuple[Any, bytes]]) -> list[int]:
+        """Several events, some starting conversations: the events (locking the table, as every insert does) and
+        their data keys in one transaction."""
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            ids = []
+            for e in stored_events:
+                curs.execute(SQL("INSERT INTO {}.{} (originator_id, originator_version, topic, state) VALUES (%s, %s, %s, %s) "
+                                 "RETURNING notification_id").format(Identifier(self.datastore.schema),
+                                                                     Identifier(self.events_table_name)),
+                             [e.originator_id, e.originator_version, e.topic, e.state], prepare=False)
+                ids.append(int(curs.fetchone()["notification_id"]))  # type: ignore[index]
+            self.insert_data_keys_in(curs, keys)
+            return ids
+
+
+_INSERT_EVENT_FORMATS = (pq.Format.TEXT, pq.Format.TEXT, pq.Format.TEXT, pq.Format.BINARY, pq.Format.BINARY)
 
 
 class _EventStoreConnection(Connection[DictRow]):
@@ -210,7 +239,19 @@ class _EventStoreConnection(Connection[DictRow]):
         self, name: bytes | None, statement: bytes, event: StoredEvent, meanwhile: Callable[[], object] | None
     ) -> int:
         """`name`: the statement is prepared under it once per connection; None: sent unprepared (a pooler)."""
-        params = [str(event.originator_id).encode(), b"%d" % event.originator_version, event.topic.encode(), event.state]
+        try:
+            return self._insert_event(name, statement, event, meanwhile)
+        except psycopg.errors.InvalidSqlStatementName:
+            # psycopg sends DEALLOCATE ALL after a ROLLBACK on a connection where it prepared statements of its own
+            # (a failed transaction of the library's): prepare ours again. `meanwhile` has run by now.
+            self.prepared_by_widgets.discard(name)  # type: ignore[arg-type]
+            return self._insert_event(name, statement, event, None)
+
+    def _insert_event(
+        self, name: bytes | None, statement: bytes, event: StoredEvent, meanwhile: Callable[[], object] | None
+    ) -> int:
+        params = [str(event.originator_id).encode(), b"%d" % event.originator_version, event.topic.encode(), event.state,
+                  getattr(event, "data_key", b"") or None]
         with self.lock:
             pgconn = self.pgconn
             if name is None:

@@ -5,7 +5,8 @@
     uv run python -m tests.bench.bench_conversations --profile  # also cProfile 2,000 starts (wall and CPU clocks)
 
 A conversation start is one event append (the `Conversation` aggregate's
-`conversation.started`) plus one LiveKit token signing. This script calls
+`conversation.started`, its visitor sealed under a new data key whose wrapped
+row the same insert writes) plus one LiveKit token signing. This script calls
 `ConversationService.start` directly, single-threaded, in a loop, on an
 `EventStore` wired exactly as production wires it (`infrastructure.eventstore.
 postgres_env`: our recorder's insert functions, pre-ping of idle connections
@@ -22,7 +23,8 @@ ratios of slices measured side by side in the same round. Besides the headline
 ratio (target >= 0.6), diagnostic rows place the gap: the same raw INSERT sent
 through psycopg's libpq layer (`psycopg.pq`, as the store sends its one-event
 insert: a second baseline, with less of psycopg's per-query work), the store's
-own SQL (its one-event insert function, which locks the table and NOTIFYs) sent
+own SQL (its one-event insert function, which locks the table, NOTIFYs and
+writes the key row) sent
 from the raw connection (the database's share), the store's recorder given a
 prebuilt stored event (adds the pool checkout and eventsourcing's plumbing), a
 start's two halves alone (token signing; aggregate + save), and the same start
@@ -120,6 +122,7 @@ class Bench:
         from application.store import EventStore
         from infrastructure.eventstore import postgres_env
         from infrastructure.livekit import LiveKitIssuer
+        from infrastructure.personal_data import DeploymentKeys, PersonalDataVault
         from infrastructure.settings import Settings
 
         self.pg_url = pg_url
@@ -132,11 +135,17 @@ class Bench:
             agent_name=defaults.livekit_agent_name, ttl_seconds=defaults.livekit_token_ttl,
         )
         self.env = postgres_env(pg_url, pool_size=2, schema=self.schema)
-        self.store = EventStore(env=self.env)
+        # As `open_event_store` wires it: personal fields sealed under a new data key per conversation, whose wrapped
+        # key row is written by the same insert.
+        self.store = EventStore(env=self.env, personal_data=PersonalDataVault(DeploymentKeys.from_settings(defaults)))
         self.service = ConversationService(self.store, self.issuer)
-        # The diagnostic variant: the same store, same tables, without psycopg_pool's per-checkout ping.
-        self.store_no_ping = EventStore(env={**self.env, "POSTGRES_PRE_PING": "n"})
+        # The diagnostic variants: the same store, same tables, without psycopg_pool's per-checkout ping; and the
+        # store as it was before personal data was encrypted (no data key, no key row).
+        self.store_no_ping = EventStore(env={**self.env, "POSTGRES_PRE_PING": "n"},
+                                        personal_data=PersonalDataVault(DeploymentKeys.from_settings(defaults)))
         self.service_no_ping = ConversationService(self.store_no_ping, self.issuer)
+        self.store_plain = EventStore(env=self.env)
+        self.service_plain = ConversationService(self.store_plain, self.issuer)
         self.widget = LiveWidget(
             widget_id=str(uuid.uuid4()), organization_id=ORG, agent_id=str(uuid.uuid4()),
             agent_version_id=str(uuid.uuid4()), config={},
@@ -159,7 +168,8 @@ class Bench:
         # The statement the store sends for a one-event save (infrastructure/pg_recorder.py): its plpgsql
         # function, which locks the table, NOTIFYs and INSERTs into the event store's own table; sent here
         # from the raw connection, without the library.
-        self.function_sql = self.store.recorder.sql_prepare_insert_event.decode().replace("$1, $2, $3, $4", "%s, %s, %s, %s")
+        self.function_sql = self.store.recorder.sql_prepare_insert_event.decode().replace("$1, $2, $3, $4, $5", "%s, %s, %s, %s, %s")
+        self.wrapped_key = secrets.token_bytes(69)  # a wrapped data key's size: format, fingerprint, nonce, key, tag
 
     def _measure_row(self) -> tuple[str, int, int]:
         """The stored event of a real start: its topic, its state's size in bytes, and how many rows one start writes."""
@@ -186,15 +196,18 @@ class Bench:
             raise RuntimeError(result.get_error_field(pq.DiagnosticField.MESSAGE_PRIMARY))
 
     def raw_function(self) -> None:
-        self.conn.execute(self.function_sql, (uuid.uuid4(), 1, self.topic, self.state), prepare=True).fetchall()
+        self.conn.execute(self.function_sql, (uuid.uuid4(), 1, self.topic, self.state, self.wrapped_key), prepare=True).fetchall()
 
     def recorder_only(self) -> None:
-        from eventsourcing.persistence import StoredEvent
+        from infrastructure.personal_data import KeyedStoredEvent
 
-        self.store.recorder.insert_events([StoredEvent(uuid.uuid4(), 1, self.topic, self.state)])
+        self.store.recorder.insert_events([KeyedStoredEvent(uuid.uuid4(), 1, self.topic, self.state, self.wrapped_key)])
 
     def start(self) -> None:
         self.service.start(self.widget, ORIGIN, VISITOR)
+
+    def start_plain(self) -> None:
+        self.service_plain.start(self.widget, ORIGIN, VISITOR)
 
     def start_no_ping(self) -> None:
         self.service_no_ping.start(self.widget, ORIGIN, VISITOR)
@@ -233,6 +246,8 @@ class Bench:
             Row("sign", "  of which: token signing alone", self.sign_only, is_part=True),
             Row("save", "  of which: aggregate + store.save alone", self.save_only, is_part=True),
             Row("start_no_ping", "start with POSTGRES_PRE_PING=n (diagnostic)", self.start_no_ping, is_part=True),
+            Row("start_plain", "start without encryption or key row, as before personal data was sealed (the old figure)",
+                self.start_plain, is_part=True),
         ]
 
     def stored_rows(self) -> tuple[int, int]:
@@ -243,7 +258,7 @@ class Bench:
     def close(self) -> None:
         import psycopg
 
-        for closing in (self.store.close, self.store_no_ping.close, self.conn.close):
+        for closing in (self.store.close, self.store_no_ping.close, self.store_plain.close, self.conn.close):
             try:
                 closing()
             except Exception:
@@ -337,7 +352,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", f"Ratio `start` / raw INSERT: **{results['ratio']:.2f}** (slices side by side: median {median:.2f}, "
                   f"quartiles {low:.2f} to {high:.2f}); target >= {RATIO_TARGET}: {verdict} it. Against the raw "
                   f"INSERT sent through libpq as the store sends its own: "
-                  f"{rows['start']['per_s'] / rows['raw_libpq']['per_s']:.2f}."]
+                  f"{rows['start']['per_s'] / rows['raw_libpq']['per_s']:.2f}. The same start without sealing personal "
+                  f"data and without the key row (the path before encryption), same run: "
+                  f"{rows['start_plain']['ratio']:.2f}."]
     return "\n".join(lines)
 
 
