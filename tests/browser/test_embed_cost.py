@@ -78,9 +78,9 @@ def test_before_any_interaction_a_page_loads_only_the_loader_and_the_config(
 
 
 def test_opening_the_bubble_records_nothing_and_connects_nothing(
-    page: Page, recorder: Recorder, voice_widget: dict[str, Any], allowed_site: HostSite, embed_page: Any,
-    api_server: ApiServer,
+    page: Page, recorder: Recorder, allowed_site: HostSite, embed_page: Any, api_server: ApiServer
 ) -> None:
+    voice_widget = make_widget(api_server, allowed_site, voice=True)  # its own: no other test's conversations
     page.goto(embed_page(allowed_site, voice_widget["id"]))
     launcher = page.get_by_test_id("anyreach-launcher")
     launcher.click()

@@ -48,7 +48,7 @@ class Chat implements Panel {
     if (this.isOpen) return;
     const { ui } = this;
     this.isOpen = true;
-    ui.panel.hidden = false;
+    ui.panel.removeAttribute('data-closed');
     ui.root.classList.add('open');
     ui.launcher.setAttribute('aria-expanded', 'true');
     ui.launcher.removeAttribute('data-unread');
@@ -63,7 +63,7 @@ class Chat implements Panel {
     if (!this.isOpen) return;
     this.isOpen = false;
     this.mic?.release();
-    ui.panel.hidden = true;
+    ui.panel.setAttribute('data-closed', '');
     ui.root.classList.remove('open');
     ui.launcher.setAttribute('aria-expanded', 'false');
     ui.launcher.focus();

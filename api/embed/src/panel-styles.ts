@@ -3,6 +3,7 @@
 export const PANEL_CSS = `
 .panel{position:fixed;bottom:88px;right:20px;width:380px;max-width:calc(100vw - 40px);height:640px;max-height:calc(100vh - 108px);display:flex;flex-direction:column;background:var(--bg);color:var(--fg);border:1px solid var(--bd);border-radius:16px;box-shadow:var(--sh);overflow:hidden;animation:in .18s ease-out}
 @keyframes in{from{opacity:0;transform:translateY(12px)}}
+.panel[data-closed]{visibility:hidden;animation:none}
 .left .panel{right:auto;left:20px}
 header{display:flex;align-items:center;gap:10px;padding:10px 8px 10px 16px;background:var(--p);color:var(--op)}
 header img{width:36px;height:36px;border-radius:50%;object-fit:cover;background:#fff}

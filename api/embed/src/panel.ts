@@ -100,7 +100,8 @@ export function buildUi({ cfg, shadow, root, launcher }: Mounted, t: Strings): U
       'aria-modal': 'true',
       'aria-labelledby': 'ar-title',
       'data-testid': 'anyreach-panel',
-      hidden: true,
+      // Closed is invisible but laid out (panel-styles.ts), so that opening it costs no layout.
+      'data-closed': true,
     },
     header,
     notice,
