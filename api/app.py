@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 
 import anyio
-import redis.asyncio as aioredis
 from litestar import Litestar
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -27,6 +26,7 @@ from api.services import Services
 from api.stats import WidgetStatsController
 from api.strict_json import StrictJSONRequest
 from infrastructure.logging import configure_logging
+from infrastructure.redis_clients import async_client
 from infrastructure.settings import Settings
 from infrastructure.tasks import stop_task
 from projections.public_reader import InProcessPublicReader, RedisPublicReader
@@ -40,7 +40,7 @@ def build_reader(services: Services) -> InProcessPublicReader | RedisPublicReade
         view = services.read_models.public_view
         assert view is not None
         return InProcessPublicReader(lambda: view)
-    client = aioredis.Redis.from_url(
+    client = async_client(  # one Redis, or a Redis Cluster for a redis+cluster:// URL
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         socket_timeout=2,
@@ -50,7 +50,7 @@ def build_reader(services: Services) -> InProcessPublicReader | RedisPublicReade
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     fallback = EventStoreFallback(services.store)
-    listener = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=10)
+    listener = async_client(settings.redis_url, socket_connect_timeout=2, health_check_interval=10)
     return RedisPublicReader(
         client, settings.redis_prefix, settings.public_cache_size, settings.public_cache_ttl,
         fallback=fallback, head=fallback.head, listener=listener,

@@ -16,9 +16,10 @@ from typing import Any
 
 import structlog
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from infrastructure.redis_clients import async_client, is_cluster, limits_storage_url
 from infrastructure.tasks import stop_task
 
 log = structlog.get_logger("ratelimit")
@@ -41,15 +42,16 @@ class PublicRateLimits:
         self._local = MovingWindowRateLimiter(MemoryStorage())
         storage: Storage | None = None
         if redis_url:
-            storage = RedisStorage(
-                "async+" + redis_url, implementation="redispy", key_prefix=f"{prefix}rl", socket_timeout=1, socket_connect_timeout=1
+            # limits' own cluster storage for a Redis Cluster (`async+redis+cluster://`): each window is one key.
+            url, options = limits_storage_url(redis_url)
+            storage_class = RedisClusterStorage if is_cluster(redis_url) else RedisStorage
+            storage = storage_class(
+                url, implementation="redispy", key_prefix=f"{prefix}rl", socket_timeout=1, socket_connect_timeout=1, **options
             )
         self._shared = MovingWindowRateLimiter(storage) if storage is not None else self._local
         counter_client = None
         if redis_url:
-            import redis.asyncio as aioredis
-
-            counter_client = aioredis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+            counter_client = async_client(redis_url, socket_timeout=1, socket_connect_timeout=1)
         self._reads = SharedWindowCounter(self.config_reads, counter_client, prefix)
         self._sync_task: asyncio.Task[None] | None = None
 

@@ -13,13 +13,16 @@ instead: slower, never more permissive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError
+from redis.utils import str_if_bytes
 
 from infrastructure.tasks import stop_task
 from projections.public_entry import PublicEntry, decode_entry
@@ -156,31 +159,25 @@ class RedisPublicReader:
         return await self.fallback(widget_id)
 
     async def _resolve_generation(self) -> RedisKeys:
-        raw = await self.client.get(f"{self.prefix}generation")
+        raw = await self.client.get(RedisKeys(self.prefix, 0).current)
         keys = RedisKeys(self.prefix, int(raw or 1))
         self._ready = raw is not None and await self.client.get(keys.ready) == b"1"
         self._keys = keys
         return keys
 
     async def _listen(self) -> None:
-        channel = f"{self.prefix}invalidate"
+        channel = RedisKeys(self.prefix, 0).channel
         while True:
             try:
-                async with self.listener_client.pubsub() as pubsub:
-                    await pubsub.subscribe(channel)
-                    self.cache.clear()
-                    self._keys = None
-                    self._verified = self.head is None  # what Redis holds now may predate a restart
-                    self.listening.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        target = message["data"].decode()
-                        if target == "*":
-                            self.cache.clear()
-                            self._keys = None
-                        else:
-                            self.cache.evict(target)
+                if isinstance(self.listener_client, AsyncRedisCluster):
+                    await self._listen_sharded(channel)
+                else:
+                    async with self.listener_client.pubsub() as pubsub:
+                        await pubsub.subscribe(channel)
+                        self._subscribed()
+                        async for message in pubsub.listen():
+                            if message.get("type") == "message":
+                                self._invalidate(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # connection lost: nothing cached, nor Redis when it returns, is trusted yet
@@ -189,3 +186,42 @@ class RedisPublicReader:
                 self._verified = self.head is None
                 log.warning("public_cache_listener_lost", error=type(error).__name__)
                 await asyncio.sleep(0.5)
+
+    async def _listen_sharded(self, channel: str) -> None:
+        """On a cluster: sharded pub/sub on the node that serves the channel's slot. When that node fails or
+        gives the slot up (a failover), the subscription ends and the loop above subscribes again, on the
+        node the refreshed slot map names."""
+        cluster = self.listener_client
+        await cluster.initialize()
+        pubsub = cluster.pubsub()
+        try:
+            await pubsub.ssubscribe(channel)
+            self._subscribed()
+            while True:
+                message = await pubsub.get_sharded_message(timeout=1.0)
+                if message is None:
+                    continue
+                kind = str_if_bytes(message.get("type"))
+                if kind == "smessage":
+                    self._invalidate(message["data"])
+                elif kind == "sunsubscribe":
+                    raise ConnectionError("the channel's slot moved to another node")
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            with contextlib.suppress(Exception):  # the next subscription reads the slot map afresh
+                await cluster.nodes_manager.initialize()
+
+    def _subscribed(self) -> None:
+        self.cache.clear()
+        self._keys = None
+        self._verified = self.head is None  # what Redis holds now may predate a restart
+        self.listening.set()
+
+    def _invalidate(self, data: bytes) -> None:
+        target = data.decode()
+        if target == "*":
+            self.cache.clear()
+            self._keys = None
+        else:
+            self.cache.evict(target)

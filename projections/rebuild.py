@@ -22,11 +22,13 @@ from projections.runner import EventLog, ProjectionRunner
 
 Progress = Callable[[int, int], None]  # (position reached, events applied)
 
+# KEYS: current pointer, building pointer, invalidation channel (one slot). ARGV: the new generation, the
+# publish command.
 SWITCH = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', KEYS[3], '*')
+redis.call(ARGV[2], KEYS[3], '*')
 return 1
 """
 
@@ -34,17 +36,19 @@ return 1
 def rebuild_redis(
     store: EventLog, client: redis.Redis, prefix: str, on_page: Progress | None = None, grace: float = 2.0
 ) -> int:
-    """Replay into a new generation and switch to it; returns the new generation."""
+    """Replay into a new generation and switch to it; returns the new generation. On a cluster the
+    generation is switched by one script in the `{meta}` slot, so readers move over all at once."""
     old = current_generation(client, prefix)
-    new = max(int(client.incr(f"{prefix}generation_counter")), old + 1)
-    client.set(f"{prefix}generation_counter", new)
+    meta = RedisKeys(prefix, old)
+    new = max(int(client.incr(meta.counter)), old + 1)
+    client.set(meta.counter, new)
     keys = RedisKeys(prefix, new)
     client.set(keys.building, new)
     view = RedisPublicView(client, prefix, new, building=True)
     runner = ProjectionRunner(f"rebuild-g{new}", store, view)
     runner.catch_up(on_page=on_page)
     runner.catch_up(on_page=on_page)  # what arrived during the first pass, so the live runner has little left
-    if not client.register_script(SWITCH)(keys=[keys.current, keys.building, keys.channel], args=[str(new)]):
+    if not client.register_script(SWITCH)(keys=[keys.current, keys.building, keys.channel], args=[str(new), view.publish]):
         raise RuntimeError(f"generation {new} was no longer the one being built; another rebuild ran at the same time")
     # An idle live runner that wrote the old generation after our last pass would not notice the
     # switch until its next write: finish the catch-up as the new generation's owner (positions keep
@@ -56,9 +60,11 @@ def rebuild_redis(
 
 
 def drop_generation(client: redis.Redis, prefix: str, generation: int) -> int:
+    """Delete one generation's keys (on a cluster, scanned on every primary and deleted slot by slot)."""
+    keys = RedisKeys(prefix, generation)
     dropped = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{RedisKeys(prefix, generation).base}*", count=1000):
+    batch: list[bytes | str] = list(keys.generation_keys())
+    for key in client.scan_iter(match=f"{keys.base}*", count=1000):
         batch.append(key)
         if len(batch) >= 1000:
             dropped += client.unlink(*batch)

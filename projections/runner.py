@@ -19,7 +19,8 @@ from infrastructure.metrics import PROJECTION_LAG, PROJECTION_POSITION
 from projections.widget_rows import Changes, RowSource, WidgetRowsProjection
 
 log = structlog.get_logger("projections")
-APPLIED, STALE, NOT_OWNER = 1, 0, -1
+APPLIED, STALE, NOT_OWNER, CONFLICT = 1, 0, -1, 2
+CONFLICT_RETRIES = 20  # another runner wrote an entry this page read: read again and re-apply the page
 PAGE_SIZE = 500
 SQLITE_SAFETY_WAKE = 1.0
 LISTENING_SAFETY_WAKE = 2.0  # also how soon a read model that lost its data (Redis restarted empty) is noticed
@@ -132,8 +133,15 @@ class ProjectionRunner:
                 undecodable = notification.id
                 events.append(self.store.mapper.to_domain_event(notification))
             undecodable = None
-            changes = self.projection_factory().apply(events, self.view, positions=[n.id for n in notifications])
-            result = self.view.commit(changes, first, last)
+            for attempt in range(CONFLICT_RETRIES):
+                changes = self.projection_factory().apply(events, self.view, positions=[n.id for n in notifications])
+                result = self.view.commit(changes, first, last)
+                if result != CONFLICT:
+                    break
+                log.info("projection_page_conflict", projection=self.name, first=first, last=last, attempt=attempt)
+                time.sleep(0.01 * (attempt + 1))
+            else:
+                raise ProjectionFailedError(f"{self.name}: entries kept changing under the page {first}..{last}")
         except Exception as error:
             if is_unavailable(error):
                 raise  # a store is down: the caller waits and tries the same page again
@@ -230,6 +238,10 @@ class ProjectionRunner:
         if self.listen_url and hasattr(self.store.recorder, "channel_name"):
             threading.Thread(target=self._listen_directly, name=f"listen-{self.name}", daemon=True).start()
             return True
+        if getattr(getattr(self.store.recorder, "datastore", None), "transaction_pooler", False):
+            # LISTEN through a transaction pooler would leave a subscribed session behind for strangers.
+            log.warning("projection_not_listening", projection=self.name, reason="behind a pooler without a listen URL")
+            return False
         try:
             subscription = self.store.recorder.subscribe(gt=self.store.recorder.max_notification_id(), topics=self.topics)
         except NotImplementedError:

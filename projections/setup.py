@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from infrastructure.redis_clients import sync_client
 from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from projections.audit_feed import AuditFeedProjection, AuditFeedView
@@ -32,7 +33,8 @@ SQL_PROJECTIONS = {
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+    """One Redis, or a Redis Cluster for a `redis+cluster://` URL."""
+    return sync_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)  # type: ignore[return-value]
 
 
 def redis_public_view(client: redis.Redis, settings: Settings) -> RedisPublicView:

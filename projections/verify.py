@@ -71,10 +71,10 @@ def dump_sql(db: Database, name: str) -> dict[str, Any]:
 
 
 def dump_redis(client: redis.Redis, keys: RedisKeys) -> dict[str, Any]:
+    """Every entry of one generation (not the positions applied to them, which depend on page boundaries)."""
     out: dict[str, Any] = {}
     for raw in client.scan_iter(match=f"{keys.base}*", count=1000):
-        key = raw.decode()[len(keys.base):]
-        kind, _, ident = key.partition(":")
+        kind, ident = keys.id_of(raw.decode())
         if kind == "w":
             entry = decode_entry(client.get(raw))
             out[f"widget {ident}"] = {**msgspec.to_builtins(entry.row), "matcher": sorted(entry.matcher.exact | {f"*{w}" for w in entry.matcher.wildcard}),
@@ -166,7 +166,7 @@ def verify(settings: Settings, store: EventLog, db: Database) -> tuple[list[Diff
 def verify_redis(client: redis.Redis, prefix: str, store: EventLog) -> list[Difference]:
     live_keys = RedisKeys(prefix, current_generation(client, prefix))
     scratch_prefix = f"{prefix}verify-{uuid.uuid4().hex[:8]}:"
-    client.set(f"{scratch_prefix}generation", 1)
+    client.set(RedisKeys(scratch_prefix, 1).current, 1)
     scratch = RedisPublicView(client, scratch_prefix, 1)
     try:
         runner = ProjectionRunner("verify-public_lookup", store, scratch)
@@ -174,4 +174,4 @@ def verify_redis(client: redis.Redis, prefix: str, store: EventLog) -> list[Diff
                          lambda: dump_redis(client, live_keys), runner, lambda: dump_redis(client, scratch.keys))
     finally:
         drop_generation(client, scratch_prefix, 1)
-        client.delete(f"{scratch_prefix}generation")
+        client.delete(scratch.keys.current)

@@ -21,7 +21,7 @@ hypothesis_settings.load_profile("widgets")
 
 from infrastructure.auth import TokenAuthority
 from infrastructure.settings import Settings
-from tests.servers import PrivatePgBouncer, PrivatePostgres, PrivateRedis, fresh_schema
+from tests.servers import PrivatePgBouncer, PrivatePostgres, PrivateRedis, PrivateRedisCluster, fresh_schema
 
 MACHINE_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MACHINE_REDIS = os.environ.get("WIDGETS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -149,7 +149,7 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 
 
 WIRINGS = ("embedded", "production")
-ALL_WIRINGS = (*WIRINGS, "pooler")
+ALL_WIRINGS = (*WIRINGS, "cluster", "pooler")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -174,6 +174,40 @@ def pgbouncer_url(pg_server_url: str) -> Iterator[str]:
         yield bouncer.url
     finally:
         bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[PrivateRedisCluster]:
+    """A Redis Cluster of six redis-server processes (three primaries, three replicas), for the whole session."""
+    cluster = PrivateRedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_prefix(redis_cluster: PrivateRedisCluster) -> Iterator[str]:
+    """A fresh key prefix on the cluster for one test; its keys are deleted afterwards, on every primary."""
+    from infrastructure.redis_clients import sync_client
+
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = sync_client(redis_cluster.url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except Exception:  # noqa: BLE001 - a failover test may leave the cluster between primaries
+        pass
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def cluster_settings(production_settings: Settings, redis_cluster: PrivateRedisCluster, cluster_prefix: str) -> Settings:
+    """Production, with the public read model, invalidation and rate limits on the Redis Cluster."""
+    return replace(production_settings, redis_url=redis_cluster.url, redis_prefix=cluster_prefix)
 
 
 @pytest.fixture

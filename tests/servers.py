@@ -64,6 +64,112 @@ class PrivateRedis:
             self._executor = None
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_ports(count: int) -> list[int]:
+    """Ports for Redis Cluster nodes: each below 55536 with its bus port (port + 10000) free too."""
+    import random
+
+    found: list[int] = []
+    while len(found) < count:
+        port = random.randrange(20_000, 45_000)
+        if port not in found and _port_is_free(port) and _port_is_free(port + 10_000):
+            found.append(port)
+    return found
+
+
+class PrivateRedisCluster:
+    """A Redis Cluster on loopback: `primaries` primaries with one replica each, made by `redis-cli --cluster
+    create`. A node can be killed (SIGKILL) and started again; its replica takes over within about two
+    node timeouts."""
+
+    def __init__(self, primaries: int = 3, node_timeout_ms: int = 1000) -> None:
+        self.ports = cluster_ports(primaries * 2)
+        self.primaries_wanted = primaries
+        self.node_timeout_ms = node_timeout_ms
+        self.folder = Path(tempfile.mkdtemp(prefix="widgets-redis-cluster-"))
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
+
+    def start_node(self, port: int) -> None:
+        folder = self.folder / str(port)
+        folder.mkdir(exist_ok=True)
+        self._processes[port] = subprocess.Popen(
+            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1",
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", str(self.node_timeout_ms), "--cluster-replica-validity-factor", "0",
+             "--save", "", "--appendonly", "no", "--dir", str(folder), "--loglevel", "warning",
+             "--logfile", str(folder / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(port)
+
+    def start(self) -> PrivateRedisCluster:
+        for port in self.ports:
+            self.start_node(port)
+        subprocess.run(
+            [shutil.which("redis-cli") or "/usr/bin/redis-cli", "--cluster", "create",
+             *[f"127.0.0.1:{p}" for p in self.ports], "--cluster-replicas", "1", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )
+        self.wait_until_healthy()
+        return self
+
+    def _cli(self, port: int, *args: str) -> str:
+        return subprocess.run([shutil.which("redis-cli") or "/usr/bin/redis-cli", "-p", str(port), *args],
+                              capture_output=True, text=True, timeout=10).stdout
+
+    def wait_until_healthy(self, timeout: float = 60.0) -> None:
+        """Every running node says the cluster is ok and sees as many primaries as it was made with."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = [p for p, proc in self._processes.items() if proc.poll() is None]
+            if running and all("cluster_state:ok" in self._cli(p, "cluster", "info") for p in running) and \
+                    len(self.primaries()) == self.primaries_wanted:
+                return
+            time.sleep(0.2)
+        raise TimeoutError("the Redis Cluster did not become healthy")
+
+    def nodes(self) -> list[tuple[int, str]]:
+        """(port, role) of every node a running node knows to be alive."""
+        for port, proc in self._processes.items():
+            if proc.poll() is None:
+                found = []
+                for line in self._cli(port, "cluster", "nodes").splitlines():
+                    fields = line.split()
+                    if len(fields) > 2 and "fail" not in fields[2]:
+                        role = "primary" if "master" in fields[2] else "replica"
+                        found.append((int(fields[1].split("@")[0].rsplit(":", 1)[1]), role))
+                return found
+        return []
+
+    def primaries(self) -> list[int]:
+        return sorted(p for p, role in self.nodes() if role == "primary" and self._processes[p].poll() is None)
+
+    def kill(self, port: int) -> None:
+        process = self._processes[port]
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        self._processes.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _pg_bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found[-1] if found else (shutil.which(name) or name)

@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 import pytest
-import redis
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from infrastructure.redis_clients import sync_client
 from infrastructure.settings import Settings
 from tests.api.conftest import Admin, assert_problem
 from tests.api.public_helpers import (
@@ -491,7 +491,7 @@ def stored_bytes(app: Litestar, settings: Settings) -> bytes:
         for table in tables:
             for row in conn.execute(f'SELECT * FROM "{settings.database_schema}"."{table}"'):
                 chunks.append(repr(row).encode())
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client(settings.redis_url)  # one Redis or the cluster
     try:
         for key in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
             kind = client.type(key)

@@ -351,11 +351,11 @@ def bench_lag(
         target = store.recorder.max_notification_id() or 0
 
         def caught_up() -> bool:
-            generation = int(client.get(f"{prefix}generation") or 1)
+            generation = int(client.get(RedisKeys(prefix, 0).current) or 1)
             return int(client.get(RedisKeys(prefix, generation).position) or 0) >= target
 
         wait_until(caught_up, 120, "the projector's initial catch-up", runner.check)
-        generation = int(client.get(f"{prefix}generation") or 1)
+        generation = int(client.get(RedisKeys(prefix, 0).current) or 1)
         keys = RedisKeys(prefix, generation)
 
         def command(i: int) -> tuple[str, int, float]:

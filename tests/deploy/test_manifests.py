@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "compose.yaml"
+COMPOSE_MANAGED = DEPLOY / "compose.managed.yaml"
+K8S_MANAGED = K8S / "managed"
 DOCKERFILE = DEPLOY / "Dockerfile"
 README = DEPLOY / "README.md"
 
@@ -74,7 +76,7 @@ def _one_of(*allowed: str) -> Callable[[str], bool]:
 
 
 def _url(*schemes: str) -> Callable[[str], bool]:
-    return lambda value: re.fullmatch(rf"({'|'.join(schemes)})://[^\s/]+(/\S*)?", value) is not None
+    return lambda value: re.fullmatch(rf"({'|'.join(map(re.escape, schemes))})://[^\s/]+(/\S*)?", value) is not None
 
 
 def _positive(value: str) -> bool:
@@ -84,7 +86,9 @@ def _positive(value: str) -> bool:
 SHAPES: dict[str, Callable[[str], bool]] = {
     "WIDGETS_DATABASE_URL": _url("postgresql", "postgres"),
     "WIDGETS_DATABASE_SCHEMA": lambda v: re.fullmatch(r"[a-z_][a-z0-9_]*", v) is not None,
-    "WIDGETS_REDIS_URL": _url("redis", "rediss"),
+    "WIDGETS_REDIS_URL": _url("redis", "rediss", "redis+cluster", "rediss+cluster"),
+    "WIDGETS_DATABASE_POOLER": _one_of("none", "transaction"),
+    "WIDGETS_DATABASE_LISTEN_URL": _url("postgresql", "postgres"),
     "WIDGETS_REDIS_PREFIX": lambda v: v != "" and " " not in v,
     "WIDGETS_LIVEKIT_URL": _url("ws", "wss"),
     "WIDGETS_PUBLIC_BASE_URL": _url("http", "https"),
@@ -342,3 +346,50 @@ def test_the_deploy_readme_lists_every_setting() -> None:
     listed = set(re.findall(r"^\| `(WIDGETS_[A-Z0-9_]+)` \|", README.read_text(), re.MULTILINE))
     assert listed == SETTINGS, f"missing {sorted(SETTINGS - listed)}, stale {sorted(listed - SETTINGS)}"
 
+
+
+# ---- the managed variant: a Redis Cluster and a transaction-mode PgBouncer ----------------------
+
+def test_the_managed_compose_file_adds_a_cluster_and_a_pooler_and_points_our_services_at_them() -> None:
+    services = yaml.safe_load(COMPOSE_MANAGED.read_text())["services"]
+    nodes = [name for name in services if name.startswith("redis-node-")]
+    assert len(nodes) == 6, "three primaries and three replicas"
+    create = " ".join(services["redis-cluster-init"]["command"])
+    assert "--cluster create" in create and "--cluster-replicas 1" in create and all(f"{n}:6379" in create for n in nodes)
+    assert services["pgbouncer"]["environment"]["POOL_MODE"] == "transaction"
+    base = compose()["services"]
+    for name in OUR_SERVICES:
+        env = {**base[name]["environment"], **services[name]["environment"]}
+        env = {k: (interpolated(v) if isinstance(v, str) else v) for k, v in env.items()}
+        assert_settings_shaped(env, f"managed compose service {name}")
+        settings = Settings.from_env({k: v for k, v in env.items() if v is not None})
+        assert settings.behind_pooler and "@pgbouncer:" in settings.database_url and "@postgres:" in settings.listen_url
+        assert settings.redis_url.startswith("redis+cluster://")
+        assert all(host.split(":")[0] in nodes for host in settings.redis_url.removeprefix("redis+cluster://").split(","))
+        assert {"pgbouncer", "redis-cluster-init"} <= set(services[name]["depends_on"])
+
+
+def test_the_managed_kustomization_layers_the_base_with_a_pooler_and_a_cluster() -> None:
+    kustomization = yaml.safe_load((K8S_MANAGED / "kustomization.yaml").read_text())
+    assert "../" in kustomization["resources"]
+    listed = set(kustomization["resources"]) - {"../"} | {p["path"] for p in kustomization["patches"]}
+    assert listed == {p.name for p in K8S_MANAGED.glob("*.yaml")} - {"kustomization.yaml"}
+    documents = [d for p in sorted(K8S_MANAGED.glob("*.yaml")) if p.name != "kustomization.yaml"
+                 for d in yaml.safe_load_all(p.read_text()) if d is not None]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in documents}
+    assert {("Deployment", "widgets-pgbouncer"), ("Service", "widgets-pgbouncer"), ("StatefulSet", "widgets-redis-cluster"),
+            ("Job", "widgets-redis-cluster-create")} <= kinds
+    (configmap,) = [d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "widgets-config"]
+    assert_settings_shaped(configmap["data"], "managed ConfigMap patch")
+    assert configmap["data"]["WIDGETS_DATABASE_POOLER"] == "transaction"
+    ini = next(d for d in documents if d["metadata"]["name"] == "widgets-pgbouncer-config")["data"]["pgbouncer.ini"]
+    assert "pool_mode = transaction" in ini
+    patched = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] != "widgets-pgbouncer"}
+    assert set(patched) == {"widgets-api", "widgets-projector"}
+    for name, deployment in patched.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (var,) = container["env"]
+        assert var["name"] == "WIDGETS_DATABASE_LISTEN_URL" and var["valueFrom"]["secretKeyRef"]["name"] == SECRET_NAME, name
+    statefulset = next(d for d in documents if d["kind"] == "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 6
+    assert "--cluster-enabled yes" in " ".join(statefulset["spec"]["template"]["spec"]["containers"][0]["args"])

@@ -15,6 +15,7 @@ import redis
 
 from application.store import EventStore
 from infrastructure.eventstore import open_event_store
+from infrastructure.redis_clients import sync_client
 from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from projections.public_entry import encode_entry
@@ -53,6 +54,29 @@ def sqlite_db(embedded_settings: Settings) -> Iterator[Database]:
 
 
 @pytest.fixture
+def cluster_client(redis_cluster: Any) -> Iterator[Any]:
+    """A client of the tests' Redis Cluster (tests/conftest.py starts it once per session)."""
+    client = sync_client(redis_cluster.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pooled_pg_store(pooler_settings: Settings) -> Iterator[EventStore]:
+    """The event store through the transaction-mode PgBouncer, in this test's schema."""
+    store = open_event_store(pooler_settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def pooled_pg_db(pooler_settings: Settings) -> Iterator[Database]:
+    db = Database(pooler_settings)
+    yield db
+    db.close()
+
+
+@pytest.fixture
 def redis_client(redis_server_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_server_url)
     yield client
@@ -84,13 +108,20 @@ def other_redis_prefix(redis_client: redis.Redis, redis_prefix: str) -> Iterator
 
 
 def dump_redis_generation(client: redis.Redis, prefix: str, generation: int) -> dict[str, Any]:
-    """Every key of one generation (without the prefix), as bytes or, for sets, a set of bytes."""
-    base = RedisKeys(prefix, generation).base
+    """Every entry key of one generation (without the prefix), as bytes or, for sets, a set of bytes; not the
+    positions applied to each entry, which depend on where pages began and ended."""
+    keys = RedisKeys(prefix, generation)
+    base = keys.base
     found: dict[str, Any] = {}
     for key in client.scan_iter(match=f"{base}*", count=1000):
         name = key.decode()[len(base):]
+        if keys.id_of(key.decode())[0] in ("aw", "av"):
+            continue
         kind = client.type(key)
         found[name] = client.smembers(key) if kind == b"set" else client.get(key)
+    for name, key in (("position", keys.position), ("ready", keys.ready)):
+        if (value := client.get(key)) is not None:
+            found[name] = value
     return found
 
 

@@ -8,7 +8,7 @@ prints `ready <pid>`. The test kills that child with SIGKILL at a random moment,
 asks for the next. A child that fails prints `failed <pid>: ...` and exits 1.
 
 Settings come from WIDGETS_DATABASE_URL, WIDGETS_DATABASE_SCHEMA, WIDGETS_REDIS_URL
-and WIDGETS_REDIS_PREFIX. Nothing is opened before the fork.
+(one Redis or a cluster), WIDGETS_REDIS_PREFIX, WIDGETS_DATABASE_POOLER and WIDGETS_DATABASE_LISTEN_URL. Nothing is opened before the fork.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import sys
 import threading
 import time
 
-import redis
-
 from infrastructure.eventstore import open_event_store
+from infrastructure.redis_clients import sync_client
 from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from projections.public_views import RedisPublicView, current_generation
@@ -32,14 +31,16 @@ from projections.widget_list import WidgetListView
 def run(settings: Settings, page_size: int) -> int:
     store = open_event_store(settings)
     db = Database(settings)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client(settings.redis_url)
 
     def public_view() -> RedisPublicView:
         return RedisPublicView(client, settings.redis_prefix, current_generation(client, settings.redis_prefix))
 
     runners = [
-        ProjectionRunner("public_lookup", store, public_view(), page_size=page_size, reopen=public_view),
-        ProjectionRunner("widget_list", store, WidgetListView(db, create=False), page_size=page_size),
+        ProjectionRunner("public_lookup", store, public_view(), page_size=page_size, reopen=public_view,
+                         listen_url=settings.database_listen_url),
+        ProjectionRunner("widget_list", store, WidgetListView(db, create=False), page_size=page_size,
+                         listen_url=settings.database_listen_url),
     ]
     for runner in runners:
         threading.Thread(target=runner.run_forever, name=runner.name, daemon=True).start()

@@ -27,6 +27,7 @@ from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from projections.public_views import APPLIED, NOT_OWNER, STALE, InProcessPublicView, RedisPublicView, current_generation
 from projections.rebuild import rebuild_redis, rebuild_sql
+from infrastructure.redis_clients import sync_client
 from projections.runner import ProjectionRunner
 from projections.widget_list import WidgetListView
 from projections.widget_rows import Changes, RowSource, WidgetRowsProjection
@@ -34,7 +35,8 @@ from tests.integration.conftest import dump_in_process, dump_redis_generation, d
 from tests.unit.test_widget_rows import Admin, config_named, random_history
 
 ROOT = Path(__file__).resolve().parents[2]
-VIEWS = ["public lookup, in-process", "public lookup, Redis", "admin list, SQLite", "admin list, PostgreSQL"]
+VIEWS = ["public lookup, in-process", "public lookup, Redis", "public lookup, Redis Cluster", "admin list, SQLite",
+         "admin list, PostgreSQL", "admin list, PostgreSQL through PgBouncer"]
 
 
 @dataclass
@@ -66,11 +68,14 @@ def target(request: pytest.FixtureRequest) -> Target:
     fixture = request.getfixturevalue
     if request.param == "public lookup, in-process":
         store, view = fixture("sqlite_store"), InProcessPublicView()
-    elif request.param == "public lookup, Redis":
-        client, prefix = fixture("redis_client"), fixture("redis_prefix")
+    elif request.param.startswith("public lookup, Redis"):
+        cluster = request.param.endswith("Cluster")
+        client, prefix = (fixture("cluster_client"), fixture("cluster_prefix")) if cluster else (fixture("redis_client"), fixture("redis_prefix"))
         store, view = fixture("pg_store"), RedisPublicView(client, prefix, current_generation(client, prefix))
     elif request.param == "admin list, SQLite":
         store, view = fixture("sqlite_store"), WidgetListView(fixture("sqlite_db"))
+    elif request.param.endswith("PgBouncer"):
+        store, view = fixture("pooled_pg_store"), WidgetListView(fixture("pooled_pg_db"))
     else:
         store, view = fixture("pg_store"), WidgetListView(fixture("pg_db"))
     return Target(request.param, store, view)
@@ -225,6 +230,7 @@ class Workers:
             **os.environ,
             "WIDGETS_DATABASE_URL": settings.database_url, "WIDGETS_DATABASE_SCHEMA": settings.database_schema,
             "WIDGETS_REDIS_URL": settings.redis_url, "WIDGETS_REDIS_PREFIX": settings.redis_prefix,
+            "WIDGETS_DATABASE_POOLER": settings.database_pooler, "WIDGETS_DATABASE_LISTEN_URL": settings.database_listen_url,
             "WIDGETS_LOG_LEVEL": "critical", "WIDGETS_LOG_FORMAT": "json",
         }
         self.process = subprocess.Popen(
@@ -280,10 +286,17 @@ class Workers:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("wiring", ["production", "cluster", "pooler"])
 def test_a_projection_process_killed_at_random_moments_ends_equal_to_a_rebuild(
-    production_settings: Settings, pg_store: EventStore, pg_db: Database, other_pg_db: Database,
-    redis_client: redis.Redis, redis_prefix: str, other_redis_prefix: str, request: pytest.FixtureRequest,
+    wiring: str, production_settings: Settings, pg_store: EventStore, pg_db: Database, other_pg_db: Database,
+    request: pytest.FixtureRequest,
 ) -> None:
+    """On one Redis, on the Redis Cluster (entries written slot by slot), and with the projection process
+    reaching PostgreSQL through the transaction-mode PgBouncer."""
+    settings: Settings = request.getfixturevalue(f"{wiring}_settings")
+    redis_client = sync_client(settings.redis_url)
+    request.addfinalizer(redis_client.close)
+    redis_prefix, other_redis_prefix = settings.redis_prefix, f"{settings.redis_prefix}other:"
     rng = random.Random(2024)
     list_view = WidgetListView(pg_db)
     public_view = RedisPublicView(redis_client, redis_prefix, current_generation(redis_client, redis_prefix))
@@ -302,7 +315,7 @@ def test_a_projection_process_killed_at_random_moments_ends_equal_to_a_rebuild(
             failures.append(error)
 
     producers = [threading.Thread(target=produce, args=(a, i), name=f"producer{i}") for i, a in enumerate(admins)]
-    workers = Workers(production_settings)
+    workers = Workers(settings)
     kills = kills_while_behind = kills_after_stream = 0
     for producer in producers:
         producer.start()

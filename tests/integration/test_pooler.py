@@ -99,6 +99,8 @@ def test_saves_and_reads_through_the_pooler_leave_no_session_state_behind(
         db.close()
     assert settings_seen_by_a_stranger(narrow_bouncer.url) == before
     assert before["prepared statements"] == "0"
+    # A LISTEN through the pooler would leave a subscribed server connection that PgBouncer complains of.
+    assert "when not linked" not in (narrow_bouncer.folder / "pgbouncer.log").read_text()
 
 
 def test_the_insert_functions_carry_their_own_lock_timeout(pooled_store: EventStore, pooled: Settings,

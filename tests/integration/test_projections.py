@@ -75,19 +75,22 @@ class ReadModel:
         return row.live
 
 
-PUBLIC_MODELS = ["public lookup, in-process", "public lookup, Redis"]
-LIST_MODELS = ["admin list, SQLite", "admin list, PostgreSQL"]
+PUBLIC_MODELS = ["public lookup, in-process", "public lookup, Redis", "public lookup, Redis Cluster"]
+LIST_MODELS = ["admin list, SQLite", "admin list, PostgreSQL", "admin list, PostgreSQL through PgBouncer"]
 
 
 def build_model(kind: str, request: pytest.FixtureRequest) -> ReadModel:
     fixture = request.getfixturevalue
     if kind == "public lookup, in-process":
         store, view = fixture("sqlite_store"), InProcessPublicView()
-    elif kind == "public lookup, Redis":
-        client, prefix = fixture("redis_client"), fixture("redis_prefix")
+    elif kind.startswith("public lookup, Redis"):
+        cluster = kind.endswith("Cluster")
+        client, prefix = (fixture("cluster_client"), fixture("cluster_prefix")) if cluster else (fixture("redis_client"), fixture("redis_prefix"))
         store, view = fixture("pg_store"), RedisPublicView(client, prefix, current_generation(client, prefix))
     elif kind == "admin list, SQLite":
         store, view = fixture("sqlite_store"), WidgetListView(fixture("sqlite_db"))
+    elif kind.endswith("PgBouncer"):
+        store, view = fixture("pooled_pg_store"), WidgetListView(fixture("pooled_pg_db"))
     else:
         store, view = fixture("pg_store"), WidgetListView(fixture("pg_db"))
     return ReadModel(kind, store, view, Admin(store))

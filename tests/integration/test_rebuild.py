@@ -51,7 +51,7 @@ def read_directly(client: redis.Redis, prefix: str, ids: list[str], stop: thread
     try:
         while not stop.is_set():
             for widget_id in ids:
-                generation = int(client.get(f"{prefix}generation") or 0)
+                generation = int(client.get(RedisKeys(prefix, 0).current) or 0)
                 if client.get(RedisKeys(prefix, generation).widget(widget_id)) is None:
                     reads.missing.add(widget_id)
                 reads.count += 1
@@ -135,7 +135,7 @@ def test_readers_never_miss_a_widget_while_a_rebuild_switches_generations_and_th
         assert new_generation > old_generation
         assert current_generation(redis_client, redis_prefix) == new_generation
         assert dump_redis_generation(redis_client, redis_prefix, old_generation) == {}
-        assert redis_client.get(f"{redis_prefix}building") is None
+        assert redis_client.get(RedisKeys(redis_prefix, 0).building) is None
 
         # The live runner carries on in the new generation, and nothing more lands in the old one.
         gone, changed = existing[1], existing[2]

@@ -52,7 +52,7 @@ def expected(widget: dict[str, Any], origin: str) -> int:
 
 def lookup_holds(client: redis.Redis, prefix: str, widgets: list[dict[str, Any]]) -> bool:
     """Redis holds a caught-up generation of the public lookup with every widget as it stands."""
-    generation = client.get(f"{prefix}generation")
+    generation = client.get(RedisKeys(prefix, 0).current)
     if generation is None:
         return False
     keys = RedisKeys(prefix, int(generation))

@@ -27,10 +27,10 @@ import httpx
 import jwt
 import psycopg
 import pytest
-import redis
 from litestar.testing import TestClient
 
 from api.app import create_app
+from infrastructure.redis_clients import sync_client
 from infrastructure.settings import Settings
 from tests.api.conftest import Admin
 from tests.api.public_helpers import CONFIG, live_widget, room_finished_body, sync, webhook_headers
@@ -67,7 +67,7 @@ def sql_rows(settings: Settings) -> list[bytes]:
 def redis_values(settings: Settings) -> list[bytes]:
     if not settings.redis_url:
         return []
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client(settings.redis_url)  # one Redis or the cluster
     found: list[bytes] = []
     try:
         for key in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
