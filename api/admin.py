@@ -21,6 +21,7 @@ from api.schemas import (
     AgentCreate,
     AgentOut,
     DomainsChange,
+    IdentityKeyAdd,
     VersionCreate,
     VersionOut,
     VersionPin,
@@ -204,6 +205,25 @@ class WidgetController(Controller):
            responses=WRITE_ERRORS, response_headers=WIDGET_HEADERS)
     def patch_config(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID], data: JSONBody[dict[str, Any]], if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.patch_config(caller, widget_id, data, expected_version(if_match)))
+
+    @post("/{widget_id:uuid}/identity-keys", sync_to_thread=True, status_code=201, operation_id="add_identity_key",
+          summary="Add a public key that signs visitor tokens",
+          description="Adds a site's public JWK (EC P-256 for ES256, OKP Ed25519 for EdDSA, with a kid) with which the site's "
+                      "backend signs visitor tokens; the site keeps its private key. At most 5 keys; a private key, another "
+                      "curve, RSA or a duplicate kid: 400. Records widget.identity_key_added (`widgets:write`).",
+          responses=WRITE_ERRORS, response_headers=WIDGET_HEADERS)
+    def add_identity_key(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID],
+                         data: JSONBody[IdentityKeyAdd], if_match: IfMatch = None) -> Response[WidgetOut]:
+        return with_etag(services.widgets.add_identity_key(caller, widget_id, data.jwk, expected_version(if_match)), 201)
+
+    @delete("/{widget_id:uuid}/identity-keys/{kid:str}", sync_to_thread=True, status_code=200, operation_id="remove_identity_key",
+            summary="Remove a visitor-token key",
+            description="Removes the key with this kid: tokens it signed are refused from then on. An unknown kid: 404. "
+                        "Records widget.identity_key_removed (`widgets:write`).",
+            responses=WRITE_ERRORS, response_headers=WIDGET_HEADERS)
+    def remove_identity_key(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID],
+                            kid: FromPath[str], if_match: IfMatch = None) -> Response[WidgetOut]:
+        return with_etag(services.widgets.remove_identity_key(caller, widget_id, kid, expected_version(if_match)))
 
     @post("/{widget_id:uuid}/publish", sync_to_thread=True, status_code=200, operation_id="publish_widget", summary="Publish the widget",
           description="The widget is live once published and its pinned agent version is published; "

@@ -14,7 +14,7 @@ from msgspec import Struct
 from api.deps import caller_from, services_from
 from api.errors import ApiError, ProblemField
 from api.openapi import CURSOR_PATTERN
-from api.schemas import WidgetOut, WidgetPage
+from api.schemas import IdentityKeyOut, WidgetOut, WidgetPage
 from projections.cursor import decode_cursor
 from projections.widget_rows import WidgetRow
 
@@ -23,6 +23,7 @@ def row_out(row: WidgetRow) -> WidgetOut:
     return WidgetOut(
         id=row.id, organization_id=row.organization_id, agent_id=row.agent_id, agent_version_id=row.agent_version_id,
         domains=row.domains, published=row.published, live=row.live, deleted=row.deleted, config=row.config,
+        identity_keys=[IdentityKeyOut(k.kid, k.alg, k.added_at) for k in row.identity_keys],
         created_at=row.created_at, updated_at=row.updated_at, version=row.version,
     )
 
@@ -97,7 +98,7 @@ def list_conversations(request: Request[Any, Any, Any], widget_id: UUID, cursor:
         ConversationOut(
             id=r.id, widget_id=r.widget_id, agent_id=r.agent_id, agent_version_id=r.agent_version_id, channel=r.channel,
             started_at=r.started_at, updated_at=r.updated_at, rooms=r.rooms, ended=r.ended, ended_by=r.ended_by,
-            visitor=r.visitor, forms=[SubmittedFormOut(f.form_id, f.values, f.submitted_at) for f in r.forms],
+            visitor={**r.visitor, "verified": r.verified}, forms=[SubmittedFormOut(f.form_id, f.values, f.submitted_at) for f in r.forms],
             feedback=FeedbackOut(r.feedback.rating, r.feedback.comment, r.feedback.given_at) if r.feedback else None,
         )
         for r in rows

@@ -27,6 +27,7 @@ from application.errors import (
     IdempotencyKeyReusedError,
     PreconditionFailedError,
 )
+from application.visitors import VisitorTokenInvalidError, VisitorTokenRequiredError
 from domain.errors import DomainError, NotFoundError, ValidationError
 from infrastructure.auth import InvalidTokenError
 from infrastructure.livekit import WebhookRejectedError
@@ -122,6 +123,9 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
             return problem(422, exc.code, "Idempotency-Key reused", str(exc))
         case InvalidTokenError():
             return problem(401, exc.code, "Not authenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
+        case VisitorTokenInvalidError() | VisitorTokenRequiredError():
+            title = "Visitor token not valid" if isinstance(exc, VisitorTokenInvalidError) else "Visitor token required"
+            return problem(401, exc.code, title, str(exc), headers={"WWW-Authenticate": "Bearer"})
         case ForbiddenError():
             return problem(403, exc.code, "Insufficient scope", str(exc))
         case RateLimited():

@@ -29,9 +29,14 @@ from api.public_schemas import (
     GrantOut,
     LiveKitGrant,
     Resume,
+    ResumeRequest,
+    VisitorConversationOut,
+    VisitorConversations,
 )
 from api.services import Services
 from application.conversations import Grant, LiveWidget
+from application.visitors import VisitorTokenRequiredError
+from domain.identity import IdentityKey
 from domain.origin import Origin, origin_from_referer, parse_origin
 from infrastructure.metrics import CONVERSATIONS_STARTED, ORIGIN_REFUSALS
 from infrastructure.proxies import TrustedProxies
@@ -181,7 +186,16 @@ def counted_check(services: Services, entry: PublicEntry, origin: Origin, reques
 
 def live_widget(entry: PublicEntry) -> LiveWidget:
     row = entry.row
-    return LiveWidget(row.id, row.organization_id, row.agent_id, row.agent_version_id, row.config)
+    keys = tuple(IdentityKey(k.kid, k.alg, k.jwk) for k in row.identity_keys)
+    return LiveWidget(row.id, row.organization_id, row.agent_id, row.agent_version_id, row.config, keys)
+
+
+def bearer_token(request: Request[Any, Any, Any]) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def grant_out(conversation_id: str, resume_token: str, grant: Grant) -> GrantOut:
@@ -192,6 +206,7 @@ def grant_out(conversation_id: str, resume_token: str, grant: Grant) -> GrantOut
 # What the OpenAPI document declares besides the success: every error is a problem document (api/errors.py).
 ERRORS = problem_responses(400, 401, 403, 404, 413, 429, 503)
 VISITOR_ERRORS = {status: ERRORS[status] for status in (400, 403, 404, 413, 429, 503)}
+IDENTIFIED_ERRORS = {status: ERRORS[status] for status in (400, 401, 403, 404, 413, 429, 503)}
 WEBHOOK_ERRORS = {status: ERRORS[status] for status in (400, 401, 413, 503)}
 
 
@@ -243,7 +258,7 @@ class PublicWidgetController(Controller):
     @route(
         ["/{widget_id:str}", "/{widget_id:str}/conversations", "/{widget_id:str}/conversations/{cid:str}/resume",
          "/{widget_id:str}/conversations/{cid:str}/feedback", "/{widget_id:str}/conversations/{cid:str}/end",
-         "/{widget_id:str}/conversations/{cid:str}/forms/{form_id:str}"],
+         "/{widget_id:str}/conversations/{cid:str}/forms/{form_id:str}", "/{widget_id:str}/visitor/conversations"],
         http_method="OPTIONS",
         summary="CORS preflight, answered for the widget's allowed origins only",
         include_in_schema=False,
@@ -253,15 +268,18 @@ class PublicWidgetController(Controller):
         headers = {
             **cors_headers(origin),
             "Access-Control-Allow-Methods": ALLOW_METHODS,
-            "Access-Control-Allow-Headers": "Content-Type",
+            "Access-Control-Allow-Headers": "Content-Type, Authorization",
             "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
         }
         return Response(None, status_code=204, headers=headers)
 
     @post("/{widget_id:str}/conversations", status_code=201, operation_id="start_conversation", summary="Start a conversation",
           description="A grant for a fresh LiveKit room with the widget's agent dispatched into it, and the `resume_token` "
-                      "the page keeps to resume, submit forms, give feedback and end. The body is optional.",
-          responses=VISITOR_ERRORS)
+                      "the page keeps to resume, submit forms, give feedback and end. The body is optional. With "
+                      "`config.v1.identity.mode` optional or required, a `visitor_token` the site signed makes the visitor "
+                      "verified (401 `visitor_token_invalid` if it fails any check; required without one: 401 "
+                      "`visitor_token_required`); `context` is checked against `config.v1.context` (400 naming the key).",
+          responses=IDENTIFIED_ERRORS)
     async def start_conversation(
         self, request: Request[Any, Any, Any], widget_id: FromPath[str],
         data: Annotated[ConversationStart | None, Body(title="ConversationStart")] = None,
@@ -274,20 +292,46 @@ class PublicWidgetController(Controller):
         visitor = {}
         if data is not None and data.visitor is not None:
             visitor = {k: v for k, v in (("name", data.visitor.name), ("locale", data.visitor.locale)) if v is not None}
-        started = await anyio.to_thread.run_sync(services.conversations.start, live_widget(entry), str(origin), visitor)
+        token, context = (data.visitor_token, data.context) if data is not None else (None, None)
+        started = await anyio.to_thread.run_sync(services.conversations.start, live_widget(entry), str(origin), visitor, token, context)
         CONVERSATIONS_STARTED.inc()
         services.installations.record(entry.row.id, str(origin), True, load=False)
         body = grant_out(str(started.conversation_id), started.resume_token, started.grant)
         return Response(body, status_code=201, headers=cors_headers(origin))
 
     @post("/{widget_id:str}/conversations/{cid:str}/resume", status_code=200, operation_id="resume_conversation",
-          summary="Resume a conversation", description="A grant for a fresh room in the same conversation; 404 without its `resume_token`.",
-          responses=VISITOR_ERRORS)
-    async def resume(self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], data: JSONBody[Resume]) -> Response[GrantOut]:
+          summary="Resume a conversation",
+          description="A grant for a fresh room in the same conversation, with its `resume_token`, or with the visitor token "
+                      "of the verified visitor who started it (the answer then carries a resume token of its own for this "
+                      "device); 404 otherwise, and for another visitor's token.",
+          responses=IDENTIFIED_ERRORS)
+    async def resume(self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str],
+                     data: JSONBody[ResumeRequest]) -> Response[GrantOut]:
         entry, origin, services = await self._checked(request, widget_id)
         conversation = conversation_id(cid)
-        grant = await anyio.to_thread.run_sync(services.conversations.resume, live_widget(entry), conversation, data.resume_token)
-        return Response(grant_out(str(conversation), data.resume_token, grant), headers=cors_headers(origin))
+        resume_token, grant = await anyio.to_thread.run_sync(
+            services.conversations.resume, live_widget(entry), conversation, data.resume_token, data.visitor_token, data.context)
+        return Response(grant_out(str(conversation), resume_token, grant), headers=cors_headers(origin))
+
+    @get("/{widget_id:str}/visitor/conversations", operation_id="list_visitor_conversations",
+         summary="A verified visitor's conversations on this widget, newest first",
+         description="`Authorization: Bearer <visitor token>`, a token the site signed. Without one, or when the widget's "
+                     "identity mode is off: 401 visitor_token_required; a token that fails any check: 401 visitor_token_invalid.",
+         responses=IDENTIFIED_ERRORS)
+    async def visitor_conversations(self, request: Request[Any, Any, Any], widget_id: FromPath[str]) -> Response[VisitorConversations]:
+        entry, origin, services = await self._checked(request, widget_id)
+        await services.rate_limits.check_config_read(client_address(request))
+        widget = live_widget(entry)
+        token = bearer_token(request)
+        if token is None:
+            raise VisitorTokenRequiredError()
+        who = await anyio.to_thread.run_sync(services.conversations.identify, widget, token, None)
+        if who.verified is None:  # identity is off for this widget: tokens are ignored
+            raise VisitorTokenRequiredError()
+        found = await anyio.to_thread.run_sync(
+            services.read_models.conversation_view.of_visitor, widget.organization_id, who.refs, widget.widget_id)
+        items = [VisitorConversationOut(c.id, c.started_at, c.ended) for c in found]
+        return Response(VisitorConversations(items), headers=cors_headers(origin))
 
     @post("/{widget_id:str}/conversations/{cid:str}/forms/{form_id:str}", status_code=202, operation_id="submit_conversation_form",
           summary="Submit a form", description="The values of one of the widget's forms (`config.v1.forms`), checked against its fields.",

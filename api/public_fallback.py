@@ -11,7 +11,7 @@ from application.store import EventStore
 from domain.agent import Agent
 from domain.widget import Widget
 from projections.public_entry import PublicEntry, entry_for
-from projections.widget_rows import WidgetRow
+from projections.widget_rows import IdentityKeyRow, WidgetRow
 
 
 class EventStoreFallback:
@@ -41,6 +41,7 @@ class EventStoreFallback:
             id=str(widget.id), organization_id=widget.organization_id, agent_id=str(widget.agent_id),
             agent_version_id=str(widget.agent_version_id), domains=list(widget.domains), config=widget.config,
             published=widget.published, deleted=widget.deleted, live=widget.published and version_published,
+            identity_keys=[IdentityKeyRow(k["kid"], k["alg"], dict(k["jwk"]), k["added_at"]) for k in widget.identity_keys.values()],
             created_at=widget.created_on, updated_at=widget.modified_on, version=widget.version,
         )
         return entry_for(row)

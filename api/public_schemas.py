@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from msgspec import Meta, Struct
 
 Token = Annotated[str, Meta(min_length=1, max_length=200)]
+VisitorToken = Annotated[str, Meta(min_length=1, max_length=4096, description="A JWT the site's backend signed (ES256 or EdDSA)")]
+PageContext = Annotated[dict[str, Any], Meta(description="The page's own context (unverified), keys as the widget declares")]
 
 
 class Visitor(Struct, forbid_unknown_fields=True):
@@ -17,10 +19,20 @@ class Visitor(Struct, forbid_unknown_fields=True):
 
 class ConversationStart(Struct, forbid_unknown_fields=True):
     visitor: Visitor | None = None
+    visitor_token: VisitorToken | None = None
+    context: PageContext | None = None
 
 
 class Resume(Struct, forbid_unknown_fields=True):
     resume_token: Token
+
+
+class ResumeRequest(Struct, forbid_unknown_fields=True):
+    """The resume token, or the visitor token of the verified visitor who started the conversation, or both."""
+
+    resume_token: Token | None = None
+    visitor_token: VisitorToken | None = None
+    context: PageContext | None = None
 
 
 class FormSubmission(Struct, forbid_unknown_fields=True):
@@ -47,6 +59,16 @@ class GrantOut(Struct):
     resume_token: str
     channel: str
     livekit: LiveKitGrant
+
+
+class VisitorConversationOut(Struct):
+    conversation_id: str
+    started_at: datetime
+    ended: bool
+
+
+class VisitorConversations(Struct):
+    items: list[VisitorConversationOut]
 
 
 class Accepted(Struct):

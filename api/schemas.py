@@ -61,6 +61,16 @@ class AgentOut(Struct):
     version: int
 
 
+class IdentityKeyAdd(Struct, forbid_unknown_fields=True):
+    jwk: Annotated[dict[str, Any], Meta(description="A public JWK: EC P-256 (ES256) or OKP Ed25519 (EdDSA), with a kid")]
+
+
+class IdentityKeyOut(Struct):
+    kid: str
+    alg: str
+    added_at: datetime
+
+
 class WidgetOut(Struct):
     id: UUID
     organization_id: str
@@ -71,6 +81,7 @@ class WidgetOut(Struct):
     live: bool
     deleted: bool
     config: dict[str, Any]
+    identity_keys: list[IdentityKeyOut]
     created_at: datetime
     updated_at: datetime
     version: int
@@ -109,6 +120,7 @@ def widget_out(state: WidgetState) -> WidgetOut:
         live=state.live,
         deleted=w.deleted,
         config=w.config,
+        identity_keys=[IdentityKeyOut(k["kid"], k["alg"], k["added_at"]) for k in w.identity_keys.values()],
         created_at=w.created_on,
         updated_at=w.modified_on,
         version=w.version,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -18,10 +18,12 @@ from eventsourcing.application import AggregateNotFoundError
 
 from application.commands import change
 from application.store import EventStore
+from application.visitors import ANONYMOUS, NO_TOKENS, Identified, VisitorTokens, identify
 from domain.config import find_form, parse_config
 from domain.conversation import CHANNEL, ENDED_BY_ROOM, ENDED_BY_VISITOR, Conversation, hash_resume_token
 from domain.errors import NotFoundError
 from domain.forms import validate_feedback, validate_form_values
+from domain.identity import IdentityKey
 
 ROOM_PREFIX = "conv_"
 
@@ -35,6 +37,7 @@ class LiveWidget:
     agent_id: str
     agent_version_id: str
     config: dict[str, Any]
+    identity_keys: tuple[IdentityKey, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class RoomTicket:
     room: str
     identity: str
     visitor_name: str | None
+    # The dispatch metadata's `visitor` and `context` (API.md, "Visitor identity and context").
+    visitor: dict[str, Any] = field(default_factory=lambda: {"verified": False})
+    context: dict[str, Any] = field(default_factory=lambda: {"verified": {}, "page": {}})
 
 
 @dataclass(frozen=True)
@@ -90,11 +96,19 @@ def new_identity() -> str:
 class ConversationService:
     """Commands on the Conversation aggregate, for visitors (by resume token) and LiveKit (by room)."""
 
-    def __init__(self, store: EventStore, issuer: GrantIssuer) -> None:
+    def __init__(self, store: EventStore, issuer: GrantIssuer, tokens: VisitorTokens | None = None) -> None:
         self.store = store
         self.issuer = issuer
+        self.tokens = tokens or NO_TOKENS
 
-    def start(self, widget: LiveWidget, origin: str, visitor: dict[str, Any]) -> Started:
+    def identify(self, widget: LiveWidget, visitor_token: str | None, context: Any) -> Identified:
+        """Check a call's visitor token and page context against the widget (the 401s, or a 400 naming the key)."""
+        return identify(self.tokens, widget.widget_id, widget.organization_id, widget.config, widget.identity_keys,
+                        visitor_token, context)
+
+    def start(self, widget: LiveWidget, origin: str, visitor: dict[str, Any], visitor_token: str | None = None,
+              context: Any = None) -> Started:
+        who = self.identify(widget, visitor_token, context)
         conversation_id = uuid.uuid4()
         resume_token = secrets.token_urlsafe(32)
         room, identity = new_room(conversation_id), new_identity()
@@ -110,23 +124,34 @@ class ConversationService:
             resume_token_hash=hash_resume_token(resume_token),
             visitor=visitor,
             origin=origin,
+            visitor_ref=who.ref,
         )
-        ticket = self._ticket(conversation, widget, visitor.get("name"))
+        ticket = self._ticket(conversation, who, visitor.get("name"))
         grants: list[Grant] = []
         # The token is signed while the event is on its way to the database (a store on PostgreSQL overlaps the two).
         self.store.save(conversation, meanwhile=lambda: grants.append(self.issuer.grant(ticket)))
         return Started(conversation_id, resume_token, grants[0])
 
-    def resume(self, widget: LiveWidget, conversation_id: UUID, resume_token: str) -> Grant:
+    def resume(self, widget: LiveWidget, conversation_id: UUID, resume_token: str | None, visitor_token: str | None = None,
+               context: Any = None) -> tuple[str, Grant]:
+        """Continue in a fresh room: with the resume token, or with the visitor token of the verified visitor who
+        started it (then a resume token of their own comes back, for the calls that need one). (resume token, grant)"""
+        who = self.identify(widget, visitor_token, context)
         tickets: list[RoomTicket] = []
+        tokens: list[str] = []
 
         def command(conversation: Conversation) -> bool:
-            conversation.resume(new_room(conversation.id), new_identity(), UUID(widget.agent_id), UUID(widget.agent_version_id))
-            tickets.append(self._ticket(conversation, widget, conversation.visitor.get("name")))
+            token_hash = None
+            if resume_token is None or not conversation.holds_token(resume_token):
+                tokens.append(secrets.token_urlsafe(32))  # _load let a verified visitor in on their own conversation
+                token_hash = hash_resume_token(tokens[-1])
+            conversation.resume(new_room(conversation.id), new_identity(), UUID(widget.agent_id), UUID(widget.agent_version_id),
+                                token_hash)
+            tickets.append(self._ticket(conversation, who, conversation.visitor.get("name")))
             return True
 
-        change(self.store, lambda: self._load(widget, conversation_id, resume_token), command, None)
-        return self.issuer.grant(tickets[-1])
+        change(self.store, lambda: self._load(widget, conversation_id, resume_token, who), command, None)
+        return (tokens[-1] if tokens else resume_token or ""), self.issuer.grant(tickets[-1])
 
     def submit_form(self, widget: LiveWidget, conversation_id: UUID, resume_token: str, form_id: str, values: Any) -> None:
         form = find_form(parse_config(widget.config), form_id)
@@ -172,20 +197,26 @@ class ConversationService:
             return None
         return found if isinstance(found, Conversation) else None
 
-    def _load(self, widget: LiveWidget, conversation_id: UUID, resume_token: str) -> Conversation:
-        """The conversation, only for its own widget and with its resume token; anything else is not found."""
+    def _load(self, widget: LiveWidget, conversation_id: UUID, resume_token: str | None, who: Identified = ANONYMOUS) -> Conversation:
+        """The conversation, only for its own widget and with its resume token (or, from `resume`, the verified
+        visitor who started it); anything else is not found. A verified visitor never gets another's conversation."""
         conversation = self._get(conversation_id)
         if (
             conversation is None
             or str(conversation.widget_id) != widget.widget_id
             or conversation.organization_id != widget.organization_id
-            or not conversation.holds_token(resume_token)
         ):
+            raise NotFoundError("Conversation", conversation_id)
+        if who.verified is not None and conversation.visitor_ref is not None:
+            if not conversation.belongs_to(who.refs):
+                raise NotFoundError("Conversation", conversation_id)
+            return conversation
+        if resume_token is None or not conversation.holds_token(resume_token):
             raise NotFoundError("Conversation", conversation_id)
         return conversation
 
     @staticmethod
-    def _ticket(conversation: Conversation, widget: LiveWidget, visitor_name: str | None) -> RoomTicket:
+    def _ticket(conversation: Conversation, who: Identified, stored_name: str | None) -> RoomTicket:
         return RoomTicket(
             conversation_id=str(conversation.id),
             organization_id=conversation.organization_id,
@@ -194,7 +225,9 @@ class ConversationService:
             agent_version_id=str(conversation.agent_version_id),
             room=conversation.room,
             identity=conversation.participant_identity,
-            visitor_name=visitor_name,
+            visitor_name=(who.verified.name if who.verified is not None else None) or stored_name,
+            visitor=who.metadata,
+            context=who.context,
         )
 
 

@@ -14,6 +14,7 @@ from domain.agent import Agent
 from domain.config import WidgetConfig, config_to_builtins, merge_patch, parse_config
 from domain.domains import AllowedDomains
 from domain.errors import FieldError, NotFoundError, ValidationError, VersionNotInAgentError
+from domain.identity import parse_identity_key
 from domain.widget import Widget
 
 
@@ -116,6 +117,26 @@ class WidgetService:
         def command(widget: Widget) -> bool:
             widget.check_not_deleted()
             return widget.change_config(parse_config(merge_patch(widget.config, patch)), caller.actor)
+
+        return self._change(caller, widget_id, command, expected_version)
+
+    def add_identity_key(self, caller: Caller, widget_id: UUID, jwk: Any, expected_version: int | None = None) -> WidgetState:
+        """Add a site's public key for visitor tokens (the site keeps its private key)."""
+        caller.require(WRITE)
+        key = parse_identity_key(jwk)
+
+        def command(widget: Widget) -> bool:
+            widget.add_identity_key(key, caller.actor)
+            return True
+
+        return self._change(caller, widget_id, command, expected_version)
+
+    def remove_identity_key(self, caller: Caller, widget_id: UUID, kid: str, expected_version: int | None = None) -> WidgetState:
+        caller.require(WRITE)
+
+        def command(widget: Widget) -> bool:
+            widget.remove_identity_key(kid, caller.actor)
+            return True
 
         return self._change(caller, widget_id, command, expected_version)
 

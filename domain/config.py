@@ -27,6 +27,7 @@ _COLOR = r"^#[0-9a-fA-F]{6}\Z"
 _SLUG = r"^[a-z0-9][a-z0-9_-]{0,39}\Z"
 _LOCALE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*\Z"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_CONTEXT_KEY = r"^[a-z][a-z0-9_]{0,39}\Z"
 _HTTPS_URL = rf"^https://{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?(?:[/?#][^\s\x00-\x1f\x7f-\x9f\"'<>\\^`{{|}}]*)?\Z"
 
 PATTERN_MESSAGES = {
@@ -36,6 +37,7 @@ PATTERN_MESSAGES = {
     _SLUG: "must be 1 to 40 lower-case letters, digits, '-' or '_', not starting with '-' or '_'",
     _LOCALE: "must be a BCP 47 language tag such as 'en' or 'pt-BR'",
     _HTTPS_URL: "must be an https URL",
+    _CONTEXT_KEY: "must be 1 to 40 lower-case letters, digits or '_', starting with a letter",
 }
 
 
@@ -120,6 +122,20 @@ class Feedback(_Section, kw_only=True):
     allow_comment: bool = True
 
 
+class Identity(_Section, kw_only=True):
+    """Whether visitors may (`optional`) or must (`required`) bring a token the site signed; `off` ignores tokens."""
+
+    mode: Literal["off", "optional", "required"] = "off"
+
+
+class ContextKey(_Section, kw_only=True):
+    """One key a page or a visitor token may pass to the agent; `max_length` bounds strings only."""
+
+    key: Annotated[str, Meta(pattern=_CONTEXT_KEY)]
+    type: Literal["string", "number", "boolean"]
+    max_length: Annotated[int, Meta(ge=1, le=2000)] | None = None
+
+
 class ConfigV1(_Section, kw_only=True):
     appearance: Appearance = msgspec.field(default_factory=Appearance)
     branding: Branding = msgspec.field(default_factory=Branding)
@@ -129,6 +145,8 @@ class ConfigV1(_Section, kw_only=True):
     forms: Annotated[tuple[FormDefinition, ...], Meta(max_length=10)] = ()
     feedback: Feedback = msgspec.field(default_factory=Feedback)
     locale: Locale | None = None
+    identity: Identity = msgspec.field(default_factory=Identity)
+    context: Annotated[tuple[ContextKey, ...], Meta(max_length=20)] = ()
 
 
 class WidgetConfig(_Section, kw_only=True):
@@ -231,7 +249,14 @@ def _form_rule(form: Partial) -> Iterable[tuple[str, str]]:
     yield from ((f"fields[{i}].name", "duplicate field name") for i in _duplicates(names))
 
 
+def _context_key_rule(declared: Partial) -> Iterable[tuple[str, str]]:
+    if declared["max_length"] not in (None, INVALID) and declared["type"] not in ("string", INVALID):
+        yield "max_length", "only allowed for string keys"
+
+
 def _config_rule(v1: Partial) -> Iterable[tuple[str, str]]:
+    keys = [c["key"] if isinstance(c, dict) else INVALID for c in _items(v1["context"])]
+    yield from ((f"context[{i}].key", "duplicate context key") for i in _duplicates(keys))
     forms = [f if isinstance(f, dict) else {} for f in _items(v1["forms"])]
     ids = [f.get("id", INVALID) for f in forms]
     yield from ((f"forms[{i}].id", "duplicate form id") for i in _duplicates(ids))
@@ -255,4 +280,4 @@ def _duplicates(values: list[Any]) -> Iterable[int]:
         seen.add(value)
 
 
-_RULES = {FormField: _form_field_rule, FormDefinition: _form_rule, ConfigV1: _config_rule}
+_RULES = {FormField: _form_field_rule, FormDefinition: _form_rule, ContextKey: _context_key_rule, ConfigV1: _config_rule}

@@ -1,6 +1,7 @@
 """The Conversation aggregate: one visitor's session with a widget's agent on `webrtc`.
 
-A visitor holds a resume token; only its hash is recorded. Every resume gets a
+A visitor holds a resume token; only its hash is recorded. A verified visitor's
+conversations also record a keyed hash of their external id (never the id itself). Every resume gets a
 fresh room. A room that finishes ends the conversation for now (the visitor may
 resume it later); ending it themselves closes it for good.
 """
@@ -43,6 +44,7 @@ class Conversation(Aggregate):
         resume_token_hash: str,
         visitor: dict[str, Any],
         origin: str,
+        visitor_ref: str | None = None,
     ) -> None:
         self.organization_id = organization_id
         self.widget_id = widget_id
@@ -52,23 +54,34 @@ class Conversation(Aggregate):
         self.room = room
         self.participant_identity = participant_identity
         self.resume_token_hash = resume_token_hash
+        self.other_token_hashes: list[str] = []  # tokens handed out when the verified visitor resumed elsewhere
         self.visitor = visitor if visitor is not None else {}  # None: erased (its data key destroyed)
+        self.visitor_ref = visitor_ref  # a keyed hash of a verified visitor's external id, to find their conversations
         self.rooms = [room]
         self.forms: list[dict[str, Any]] = []
         self.feedback: dict[str, Any] | None = None
         self.ended_by: str | None = None
 
     def holds_token(self, token: str) -> bool:
-        return hmac.compare_digest(self.resume_token_hash, hash_resume_token(token))
+        digest = hash_resume_token(token)
+        return any(hmac.compare_digest(known, digest) for known in (self.resume_token_hash, *self.other_token_hashes))
+
+    def belongs_to(self, visitor_refs: tuple[str, ...]) -> bool:
+        """Whether a verified visitor with one of these lookup values started this conversation."""
+        mine = self.visitor_ref
+        return mine is not None and any(hmac.compare_digest(mine, ref) for ref in visitor_refs)
 
     @property
     def closed(self) -> bool:
         return self.ended_by == ENDED_BY_VISITOR
 
-    def resume(self, room: str, participant_identity: str, agent_id: UUID, agent_version_id: UUID) -> None:
-        """Continue in a fresh room, with the agent version the widget serves at this moment."""
+    def resume(self, room: str, participant_identity: str, agent_id: UUID, agent_version_id: UUID,
+               resume_token_hash: str | None = None) -> None:
+        """Continue in a fresh room, with the agent version the widget serves at this moment; a verified visitor
+        resuming without the resume token (on another device) gets a token of their own, `resume_token_hash`'s."""
         self.check_open()
-        self._resumed(room=room, participant_identity=participant_identity, agent_id=agent_id, agent_version_id=agent_version_id)
+        self._resumed(room=room, participant_identity=participant_identity, agent_id=agent_id, agent_version_id=agent_version_id,
+                      resume_token_hash=resume_token_hash)
 
     def submit_form(self, form_id: str, values: dict[str, Any]) -> None:
         self.check_open()
@@ -89,7 +102,10 @@ class Conversation(Aggregate):
             raise ConversationEndedError(f"Conversation {self.id} has been ended by the visitor.")
 
     @event("Resumed", topic=t.CONVERSATION_RESUMED)
-    def _resumed(self, room: str, participant_identity: str, agent_id: UUID, agent_version_id: UUID) -> None:
+    def _resumed(self, room: str, participant_identity: str, agent_id: UUID, agent_version_id: UUID,
+                 resume_token_hash: str | None = None) -> None:
+        if resume_token_hash is not None:
+            self.other_token_hashes = [*self.other_token_hashes, resume_token_hash]
         self.room = room
         self.agent_id = agent_id
         self.agent_version_id = agent_version_id

@@ -12,6 +12,8 @@ WIDGET_CONFIG_CHANGED = "widget.config_changed"
 WIDGET_PUBLISHED = "widget.published"
 WIDGET_UNPUBLISHED = "widget.unpublished"
 WIDGET_DELETED = "widget.deleted"
+WIDGET_IDENTITY_KEY_ADDED = "widget.identity_key_added"
+WIDGET_IDENTITY_KEY_REMOVED = "widget.identity_key_removed"
 
 AGENT = "agent"
 AGENT_CREATED = "agent.created"

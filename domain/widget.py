@@ -7,7 +7,9 @@ application hands its answer in (`version_published`).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
@@ -15,11 +17,15 @@ from eventsourcing.domain import Aggregate, event
 from domain import event_types as t
 from domain.config import WidgetConfig, changed_paths, config_to_builtins
 from domain.domains import AllowedDomains
-from domain.errors import AgentVersionNotPublishedError, WidgetDeletedError
+from domain.errors import AgentVersionNotPublishedError, FieldError, NotFoundError, ValidationError, WidgetDeletedError
+from domain.identity import MAX_IDENTITY_KEYS, IdentityKey
 
 
 class Widget(Aggregate):
     TOPIC = t.WIDGET
+    # By kid: {"kid", "alg", "jwk", "added_at"}. Replaced, never changed in place; widgets (and snapshots)
+    # from before identity keys existed fall back to this empty default.
+    identity_keys: ClassVar[Mapping[str, dict[str, Any]]] = MappingProxyType({})
 
     class Created(Aggregate.Created):
         """Version 2 added `request_fingerprint` (idempotent creates); version 1 events predate it."""
@@ -141,6 +147,21 @@ class Widget(Aggregate):
         self.check_not_deleted()
         self._deleted(actor=actor)
 
+    def add_identity_key(self, key: IdentityKey, actor: str) -> None:
+        self.check_not_deleted()
+        if key.kid in self.identity_keys:
+            raise ValidationError([FieldError("jwk.kid", "this widget already has a key with this kid")], "The identity key is not valid.")
+        if len(self.identity_keys) >= MAX_IDENTITY_KEYS:
+            raise ValidationError([FieldError("jwk", f"a widget holds at most {MAX_IDENTITY_KEYS} identity keys; remove one first")],
+                                  "The identity key is not valid.")
+        self.trigger_event(self.IdentityKeyAdded, kid=key.kid, alg=key.alg, jwk=dict(key.jwk), actor=actor)
+
+    def remove_identity_key(self, kid: str, actor: str) -> None:
+        self.check_not_deleted()
+        if kid not in self.identity_keys:
+            raise NotFoundError("Identity key", kid)
+        self.trigger_event(self.IdentityKeyRemoved, kid=kid, actor=actor)
+
     def check_not_deleted(self) -> None:
         if self.deleted:
             raise WidgetDeletedError(f"Widget {self.id} has been deleted.")
@@ -172,3 +193,23 @@ class Widget(Aggregate):
     def _deleted(self, actor: str) -> None:
         self.deleted = True
         self.published = False
+
+    class IdentityKeyAdded(Aggregate.Event):
+        TOPIC = t.WIDGET_IDENTITY_KEY_ADDED
+        kid: str
+        alg: str
+        jwk: dict[str, str]
+        actor: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            entry = {"kid": self.kid, "alg": self.alg, "jwk": dict(self.jwk), "added_at": self.timestamp}
+            aggregate.identity_keys = {**aggregate.identity_keys, self.kid: entry}  # type: ignore[attr-defined]
+
+    class IdentityKeyRemoved(Aggregate.Event):
+        TOPIC = t.WIDGET_IDENTITY_KEY_REMOVED
+        kid: str
+        actor: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            keys = aggregate.identity_keys  # type: ignore[attr-defined]
+            aggregate.identity_keys = {kid: key for kid, key in keys.items() if kid != self.kid}  # type: ignore[attr-defined]

@@ -91,6 +91,8 @@ class LiveKitIssuer:
                 "agent_version_id": ticket.agent_version_id,
                 "conversation_id": ticket.conversation_id,
                 "channel": "webrtc",
+                "visitor": ticket.visitor,
+                "context": ticket.context,
             }
         )
         template = self._claims

@@ -20,6 +20,12 @@ SCHEMA = [
         id TEXT PRIMARY KEY, widget_id TEXT NOT NULL, organization_id TEXT NOT NULL,
         started_at TEXT NOT NULL, row_json TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS conversation_list_by_widget ON conversation_list (widget_id, started_at, id)""",
+    # A verified visitor's conversations, found by the keyed hash of their external id (never the id itself).
+    """CREATE TABLE IF NOT EXISTS conversation_visitors (
+        id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, widget_id TEXT NOT NULL, visitor_ref TEXT NOT NULL,
+        started_at TEXT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS conversation_visitors_by_ref
+        ON conversation_visitors (organization_id, visitor_ref, widget_id, started_at, id)""",
 ]
 
 
@@ -48,9 +54,23 @@ class ConversationRow(msgspec.Struct, kw_only=True):
     ended: bool = False
     ended_by: str | None = None
     visitor: dict[str, Any] = {}
+    verified: bool = False
     forms: list[SubmittedForm] = []
     feedback: GivenFeedback | None = None
     version: int
+
+
+class ConversationChanges(msgspec.Struct):
+    """What a page changed: rows, and the visitor lookup values of the verified visitors who started conversations."""
+
+    rows: dict[str, ConversationRow]
+    refs: dict[str, str]
+
+
+class VisitorConversation(msgspec.Struct):
+    id: str
+    started_at: datetime
+    ended: bool
 
 
 _encode = msgspec.json.Encoder().encode
@@ -63,15 +83,14 @@ class ConversationListProjection:
         "conversation.feedback_given", "conversation.ended",
     )
 
-    def apply(
-        self, events: Sequence[Any], source: ConversationListView, positions: Sequence[int] = ()
-    ) -> dict[str, ConversationRow]:
+    def apply(self, events: Sequence[Any], source: ConversationListView, positions: Sequence[int] = ()) -> ConversationChanges:
         ids = {str(e.originator_id) for e in events if not isinstance(e, Conversation.Created)}
         self.rows = source.load(ids)
         self.changed: dict[str, ConversationRow] = {}
+        self.refs: dict[str, str] = {}
         for event in events:
             self.process_event(event)
-        return self.changed
+        return ConversationChanges(self.changed, self.refs)
 
     def _touch(self, row: ConversationRow, event: Any) -> None:
         row.updated_at, row.version = event.timestamp, event.originator_version
@@ -88,6 +107,10 @@ class ConversationListProjection:
             agent_id=str(event.agent_id), agent_version_id=str(event.agent_version_id), channel=event.channel,
             started_at=event.timestamp, updated_at=event.timestamp, visitor=dict(event.visitor), version=1,
         )
+        ref = getattr(event, "visitor_ref", None)  # absent from conversations started before verified visitors
+        if ref is not None:
+            row.verified = True
+            self.refs[row.id] = ref
         self.rows[row.id] = row
         self._touch(row, event)
 
@@ -121,18 +144,40 @@ class ConversationListProjection:
 class ConversationListView(SqlView):
     name = NAME
     schema = SCHEMA
-    tables = ("conversation_list",)
+    tables = ("conversation_list", "conversation_visitors")
 
     def load(self, ids: set[str]) -> dict[str, ConversationRow]:
         rows = [_decode(j) for (j,) in self.select_in("SELECT row_json FROM conversation_list WHERE id IN", ids)]
         return {row.id: row for row in rows}
 
-    def write(self, tx: Executor, changes: dict[str, ConversationRow]) -> None:
+    def write(self, tx: Executor, changes: ConversationChanges) -> None:
+        rows = changes.rows
         tx.executemany(
             """INSERT INTO conversation_list (id, widget_id, organization_id, started_at, row_json) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (id) DO UPDATE SET row_json = excluded.row_json""",
-            [(r.id, r.widget_id, r.organization_id, r.started_at.isoformat(), _encode(r).decode()) for r in changes.values()],
+            [(r.id, r.widget_id, r.organization_id, r.started_at.isoformat(), _encode(r).decode()) for r in rows.values()],
         )
+        tx.executemany(
+            """INSERT INTO conversation_visitors (id, organization_id, widget_id, visitor_ref, started_at) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (id) DO NOTHING""",
+            [(i, rows[i].organization_id, rows[i].widget_id, ref, rows[i].started_at.isoformat()) for i, ref in changes.refs.items()],
+        )
+
+    def of_visitor(self, organization_id: str, visitor_refs: Sequence[str], widget_id: str | None = None,
+                   limit: int = 100) -> list[VisitorConversation]:
+        """A verified visitor's conversations (on one widget, or the organization's), newest first."""
+        if not visitor_refs:
+            return []
+        where = f"v.organization_id = ? AND v.visitor_ref IN ({','.join('?' * len(visitor_refs))})"
+        params: list[Any] = [organization_id, *visitor_refs]
+        if widget_id is not None:
+            where += " AND v.widget_id = ?"
+            params.append(widget_id)
+        found = self.db.query(
+            f"""SELECT c.row_json FROM conversation_visitors v JOIN conversation_list c ON c.id = v.id
+                WHERE {where} ORDER BY v.started_at DESC, v.id DESC LIMIT ?""", [*params, limit])
+        rows = [_decode(j) for (j,) in found]
+        return [VisitorConversation(r.id, r.started_at, r.ended) for r in rows]
 
     def page(self, organization_id: str, widget_id: str, limit: int, cursor: str | None) -> tuple[list[ConversationRow], str | None]:
         """A widget's conversations, newest first."""

@@ -21,6 +21,15 @@ from domain.agent import Agent
 from domain.widget import Widget
 
 
+class IdentityKeyRow(msgspec.Struct):
+    """A site's public key, as the hot path needs it to verify visitor tokens."""
+
+    kid: str
+    alg: str
+    jwk: dict[str, str]
+    added_at: datetime
+
+
 class WidgetRow(msgspec.Struct, kw_only=True):
     id: str
     organization_id: str
@@ -31,6 +40,7 @@ class WidgetRow(msgspec.Struct, kw_only=True):
     published: bool = False
     deleted: bool = False
     live: bool = False
+    identity_keys: list[IdentityKeyRow] = []
     created_at: datetime
     updated_at: datetime
     version: int
@@ -81,7 +91,7 @@ class WidgetRowsProjection:
 
     topics: Sequence[str] = (
         "widget.created", "widget.domains_changed", "widget.version_pinned", "widget.config_changed",
-        "widget.published", "widget.unpublished", "widget.deleted",
+        "widget.published", "widget.unpublished", "widget.deleted", "widget.identity_key_added", "widget.identity_key_removed",
         "agent.version_created", "agent.version_published", "agent.version_unpublished",
     )
 
@@ -164,6 +174,18 @@ class WidgetRowsProjection:
         if row := self._row(event):
             row.deleted, row.published = True, False
             self.changes.unpin(row.agent_version_id, row.id)
+            self._touch(row, event)
+
+    @process_event.register
+    def _(self, event: Widget.IdentityKeyAdded) -> None:
+        if row := self._row(event):
+            row.identity_keys = [*row.identity_keys, IdentityKeyRow(event.kid, event.alg, dict(event.jwk), event.timestamp)]
+            self._touch(row, event)
+
+    @process_event.register
+    def _(self, event: Widget.IdentityKeyRemoved) -> None:
+        if row := self._row(event):
+            row.identity_keys = [key for key in row.identity_keys if key.kid != event.kid]
             self._touch(row, event)
 
     @process_event.register

@@ -15,7 +15,7 @@ from tests.conftest import ALL_WIRINGS
 
 pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
-V1_KEYS = {"appearance", "branding", "text", "voice", "quick_actions", "forms", "feedback", "locale"}
+V1_KEYS = {"appearance", "branding", "text", "voice", "quick_actions", "forms", "feedback", "locale", "identity", "context"}
 
 
 def assert_widget(response: httpx.Response, status: int = 200) -> dict[str, Any]:

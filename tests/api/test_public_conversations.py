@@ -68,7 +68,7 @@ def test_starting_answers_201_with_a_grant_and_cors_for_the_origin(org_a: Admin,
     assert grant["conversation_id"] == str(uuid.UUID(grant["conversation_id"]))
     assert len(grant["resume_token"]) >= 32
     row = conversations_of(org_a, app, widget["id"])[grant["conversation_id"]]
-    assert row["visitor"] == {"name": "Ann", "locale": "pt-BR"}
+    assert row["visitor"] == {"name": "Ann", "locale": "pt-BR", "verified": False}
     assert row["ended"] is False and row["rooms"] == 1 and row["channel"] == "webrtc"
 
 

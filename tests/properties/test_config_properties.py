@@ -135,12 +135,13 @@ _ENUMS = {
     ("appearance", "bubble_icon"): {"chat", "headset", "sparkle", "wave"},
     ("voice", "mode"): {"push_to_talk", "open_mic"},
     ("feedback", "type"): {"thumbs", "stars", "scale_5"},
+    ("identity", "mode"): {"off", "optional", "required"},
 }
 _LINES = {("appearance", "launcher_label"): 40, ("branding", "display_name"): 60, ("text", "input_placeholder"): 120, ("feedback", "prompt"): 200}
 _TEXTS = {("text", "welcome_message"): 500}
 _BOOLS = [("branding", "show_powered_by"), ("text", "enabled"), ("voice", "enabled"), ("feedback", "enabled"), ("feedback", "allow_comment")]
 _SECTIONS = ["appearance", "branding", "text", "voice", "feedback"]
-_KNOWN = {"v1", "appearance", "branding", "text", "voice", "quick_actions", "forms", "feedback", "locale"}
+_KNOWN = {"v1", "appearance", "branding", "text", "voice", "quick_actions", "forms", "feedback", "locale", "identity", "context"}
 not_json_strings = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.lists(st.integers(), max_size=2)
 not_bools = st.none() | st.integers() | st.text(max_size=5) | st.lists(st.booleans(), max_size=2)
 control_chars = st.characters(whitelist_categories=("Cc",))

@@ -53,7 +53,8 @@ def test_empty_config_means_all_defaults(raw: object) -> None:
 
 def test_full_form_fills_in_every_default_and_is_json_ready() -> None:
     full = config_to_builtins(parse_config({}))
-    assert set(full["v1"]) == {"appearance", "branding", "text", "voice", "quick_actions", "forms", "feedback", "locale"}
+    assert set(full["v1"]) == {"appearance", "branding", "text", "voice", "quick_actions", "forms", "feedback", "locale", "identity",
+                            "context"}
     assert full["v1"]["quick_actions"] == [] and full["v1"]["locale"] is None
     assert msgspec.json.decode(msgspec.json.encode(full)) == full
 

@@ -26,11 +26,15 @@ ISSUER = LiveKitIssuer(url="wss://lk.example.test", api_key=KEY, api_secret=SECR
                        ttl_seconds=600)
 
 texts = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
+context_values = st.dictionaries(texts, st.text(max_size=20) | st.booleans() | st.integers() | st.floats(allow_nan=False), max_size=4)
+visitors = st.just({"verified": False}) | st.fixed_dictionaries(
+    {"external_id": texts, "verified": st.just(True)}, optional={"name": texts})
 tickets = st.builds(
     RoomTicket,
     conversation_id=st.uuids().map(str), organization_id=texts, widget_id=st.uuids().map(str),
     agent_id=st.uuids().map(str), agent_version_id=st.uuids().map(str), room=texts, identity=texts,
-    visitor_name=st.none() | texts,
+    visitor_name=st.none() | texts, visitor=visitors,
+    context=st.fixed_dictionaries({"verified": context_values, "page": context_values}),
 )
 
 
@@ -38,7 +42,8 @@ def livekit_token(issuer: LiveKitIssuer, ticket: RoomTicket) -> str:
     """The token livekit-api's documented builder makes for the same ticket."""
     metadata = json.dumps({"organization_id": ticket.organization_id, "widget_id": ticket.widget_id,
                            "agent_id": ticket.agent_id, "agent_version_id": ticket.agent_version_id,
-                           "conversation_id": ticket.conversation_id, "channel": "webrtc"}, separators=(",", ":"))
+                           "conversation_id": ticket.conversation_id, "channel": "webrtc", "visitor": ticket.visitor,
+                           "context": ticket.context}, separators=(",", ":"))
     grants = api.VideoGrants(
         room_join=True, room=ticket.room, can_subscribe=True, can_publish=True, can_publish_sources=["microphone"],
         can_publish_data=True, can_update_own_metadata=False, room_create=False, room_list=False, room_record=False,

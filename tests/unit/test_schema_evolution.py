@@ -32,6 +32,7 @@ from domain.conversation import Conversation
 from domain.records import HIDDEN, describe
 from domain.widget import Widget
 from infrastructure.eventstore import sqlite_env
+from tests.visitors import SiteKey
 
 ALICE = Caller("org_a", "alice", frozenset({"widgets:write", "widgets:read", "audit:read"}))
 
@@ -44,6 +45,8 @@ CURRENT_CLASSES: dict[str, type[Any]] = {
     t.WIDGET_PUBLISHED: Widget.Published,
     t.WIDGET_UNPUBLISHED: Widget.Unpublished,
     t.WIDGET_DELETED: Widget.Deleted,
+    t.WIDGET_IDENTITY_KEY_ADDED: Widget.IdentityKeyAdded,
+    t.WIDGET_IDENTITY_KEY_REMOVED: Widget.IdentityKeyRemoved,
     t.AGENT_CREATED: Agent.Created,
     t.AGENT_VERSION_CREATED: Agent.VersionCreated,
     t.AGENT_VERSION_PUBLISHED: Agent.VersionPublished,
@@ -274,6 +277,9 @@ def one_of_each_event(agents: AgentService, widgets: WidgetService, conversation
     widgets.change_domains(ALICE, widget_id, ["a.example.com"])
     widgets.patch_config(ALICE, widget_id, {"v1": {"appearance": {"theme": "dark"}}})
     widgets.pin_version(ALICE, widget_id, second.id)
+    widgets.add_identity_key(ALICE, widget_id, SiteKey.generate("ES256", "old").public_jwk)
+    widgets.add_identity_key(ALICE, widget_id, SiteKey.generate("EdDSA", "new").public_jwk)
+    widgets.remove_identity_key(ALICE, widget_id, "old")
     widgets.publish(ALICE, widget_id)
     live = widgets.get_widget(ALICE, widget_id).widget
     seen = LiveWidget(str(widget_id), live.organization_id, str(live.agent_id), str(live.agent_version_id), live.config)

@@ -1,0 +1,158 @@
+"""Visitor tokens: a valid one passes; any single-field change, and every forged class, is refused the same way."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jwt.utils import base64url_decode, base64url_encode
+
+from application.visitors import VisitorTokenInvalidError
+from domain.identity import IdentityKey, parse_identity_key
+from infrastructure.settings import DEV_DATA_KEY
+from infrastructure.visitor_tokens import VisitorTokenVerifier
+from tests.visitors import SiteKey
+
+WIDGET = str(uuid.uuid4())
+OTHER_WIDGET = str(uuid.uuid4())
+ES = SiteKey.generate("ES256", "es")
+ED = SiteKey.generate("EdDSA", "ed")
+KEYS: tuple[IdentityKey, ...] = (parse_identity_key(ES.public_jwk), parse_identity_key(ED.public_jwk))
+VERIFIER = VisitorTokenVerifier(DEV_DATA_KEY)
+sites = st.sampled_from([ES, ED])
+json_values = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20)
+
+
+def refused(token: str, keys: tuple[IdentityKey, ...] = KEYS, widget: str = WIDGET) -> bool:
+    try:
+        VERIFIER.verify(token, widget, keys)
+    except VisitorTokenInvalidError as error:
+        assert "token" not in str(error).lower().replace("the visitor token is not valid", "")
+        return True
+    return False
+
+
+def parts(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    header, payload, signature = token.split(".")
+    return json.loads(base64url_decode(header)), json.loads(base64url_decode(payload)), base64url_decode(signature)
+
+
+def assemble(header: dict[str, Any], payload: dict[str, Any], signature: bytes) -> str:
+    def encode(value: dict[str, Any]) -> str:
+        return base64url_encode(json.dumps(value, separators=(",", ":")).encode()).decode()
+
+    return f"{encode(header)}.{encode(payload)}.{base64url_encode(signature).decode()}"
+
+
+def valid_token(site: SiteKey, **claims: Any) -> str:
+    return site.token(WIDGET, sub="user_42", name="Ada", email="ada@example.com", context={"plan": "pro"}, **claims)
+
+
+@pytest.mark.parametrize("site", [ES, ED], ids=["ES256", "EdDSA"])
+def test_a_valid_token_gives_its_claims(site: SiteKey) -> None:
+    visitor = VERIFIER.verify(valid_token(site), WIDGET, KEYS)
+    assert (visitor.external_id, visitor.name, visitor.email, visitor.context) == ("user_42", "Ada", "ada@example.com", {"plan": "pro"})
+
+
+@settings(max_examples=150)
+@given(site=sites, data=st.data())
+def test_changing_any_one_claim_is_refused(site: SiteKey, data: st.DataObject) -> None:
+    header, payload, signature = parts(valid_token(site))
+    name = data.draw(st.sampled_from([*sorted(payload), "extra"]))
+    value = data.draw(json_values.filter(lambda v: v != payload.get(name)))
+    assert refused(assemble(header, {**payload, name: value}, signature))
+
+
+@settings(max_examples=150)
+@given(site=sites, data=st.data())
+def test_changing_any_one_header_field_is_refused(site: SiteKey, data: st.DataObject) -> None:
+    header, payload, signature = parts(valid_token(site))
+    name = data.draw(st.sampled_from([*sorted(header), "jku", "x5u", "crit"]))
+    value = data.draw((json_values | st.sampled_from(["ES256", "EdDSA", "HS256", "none", "es", "ed"])).filter(
+        lambda v: v != header.get(name)))
+    assert refused(assemble({**header, name: value}, payload, signature))
+
+
+@settings(max_examples=150)
+@given(site=sites, data=st.data())
+def test_changing_the_signature_is_refused(site: SiteKey, data: st.DataObject) -> None:
+    header, payload, signature = parts(valid_token(site))
+    index = data.draw(st.integers(0, len(signature) - 1))
+    flip = data.draw(st.integers(1, 255))
+    changed = signature[:index] + bytes([signature[index] ^ flip]) + signature[index + 1:]
+    assert refused(assemble(header, payload, changed))
+    assert refused(assemble(header, payload, signature[:-1]))
+
+
+@settings(max_examples=60)
+@given(garbage=st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")))
+def test_garbage_is_refused(garbage: str) -> None:
+    assert refused(garbage)
+
+
+def now() -> int:
+    return int(time.time())
+
+
+@pytest.mark.parametrize("site", [ES, ED], ids=["ES256", "EdDSA"])
+def test_every_forged_class_is_refused(site: SiteKey) -> None:
+    t = now()
+    claims = {"aud": WIDGET, "sub": "user_42", "iat": t, "exp": t + 600}
+    assert not refused(site.sign(claims))
+    assert refused(site.token(OTHER_WIDGET)), "another widget's audience"
+    assert refused(site.sign({**claims, "aud": [OTHER_WIDGET]})), "an audience list"
+    assert refused(site.sign({**claims, "iat": t - 7200, "exp": t - 3600})), "expired"
+    assert refused(site.sign({**claims, "exp": t + 24 * 3600 + 1})), "a lifetime over 24 h"
+    assert refused(site.sign({k: v for k, v in claims.items() if k != "exp"})), "no exp"
+    assert refused(site.sign({k: v for k, v in claims.items() if k != "iat"})), "no iat"
+    assert refused(site.sign({k: v for k, v in claims.items() if k != "sub"})), "no subject"
+    assert refused(site.sign({**claims, "sub": ""})), "an empty subject"
+    assert refused(site.sign({**claims, "sub": "x" * 129})), "a subject over 128 characters"
+    assert refused(site.sign({**claims, "sub": 42})), "a subject that is not a string"
+    assert refused(site.sign({**claims, "iat": t + 3600, "exp": t + 4000})), "issued in the future"
+    assert refused(site.sign({**claims, "name": ["Ada"]})), "a name that is not a string"
+    assert refused(site.sign({**claims, "context": "pro"})), "a context that is not an object"
+    assert refused(site.sign(claims, headers={"kid": "unknown"})), "an unknown kid"
+    removed = tuple(k for k in KEYS if k.kid != site.kid)
+    assert refused(site.sign(claims), keys=removed), "a removed kid"
+    stranger = SiteKey.generate(site.alg, site.kid)
+    assert refused(stranger.sign(claims)), "a stranger's key under a known kid"
+    other = ED if site is ES else ES
+    assert refused(other.sign(claims, headers={"kid": site.kid})), "the other key type under this kid"
+
+
+def test_the_skew_allowed_is_60_seconds() -> None:
+    t = now()
+    assert not refused(ES.sign({"aud": WIDGET, "sub": "u", "iat": t - 3600, "exp": t - 50}))
+    assert refused(ES.sign({"aud": WIDGET, "sub": "u", "iat": t - 3600, "exp": t - 70}))
+    assert not refused(ES.sign({"aud": WIDGET, "sub": "u", "iat": t + 50, "exp": t + 600}))
+
+
+def test_alg_none_and_hs256_keyed_with_the_public_key_are_refused() -> None:
+    t = now()
+    claims = {"aud": WIDGET, "sub": "user_42", "iat": t, "exp": t + 600}
+    unsigned = assemble({"alg": "none", "kid": "es", "typ": "JWT"}, claims, b"")
+    assert refused(unsigned) and refused(unsigned.rstrip("."))
+    for site in (ES, ED):
+        public = site.private.public_key()
+        # The public key in every form an attacker might use as an HMAC secret.
+        pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        for secret in (pem, json.dumps(site.public_jwk).encode(), site.public_jwk["x"].encode()):
+            header, payload = assemble({"alg": "HS256", "kid": site.kid, "typ": "JWT"}, claims, b"").split(".")[:2]
+            signature = hmac.digest(secret, f"{header}.{payload}".encode(), "sha256")
+            assert refused(f"{header}.{payload}.{base64url_encode(signature).decode()}")
+
+
+def test_a_token_checked_by_pyjwt_alone_would_pass_so_the_refusals_are_ours() -> None:
+    """The forged audience is refused because we check it, not because the signature is bad."""
+    token = ES.token(OTHER_WIDGET)
+    assert jwt.decode(token, ES.private.public_key(), algorithms=["ES256"], audience=OTHER_WIDGET)["sub"] == "user_42"
+    assert refused(token)
