@@ -17,7 +17,8 @@ VERSION = {"id": VERSION_ID, "agent_id": AGENT_ID, "number": 1, "label": "launch
 WIDGET = {
     "id": WIDGET_ID, "organization_id": "org_acme", "agent_id": AGENT_ID, "agent_version_id": VERSION_ID,
     "domains": ["example.com", "*.shop.example.org", "localhost:3000"], "published": True, "live": True,
-    "deleted": False, "config": CONFIG, "created_at": TIME, "updated_at": TIME, "version": 2,
+    "deleted": False, "config": CONFIG, "identity_keys": [{"kid": "site-2026", "alg": "ES256", "added_at": TIME}],
+    "created_at": TIME, "updated_at": TIME, "version": 2,
 }
 TOKEN = "k3Jv9q0Xw2yZ8uT1sR4pO6nM5lK7jH0g"
 
@@ -34,11 +35,18 @@ SCHEMA_EXAMPLES: dict[str, list[Any]] = {
     "DomainsChange": [{"domains": ["example.com", "localhost:3000"]}],
     "VersionPin": [{"agent_version_id": VERSION_ID, "agent_id": AGENT_ID}],
     "PublicConfig": [{"id": WIDGET_ID, "config": CONFIG, "channel": "webrtc"}],
-    "ConversationStart": [{"visitor": {"name": "Ada", "locale": "en-GB"}}],
+    "ConversationStart": [{"visitor": {"name": "Ada", "locale": "en-GB"}},
+                          {"visitor_token": "eyJhbGciOiJFUzI1NiIsImtpZCI6InNpdGUtMjAyNiJ9.e30.c2ln", "context": {"page": "/pricing"}}],
     "GrantOut": [{"conversation_id": CONVERSATION_ID, "resume_token": TOKEN, "channel": "webrtc",
                   "livekit": {"url": "wss://livekit.example.com", "room": "conv-9a8b7c6d-1", "token": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln",
                               "expires_at": TIME}}],
     "Resume": [{"resume_token": TOKEN}],
+    "ResumeRequest": [{"resume_token": TOKEN}, {"visitor_token": "eyJhbGciOiJFUzI1NiIsImtpZCI6InNpdGUtMjAyNiJ9.e30.c2ln",
+                                                "context": {"plan": "pro"}}],
+    "IdentityKeyAdd": [{"jwk": {"kty": "EC", "crv": "P-256", "kid": "site-2026",
+                                "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                                "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}}],
+    "VisitorConversations": [{"items": [{"conversation_id": CONVERSATION_ID, "started_at": TIME, "ended": False}]}],
     "FormSubmission": [{"resume_token": TOKEN, "values": {"email": "ada@example.com"}}],
     "FeedbackSubmission": [{"resume_token": TOKEN, "rating": 5, "comment": "Quick and clear."}],
     "History": [{"items": [{"widget_id": WIDGET_ID, "version": 2, "type": "widget.published", "occurred_at": TIME,
