@@ -30,7 +30,7 @@ def concrete(path: str, ids: dict[str, str]) -> str:
 def ids(app: Litestar, org_a: Admin, client: TestClient[Litestar]) -> dict[str, str]:
     widget = live_widget(org_a, app, domains=["example.com"])
     return {"widget_id": widget["id"], "agent_id": widget["agent_id"], "version_id": widget["agent_version_id"],
-            "cid": "00000000-0000-4000-8000-000000000000", "form_id": "pre"}
+            "cid": "00000000-0000-4000-8000-000000000000", "form_id": "pre", "kid": "no-such-key"}
 
 
 def test_head_answers_what_get_answers_without_the_body(client: TestClient[Litestar], org_a: Admin, ids: dict[str, str]) -> None:

@@ -1,7 +1,7 @@
 // Entry of the panel chunk (chat-<hash>.js, ESM): imported by the loader when the visitor first
 // reaches for the launcher (pointer over it, focus on it, a click, or the page API). Everything
 // after the launcher lives here: the panel, forms, feedback, the conversation and its API calls.
-import { PublicApi } from './api';
+import { PublicApi, type PastConversation } from './api';
 import { Conversation, preloadChunk, type ConversationEvents, type Link } from './conversation';
 import { adopt, h } from './dom';
 import { inControl, trapTab } from './focus';
@@ -11,7 +11,7 @@ import { buildUi, micAllowed, type Ui } from './panel';
 import { PANEL_CSS } from './panel-styles';
 import { WidgetStore } from './store';
 import { Transcript } from './transcript';
-import type { Config, Form, Mounted, Panel } from './types';
+import type { Config, Form, Identity, Mounted, Panel } from './types';
 import { bindMic, type Mic } from './voice';
 
 type State = 'idle' | 'ended' | Link;
@@ -25,6 +25,11 @@ class Chat implements Panel {
   private readonly t: Strings;
   private readonly ui: Ui;
   private readonly emit: Mounted['emit'];
+  private readonly identity: Identity;
+  private api!: PublicApi;
+  // A verified visitor's other conversations on this widget ("your conversations"), shown above the messages.
+  private readonly history: HTMLElement;
+  private historyAsked = 0;
   private log!: Transcript;
   private conv!: Conversation;
   private mic?: Mic;
@@ -41,6 +46,8 @@ class Chat implements Panel {
     this.t = stringsFor(m.lang);
     adopt(m.shadow, PANEL_CSS);
     this.ui = buildUi(m, this.t);
+    this.identity = m.identity;
+    this.history = h('nav', { class: 'history', 'aria-label': this.t.yourConversations, 'data-testid': 'anyreach-history', hidden: true });
     this.mount(m);
   }
 
@@ -53,6 +60,7 @@ class Chat implements Panel {
     ui.launcher.setAttribute('aria-expanded', 'true');
     ui.launcher.removeAttribute('data-unread');
     this.emit('open');
+    void this.showHistory();
     // Opening records nothing: the conversation starts at the first message, quick action, mic press or pre-chat form.
     if (this.phase === 'chat') this.askPrechat();
     this.focusIn();
@@ -87,7 +95,10 @@ class Chat implements Panel {
     const { cfg, t, ui } = this;
     const store = new WidgetStore(id);
     this.log = new Transcript(ui.log, t, cfg.branding.display_name || t.agent, store, cfg.text.welcome_message);
-    this.conv = new Conversation(new PublicApi(base, id), store, base, tag, this.conversationEvents());
+    this.api = new PublicApi(base, id, this.identity);
+    this.conv = new Conversation(this.api, store, base, tag, this.conversationEvents());
+    this.identity.changed = () => void (this.isOpen ? this.showHistory() : (this.history.hidden = true));
+    ui.log.before(this.history);
     // Fetch the LiveKit chunk ahead once the visitor shows intent (focus or pointer on the composer or a suggestion).
     const preload = () => preloadChunk(base);
     for (const el of [ui.composer, ui.quick]) for (const ev of ['focusin', 'pointerover']) el.addEventListener(ev, preload, { once: true });
@@ -277,6 +288,45 @@ class Chat implements Panel {
     this.log.show(noteId(), 'system', this.t.ended, true);
     this.emit('conversation', { conversation_id: ref.conversation_id, status: 'ended' });
     if (this.isOpen) this.ui.newConversation.focus();
+  }
+
+  // ---- a verified visitor's conversations ----
+
+  /** Lists the verified visitor's other conversations (asked again on every open and each new token). */
+  private async showHistory(): Promise<void> {
+    const { history, t } = this;
+    const asked = ++this.historyAsked;
+    let found: PastConversation[] = [];
+    if (this.cfg.identity.mode !== 'off' && this.identity.token) {
+      found = await this.api.visitorConversations().catch(() => []);
+    }
+    if (asked !== this.historyAsked) return; // a newer token asked meanwhile
+    const others = found.filter((c) => c.conversation_id !== this.conv.ref?.conversation_id).slice(0, 5);
+    history.hidden = !others.length;
+    const when = (c: PastConversation) => {
+      const d = new Date(c.started_at);
+      return isNaN(d.getTime()) ? '' : d.toLocaleString(this.ui.root.lang || undefined, { dateStyle: 'medium', timeStyle: 'short' });
+    };
+    const items = others.map((c) => {
+      const b = h('button', { type: 'button', class: 'past', 'data-testid': 'anyreach-past-conversation', 'data-conversation-id': c.conversation_id },
+        when(c) || t.conversation, c.ended ? h('span', { class: 'tag' }, t.endedTag) : null);
+      b.addEventListener('click', () => void this.continueConversation(c.conversation_id));
+      return h('li', null, b);
+    });
+    history.replaceChildren(h('h3', null, t.yourConversations), h('ul', null, ...items));
+  }
+
+  private async continueConversation(conversationId: string): Promise<void> {
+    if (this.phase !== 'chat' && this.phase !== 'ended') return;
+    this.reset();
+    this.log.clear();
+    this.phase = 'chat';
+    this.setState('idle');
+    this.history.hidden = true;
+    const outcome = await this.conv.switchTo(conversationId);
+    if (outcome === 'gone') this.log.show(noteId(), 'system', this.t.ended, true);
+    this.render();
+    this.focusIn();
   }
 
   // ---- forms ----

@@ -88,6 +88,7 @@ export function readConfig(body: unknown): Config {
       allow_comment: bool(fb.allow_comment, true),
     },
     locale: str(v1.locale),
+    identity: { mode: oneOf(obj(v1.identity).mode, ['off', 'optional', 'required'] as const, 'off') },
   };
 }
 

@@ -189,6 +189,14 @@ export class Conversation {
     this.session?.formSubmitted(formId, values);
   }
 
+  /** Continues another of the verified visitor's conversations (from their list): leaves this one, joins that. */
+  switchTo(conversationId: string): Promise<Outcome> {
+    if (this.ref?.conversation_id === conversationId) return this.join();
+    this.leave();
+    this.ref = { conversation_id: conversationId, resume_token: '' };
+    return this.join();
+  }
+
   /** Leaves the room and forgets the conversation here; answers what it was. */
   leave(): ConversationRef | null {
     const { ref, session } = this;

@@ -40,6 +40,9 @@ const en = {
   notSent: 'Not sent.',
   suggestions: 'Suggestions',
   micUnavailable: 'This site does not allow the microphone. You can type instead.',
+  yourConversations: 'Your conversations',
+  conversation: 'Conversation',
+  endedTag: 'ended',
 };
 
 export type Strings = typeof en;
@@ -83,6 +86,9 @@ const es: Strings = {
   notSent: 'No enviado.',
   suggestions: 'Sugerencias',
   micUnavailable: 'Este sitio no permite usar el micrófono. Puedes escribir.',
+  yourConversations: 'Tus conversaciones',
+  conversation: 'Conversación',
+  endedTag: 'finalizada',
 };
 
 const de: Strings = {
@@ -124,6 +130,9 @@ const de: Strings = {
   notSent: 'Nicht gesendet.',
   suggestions: 'Vorschläge',
   micUnavailable: 'Diese Website erlaubt kein Mikrofon. Sie können stattdessen schreiben.',
+  yourConversations: 'Deine Unterhaltungen',
+  conversation: 'Unterhaltung',
+  endedTag: 'beendet',
 };
 
 const fr: Strings = {
@@ -165,6 +174,9 @@ const fr: Strings = {
   notSent: 'Non envoyé.',
   suggestions: 'Suggestions',
   micUnavailable: 'Ce site n’autorise pas le micro. Vous pouvez écrire à la place.',
+  yourConversations: 'Vos conversations',
+  conversation: 'Conversation',
+  endedTag: 'terminée',
 };
 
 const TABLES: Record<string, Strings> = { en, es, de, fr };

@@ -78,10 +78,15 @@ function boot(): void {
   const id = script?.getAttribute('data-widget-id')?.trim();
   if (!script || !id) return void console.warn('[anyreach] embed.js needs a data-widget-id attribute on its <script> tag');
   if (widgets.has(id)) return;
-  const widget = new Widget(id, baseOf(script.src), () => {
-    widgets.delete(id);
-    console.warn(`[anyreach] widget ${id} is not allowed on ${location.origin}`);
-  });
+  const widget = new Widget(
+    id,
+    baseOf(script.src),
+    () => {
+      widgets.delete(id);
+      console.warn(`[anyreach] widget ${id} is not allowed on ${location.origin}`);
+    },
+    script.getAttribute('data-visitor-token'),
+  );
   widgets.set(id, facade(widget));
 }
 

@@ -25,6 +25,12 @@ h2{margin:0;font-size:16px;font-weight:600;white-space:nowrap;overflow:hidden;te
 .quick{display:flex;gap:8px;padding:0 16px 8px;flex-wrap:wrap}
 .chip{border:1px solid var(--p);border-radius:16px;padding:5px 12px;font-size:14px;background:var(--bg);text-align:left}
 .chip:hover{background:var(--sf)}
+.history{padding:8px 16px 0;border-bottom:1px solid var(--bd)}
+.history h3{margin:0 0 4px;font-size:13px;font-weight:600}
+.history ul{list-style:none;margin:0;padding:0 0 8px;display:flex;flex-direction:column;gap:4px}
+.past{width:100%;min-height:24px;text-align:left;border:1px solid var(--bd);border-radius:8px;padding:4px 8px;background:var(--bg);font-size:13px}
+.past:hover{background:var(--sf)}
+.past .tag{margin-left:6px;opacity:.7;font-size:12px}
 .slot{overflow-y:auto;max-height:70%;flex:none}
 .slot:empty{display:none}
 .card{margin:0 16px 12px;padding:12px;border:1px solid var(--bd);border-radius:12px;display:flex;flex-direction:column;gap:10px;background:var(--bg)}

@@ -37,6 +37,20 @@ export interface Config {
   forms: Form[];
   feedback: { enabled: boolean; type: FeedbackType; prompt: string | null; allow_comment: boolean };
   locale: string | null;
+  /** Whether the site signs visitor tokens: off ignores them, optional and required verify them. */
+  identity: { mode: 'off' | 'optional' | 'required' };
+}
+
+/**
+ * Who the page says the visitor is: a token its backend signed (`data-visitor-token`, `identify`), and
+ * context for the agent (`setContext`). Shared by the loader and the panel; read at each call, so a new
+ * token replaces an expiring one for every call after it.
+ */
+export interface Identity {
+  token: string | null;
+  context: Record<string, unknown> | null;
+  /** Set by the panel: told when the page identifies another visitor (or none). */
+  changed?: () => void;
 }
 
 export interface LiveKitGrant { url: string; room: string; token: string; expires_at: string }
@@ -88,6 +102,7 @@ export interface Mounted {
   shadow: ShadowRoot;
   root: HTMLDivElement;
   launcher: HTMLButtonElement;
+  identity: Identity;
   /** Tells the page's listeners (Anyreach.on). */
   emit(name: 'message' | 'open' | 'close' | 'conversation', detail?: unknown): void;
 }

@@ -7,7 +7,7 @@ import { Emitter, type EventName, type Listener } from './events';
 import { chooseLocale } from './locale';
 import { keepMounted } from './mount';
 import { LAUNCHER_CSS } from './styles';
-import type { Config, Mounted, Panel, PanelChunk } from './types';
+import type { Config, Identity, Mounted, Panel, PanelChunk } from './types';
 
 /** The hashed file name of the panel chunk, set by the build. */
 declare const __PANEL_CHUNK__: string;
@@ -19,9 +19,16 @@ export interface WidgetApi {
   close(): void;
   startConversation(): Promise<void>;
   on(name: EventName, fn: Listener): () => void;
+  /** The visitor token the site's backend signed; a new one replaces an expiring one. `null`: no one. */
+  identify(token: string | null): void;
+  /** Context for the agent (keys as the widget declares them), sent with every start and resume after this. */
+  setContext(context: Record<string, unknown> | null): void;
 }
 
-export const PAGE_METHODS = ['open', 'close', 'startConversation', 'on'] as const satisfies readonly (keyof WidgetApi)[];
+export const PAGE_METHODS = ['open', 'close', 'startConversation', 'on', 'identify', 'setContext'] as const satisfies readonly (keyof WidgetApi)[];
+
+// A JWT: three base64url parts, the signature possibly empty (the server refuses what it must).
+const TOKEN = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 const ICONS: Record<string, string> = {
   chat: 'M21 15a2 2 0 0 1-2 2H7l-4 4V5a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2z',
@@ -60,12 +67,15 @@ export class Widget implements WidgetApi {
   private readonly events = new Emitter();
   private mounted: Mounted | null = null;
   private panel: Promise<Panel | null> | null = null;
+  private readonly identity: Identity = { token: null, context: null };
 
   constructor(
     readonly id: string,
     private readonly base: string,
     refused: () => void,
+    visitorToken?: string | null,
   ) {
+    if (visitorToken) this.identify(visitorToken);
     this.ready = Promise.all([fetchConfig(base, id), domReady()]).then(
       ([body]) => (this.mount(readConfig(body)), true),
       () => (refused(), false),
@@ -89,6 +99,20 @@ export class Widget implements WidgetApi {
 
   on(name: EventName, fn: Listener): () => void {
     return this.events.on(name, fn);
+  }
+
+  identify(token: string | null): void {
+    const next = typeof token === 'string' && TOKEN.test(token.trim()) ? token.trim() : null;
+    if (token && !next) console.warn('[anyreach] identify() takes the visitor token (a JWT) the site signed');
+    if (next === this.identity.token) return;
+    this.identity.token = next;
+    this.identity.changed?.();
+  }
+
+  setContext(context: Record<string, unknown> | null): void {
+    const plain = context && typeof context === 'object' && !Array.isArray(context);
+    if (context && !plain) console.warn('[anyreach] setContext() takes an object of the keys the widget declares');
+    this.identity.context = plain ? { ...context } : null;
   }
 
   // ---- the launcher ----
@@ -122,7 +146,10 @@ export class Widget implements WidgetApi {
     root.append(launcher);
     shadow.append(root);
     keepMounted(host);
-    this.mounted = { id: this.id, base: this.base, cfg, tag, lang, shadow, root, launcher, emit: (name, detail) => this.events.emit(name, detail) };
+    this.mounted = {
+      id: this.id, base: this.base, cfg, tag, lang, shadow, root, launcher, identity: this.identity,
+      emit: (name, detail) => this.events.emit(name, detail),
+    };
   }
 
   private loadPanel(): Promise<Panel | null> {
