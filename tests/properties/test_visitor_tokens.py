@@ -31,12 +31,32 @@ sites = st.sampled_from([ES, ED])
 json_values = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20)
 
 
+def pyjwt_accepts(token: str, keys: tuple[IdentityKey, ...], widget: str) -> bool:
+    """What `jwt.decode` says of the token with the key its kid names and the rules we add: our parse must agree."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = next(k for k in keys if k.kid == kid)
+        claims = jwt.decode(token, jwt.PyJWK(key.jwk, algorithm=key.alg).key, algorithms=[key.alg], audience=widget, leeway=60,
+                            options={"require": ["aud", "sub", "iat", "exp"], "strict_aud": True})
+    except Exception:
+        return False
+    sub, name, email, context = claims["sub"], claims.get("name"), claims.get("email"), claims.get("context")
+    # Our rules beyond PyJWT's: times are JSON numbers (PyJWT also takes "1" and true), at most 24 h apart.
+    times = [claims[c] for c in ("iat", "exp", "nbf") if c in claims]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in times):
+        return False
+    return (isinstance(sub, str) and 1 <= len(sub) <= 128 and claims["exp"] - claims["iat"] <= 24 * 3600
+            and all(v is None or isinstance(v, str) for v in (name, email)) and (context is None or isinstance(context, dict)))
+
+
 def refused(token: str, keys: tuple[IdentityKey, ...] = KEYS, widget: str = WIDGET) -> bool:
     try:
         VERIFIER.verify(token, widget, keys)
     except VisitorTokenInvalidError as error:
         assert "token" not in str(error).lower().replace("the visitor token is not valid", "")
+        assert not pyjwt_accepts(token, keys, widget), "PyJWT accepts what we refuse"
         return True
+    assert pyjwt_accepts(token, keys, widget), "we accept what PyJWT refuses"
     return False
 
 
@@ -156,3 +176,21 @@ def test_a_token_checked_by_pyjwt_alone_would_pass_so_the_refusals_are_ours() ->
     token = ES.token(OTHER_WIDGET)
     assert jwt.decode(token, ES.private.public_key(), algorithms=["ES256"], audience=OTHER_WIDGET)["sub"] == "user_42"
     assert refused(token)
+
+
+@settings(max_examples=400)
+@given(site=sites, data=st.data())
+def test_on_signed_tokens_of_any_claims_we_answer_as_pyjwt_with_our_rules(site: SiteKey, data: st.DataObject) -> None:
+    """Signed correctly, with claims drawn around every boundary: our check and `jwt.decode`'s agree (`refused` asserts it)."""
+    t = now()
+    offsets = st.sampled_from([-86_500, -3600, -61, -59, 0, 59, 61, 3600, 86_340, 86_400, 86_401, 90_000])
+    claims: dict[str, Any] = {
+        "aud": data.draw(st.sampled_from([WIDGET, OTHER_WIDGET, [WIDGET], "", None])),
+        "sub": data.draw(st.sampled_from(["u", "x" * 128, "x" * 129, "", 7, None]) | st.text(max_size=140)),
+        "iat": data.draw(offsets.map(lambda o: t + o) | st.sampled_from([None, True, "1", 1.5])),
+        "exp": data.draw(offsets.map(lambda o: t + o) | st.sampled_from([None, False, "9"])),
+    }
+    for name in ("name", "email", "context", "nbf"):
+        if data.draw(st.booleans()):
+            claims[name] = data.draw(json_values | st.just({"plan": "pro"}) | offsets.map(lambda o: t + o))
+    refused(site.sign({k: v for k, v in claims.items() if v is not None}))
