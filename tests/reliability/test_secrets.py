@@ -35,6 +35,7 @@ from infrastructure.settings import Settings
 from tests.api.conftest import Admin
 from tests.api.public_helpers import CONFIG, live_widget, room_finished_body, sync, webhook_headers
 from tests.reliability.conftest import record, stored_events
+from tests.visitors import SiteKey
 
 # ---- stored state, whole ------------------------------------------------------------------------
 
@@ -123,6 +124,21 @@ def test_secrets_never_reach_logs_errors_events_or_read_models(
         client.post(f"{path}/forms/pre", json={"resume_token": first["resume_token"], "values": {"email": "ada@example.com"}}, headers=origin)
         client.post(f"{path}/feedback", json={"resume_token": first["resume_token"], "rating": 5, "comment": "ok"}, headers=origin)
         client.post(f"{path}/end", json={"resume_token": first["resume_token"]}, headers=origin)
+        # Visitor tokens the site signed, valid and not: used, never written down.
+        site = SiteKey.generate("ES256", "site")
+        assert admin.call("POST", f"/v1/widgets/{widget['id']}/identity-keys", json={"jwk": site.public_jwk}).status_code == 201
+        assert admin.call("PATCH", f"/v1/widgets/{widget['id']}/config", json={"v1": {"identity": {"mode": "optional"}}}).status_code == 200
+        sync(app)
+        visitor_token, forged_visitor = site.token(widget["id"], sub=f"visitor-{marker}"), SiteKey.generate("ES256", "site").token(widget["id"])
+        secrets.update({"visitor token": visitor_token, "forged visitor token": forged_visitor})
+        verified = client.post(f"/public/v1/widgets/{widget['id']}/conversations", json={"visitor_token": visitor_token}, headers=origin)
+        assert verified.status_code == 201, verified.text
+        secrets.update({"verified resume token": verified.json()["resume_token"], "verified LiveKit token": verified.json()["livekit"]["token"]})
+        mine = f"/public/v1/widgets/{widget['id']}/visitor/conversations"
+        assert client.get(mine, headers={**origin, "Authorization": f"Bearer {visitor_token}"}).status_code == 200
+        assert client.get(mine, headers={**origin, "Authorization": f"Bearer {forged_visitor}"}).status_code == 401
+        assert client.post(f"/public/v1/widgets/{widget['id']}/conversations", json={"visitor_token": forged_visitor},
+                           headers=origin).status_code == 401
         # Wrong tokens, refused: they must not be logged or echoed either.
         wrong = f"wrong-resume-{marker}"
         secrets["wrong resume token"] = wrong
