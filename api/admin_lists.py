@@ -15,6 +15,7 @@ from api.deps import caller_from, services_from
 from api.errors import ApiError, ProblemField
 from api.openapi import CURSOR_PATTERN
 from api.schemas import IdentityKeyOut, WidgetOut, WidgetPage
+from api.services import Services
 from projections.cursor import decode_cursor
 from projections.widget_rows import WidgetRow
 
@@ -94,13 +95,24 @@ def list_conversations(request: Request[Any, Any, Any], widget_id: UUID, cursor:
     services.widgets.load(caller, widget_id)  # another organization's widget is not found
     check_cursor(cursor)
     rows, next_cursor = services.read_models.conversation_view.page(caller.organization_id, str(widget_id), limit, cursor)
+    verified_visitors = verified_claims(services, [r.id for r in rows if r.verified])
     items = [
         ConversationOut(
             id=r.id, widget_id=r.widget_id, agent_id=r.agent_id, agent_version_id=r.agent_version_id, channel=r.channel,
             started_at=r.started_at, updated_at=r.updated_at, rooms=r.rooms, ended=r.ended, ended_by=r.ended_by,
-            visitor={**r.visitor, "verified": r.verified}, forms=[SubmittedFormOut(f.form_id, f.values, f.submitted_at) for f in r.forms],
+            visitor=verified_visitors.get(r.id) or {**r.visitor, "verified": False}, forms=[SubmittedFormOut(f.form_id, f.values, f.submitted_at) for f in r.forms],
             feedback=FeedbackOut(r.feedback.rating, r.feedback.comment, r.feedback.given_at) if r.feedback else None,
         )
         for r in rows
     ]
     return ConversationPage(items=items, next_cursor=next_cursor)
+
+
+def verified_claims(services: Services, conversation_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Verified visitors as their conversations recorded them (claims included), read from the event store:
+    the read model keeps no claim."""
+    found: dict[str, dict[str, Any]] = {}
+    for conversation_id in conversation_ids:
+        conversation = services.store.repository.get(UUID(conversation_id))
+        found[conversation_id] = {**(getattr(conversation, "visitor", None) or {}), "verified": True}
+    return found

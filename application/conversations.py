@@ -122,9 +122,10 @@ class ConversationService:
             room=room,
             participant_identity=identity,
             resume_token_hash=hash_resume_token(resume_token),
-            visitor=visitor,
+            visitor=who.recorded(visitor),
             origin=origin,
             visitor_ref=who.ref,
+            context=who.stored_context,
         )
         ticket = self._ticket(conversation, who, visitor.get("name"))
         grants: list[Grant] = []

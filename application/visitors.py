@@ -64,6 +64,19 @@ class Identified:
     refs: tuple[str, ...] = ()  # ... and under the previous one too
     context: dict[str, Any] = field(default_factory=lambda: {"verified": {}, "page": {}})
 
+    def recorded(self, visitor: dict[str, Any]) -> dict[str, Any]:
+        """The conversation's `visitor` (personal data, sealed at rest): the page's, and a verified visitor's claims."""
+        if self.verified is None:
+            return visitor
+        claims = {"name": self.verified.name, "email": self.verified.email}
+        return {**visitor, **{k: v for k, v in claims.items() if v is not None}, "external_id": self.verified.external_id,
+                "verified": True}
+
+    @property
+    def stored_context(self) -> dict[str, Any] | None:
+        """The context to record (personal data, sealed at rest), or None when neither the page nor the token gave any."""
+        return self.context if self.context["verified"] or self.context["page"] else None
+
     @property
     def metadata(self) -> dict[str, Any]:
         """The dispatch metadata's `visitor`."""

@@ -45,6 +45,7 @@ class Conversation(Aggregate):
         visitor: dict[str, Any],
         origin: str,
         visitor_ref: str | None = None,
+        context: dict[str, Any] | None = None,  # personal: what the page and the token told the agent
     ) -> None:
         self.organization_id = organization_id
         self.widget_id = widget_id

@@ -82,7 +82,7 @@ _NONCE = 12
 _FINGERPRINT = 8
 
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
-    t.CONVERSATION_STARTED: ("visitor",),
+    t.CONVERSATION_STARTED: ("visitor", "context"),  # with identity (#18), visitor holds the verified claims
     t.CONVERSATION_FORM_SUBMITTED: ("values",),
     t.CONVERSATION_FEEDBACK_GIVEN: ("comment",),
 }

@@ -60,6 +60,9 @@ class ConversationRow(msgspec.Struct, kw_only=True):
     version: int
 
 
+VERIFIED_CLAIMS = frozenset({"external_id", "verified", "name", "email"})
+
+
 class ConversationChanges(msgspec.Struct):
     """What a page changed: rows, and the visitor lookup values of the verified visitors who started conversations."""
 
@@ -111,6 +114,9 @@ class ConversationListProjection:
         if ref is not None:
             row.verified = True
             self.refs[row.id] = ref
+            # A verified visitor's claims (external id, name, email) stay in the event, sealed; the row keeps none
+            # of them, and the admin API reads them from the event store.
+            row.visitor = {k: v for k, v in row.visitor.items() if k not in VERIFIED_CLAIMS}
         self.rows[row.id] = row
         self._touch(row, event)
 

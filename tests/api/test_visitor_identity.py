@@ -331,14 +331,18 @@ def test_another_visitor_cannot_resume_it_even_with_its_resume_token(
     assert position(app) == before + 1  # only the anonymous start was recorded
 
 
-def test_admin_answers_say_whether_the_visitor_was_verified(org_a: Admin, app: Litestar, client: TestClient[Litestar]) -> None:
+def test_admin_answers_show_the_verified_visitor_and_whether_they_were_verified(
+    org_a: Admin, app: Litestar, client: TestClient[Litestar]
+) -> None:
     key = SiteKey.generate("ES256", "k")
     widget = identity_widget(org_a, app, "optional", key)
-    verified = begin(client, widget["id"], visitor_token=key.token(widget["id"], sub="ada"))
-    anonymous = begin(client, widget["id"])
+    verified = begin(client, widget["id"], visitor={"locale": "en-GB"},
+                     visitor_token=key.token(widget["id"], sub="ada", name="Ada", email="ada@example.com"))
+    anonymous = begin(client, widget["id"], visitor={"name": "Ann"})
     rows = conversations_of(org_a, app, widget["id"])
-    assert rows[verified["conversation_id"]]["visitor"]["verified"] is True
-    assert rows[anonymous["conversation_id"]]["visitor"]["verified"] is False
+    assert rows[verified["conversation_id"]]["visitor"] == {
+        "external_id": "ada", "verified": True, "name": "Ada", "email": "ada@example.com", "locale": "en-GB"}
+    assert rows[anonymous["conversation_id"]]["visitor"] == {"name": "Ann", "verified": False}
 
 
 def test_no_token_external_id_or_claim_is_stored_in_plaintext(
