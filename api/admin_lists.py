@@ -116,3 +116,11 @@ def verified_claims(services: Services, conversation_ids: list[str]) -> dict[str
         conversation = services.store.repository.get(UUID(conversation_id))
         found[conversation_id] = {**(getattr(conversation, "visitor", None) or {}), "verified": True}
     return found
+
+
+def verified_visitor_conversations(services: Services, organization_id: str, external_id: str, limit: int = 100_000) -> list[UUID]:
+    """Every conversation of the organization that the verified visitor with this external id started (for erasure by
+    visitor), newest first: found by the keyed hash of the id, so the read model holds no external id."""
+    refs = services.conversations.tokens.refs(organization_id, external_id)
+    found = services.read_models.conversation_view.of_visitor(organization_id, refs, None, limit)
+    return [UUID(c.id) for c in found]

@@ -114,9 +114,10 @@ class ConversationListProjection:
         if ref is not None:
             row.verified = True
             self.refs[row.id] = ref
-            # A verified visitor's claims (external id, name, email) stay in the event, sealed; the row keeps none
-            # of them, and the admin API reads them from the event store.
-            row.visitor = {k: v for k, v in row.visitor.items() if k not in VERIFIED_CLAIMS}
+            # A verified visitor's claims (external id, name, email) stay in the event, sealed; a row given them in
+            # the clear keeps none of them (the admin API reads them from the event store). Sealed, they may stay.
+            if isinstance(row.visitor, dict):
+                row.visitor = {k: v for k, v in row.visitor.items() if k not in VERIFIED_CLAIMS}
         self.rows[row.id] = row
         self._touch(row, event)
 

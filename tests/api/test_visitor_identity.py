@@ -9,6 +9,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from api.admin_lists import verified_visitor_conversations
 from infrastructure.settings import Settings
 from tests.api.conftest import Admin, assert_problem
 from tests.api.public_helpers import (
@@ -343,6 +344,23 @@ def test_admin_answers_show_the_verified_visitor_and_whether_they_were_verified(
     assert rows[verified["conversation_id"]]["visitor"] == {
         "external_id": "ada", "verified": True, "name": "Ada", "email": "ada@example.com", "locale": "en-GB"}
     assert rows[anonymous["conversation_id"]]["visitor"] == {"name": "Ann", "verified": False}
+
+
+def test_a_verified_visitors_conversations_are_found_across_the_organization_and_only_there(
+    org_a: Admin, org_b: Admin, app: Litestar, client: TestClient[Litestar]
+) -> None:
+    key = SiteKey.generate("EdDSA", "k")
+    one, two = identity_widget(org_a, app, "optional", key), identity_widget(org_a, app, "optional", key)
+    theirs = identity_widget(org_b, app, "optional", key)
+    ada = [begin(client, w["id"], visitor_token=key.token(w["id"], sub="ada"))["conversation_id"] for w in (one, two)]
+    begin(client, one["id"], visitor_token=key.token(one["id"], sub="bob"))
+    begin(client, one["id"], visitor={"name": "ada"})
+    begin(client, theirs["id"], visitor_token=key.token(theirs["id"], sub="ada"))
+    sync(app)
+    services = app.state.services
+    assert [str(c) for c in verified_visitor_conversations(services, "org_a", "ada")] == ada[::-1]
+    assert len(verified_visitor_conversations(services, "org_b", "ada")) == 1
+    assert verified_visitor_conversations(services, "org_a", "nobody") == []
 
 
 def test_no_token_external_id_or_claim_is_stored_in_plaintext(
