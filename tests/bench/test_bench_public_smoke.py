@@ -63,7 +63,7 @@ def test_conversation_benchmark_runs(pg_server_url: str) -> None:
         log=lambda _: None,
     )
     rows = results["rows"]
-    assert list(rows) == ["raw", "raw_libpq", "raw_function", "recorder", "start", "sign", "save", "start_no_ping"]
+    assert list(rows) == ["raw", "raw_libpq", "raw_function", "recorder", "start", "sign", "save", "start_no_ping", "start_plain"]
     for key, row in rows.items():
         assert row["ops"] > 0 and positive(row["per_s"]) and positive(row["cpu_us"]), key
         assert 0 < row["p50_ms"] <= row["p99_ms"], key
