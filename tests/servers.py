@@ -129,13 +129,16 @@ class PrivateRedisCluster:
         return subprocess.run([shutil.which("redis-cli") or "/usr/bin/redis-cli", "-p", str(port), *args],
                               capture_output=True, text=True, timeout=10).stdout
 
+    def healthy(self) -> bool:
+        """Every running node says the cluster is ok, and as many primaries run as it was made with."""
+        running = [p for p, proc in self._processes.items() if proc.poll() is None]
+        return bool(running) and all("cluster_state:ok" in self._cli(p, "cluster", "info") for p in running) and \
+            len(self.primaries()) == self.primaries_wanted
+
     def wait_until_healthy(self, timeout: float = 60.0) -> None:
-        """Every running node says the cluster is ok and sees as many primaries as it was made with."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            running = [p for p, proc in self._processes.items() if proc.poll() is None]
-            if running and all("cluster_state:ok" in self._cli(p, "cluster", "info") for p in running) and \
-                    len(self.primaries()) == self.primaries_wanted:
+            if self.healthy():
                 return
             time.sleep(0.2)
         raise TimeoutError("the Redis Cluster did not become healthy")
