@@ -378,11 +378,13 @@ def prepare_production(scratch: Scratch, many: int, say: Callable[[str], None]) 
     client = redis.Redis.from_url(scratch.redis_url)
 
     def projected() -> bool:
-        generation = client.get(f"{scratch.prefix}generation")
+        from projections.public_views import RedisKeys
+
+        generation = client.get(RedisKeys(scratch.prefix, 0).current)
         if generation is None:
             return False
-        base = f"{scratch.prefix}g{int(generation)}:"
-        return client.get(f"{base}ready") == b"1" and client.exists(f"{base}w:{one}", f"{base}w:{many_id}") == 2
+        keys = RedisKeys(scratch.prefix, int(generation))
+        return client.get(keys.ready) == b"1" and client.exists(keys.widget(one)) + client.exists(keys.widget(many_id)) == 2
 
     try:
         wait_until(projected, "the public read model in Redis", projector)
