@@ -52,14 +52,8 @@ class StatsTotals(Struct):
     feedback: FeedbackStats
 
 
-class DayStats(Struct):
+class DayStats(StatsTotals, kw_only=True):
     date: str
-    loads: int
-    refused_loads: int
-    conversations: int
-    resumes: int
-    forms_submitted: int
-    feedback: FeedbackStats
 
 
 class WidgetStats(Struct):

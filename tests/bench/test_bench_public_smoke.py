@@ -71,7 +71,7 @@ def test_conversation_benchmark_runs(pg_server_url: str) -> None:
     assert results["events_per_start"] == 1 and results["state_bytes"] > 0
     # Every timed call stored exactly one row: starts, saves and function calls in the event store, both kinds of
     # raw INSERT in the raw table.
-    appended = sum(rows[k]["ops"] + warmup for k in ("raw_function", "recorder", "start", "save", "start_no_ping"))
+    appended = sum(rows[k]["ops"] + warmup for k in ("raw_function", "recorder", "start", "save", "start_no_ping", "start_plain"))
     assert results["stored"] == {"events": 1 + appended, "raw": rows["raw"]["ops"] + rows["raw_libpq"]["ops"] + 2 * warmup}
     assert "| part of a start | wall ms | share of wall | CPU ms | share of CPU |" in results["profile"]
     assert "| operation | ops/s |" in results["markdown"] and "Ratio `start` / raw INSERT" in results["markdown"]
