@@ -74,12 +74,13 @@ def _port_is_free(port: int) -> bool:
 
 
 def cluster_ports(count: int) -> list[int]:
-    """Ports for Redis Cluster nodes: each below 55536 with its bus port (port + 10000) free too."""
+    """Ports for Redis Cluster nodes, each with its bus port (port + 10000) free too. Both stay below Linux's
+    ephemeral range (32768 and up), so an outgoing connection cannot take one between this check and the bind."""
     import random
 
     found: list[int] = []
     while len(found) < count:
-        port = random.randrange(20_000, 45_000)
+        port = random.randrange(12_000, 22_000)
         if port not in found and _port_is_free(port) and _port_is_free(port + 10_000):
             found.append(port)
     return found
@@ -115,14 +116,18 @@ class PrivateRedisCluster:
         wait_for_port(port)
 
     def start(self) -> PrivateRedisCluster:
-        for port in self.ports:
-            self.start_node(port)
-        subprocess.run(
-            [shutil.which("redis-cli") or "/usr/bin/redis-cli", "--cluster", "create",
-             *[f"127.0.0.1:{p}" for p in self.ports], "--cluster-replicas", "1", "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
-        )
-        self.wait_until_healthy()
+        try:
+            for port in self.ports:
+                self.start_node(port)
+            subprocess.run(
+                [shutil.which("redis-cli") or "/usr/bin/redis-cli", "--cluster", "create",
+                 *[f"127.0.0.1:{p}" for p in self.ports], "--cluster-replicas", "1", "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )
+            self.wait_until_healthy()
+        except BaseException:
+            self.stop()  # a cluster that did not come up leaves no process behind
+            raise
         return self
 
     def _cli(self, port: int, *args: str) -> str:
