@@ -189,6 +189,10 @@ class Fuzzer:
             kwargs.pop("cookies", None)
         if isinstance(kwargs.get("data"), bytes):
             kwargs["content"] = kwargs.pop("data")
+        # A generated header value beyond ASCII goes on the wire as its UTF-8 octets (obs-text), as a raw client
+        # could send it; httpx refuses such a str itself, before the server could answer.
+        kwargs["headers"] = {name: value.encode() if isinstance(value, str) and not value.isascii() else value
+                             for name, value in (kwargs.get("headers") or {}).items()}
         response = self.client.request(**kwargs)
         self.requests += 1
         self.statuses[(f"{case.operation.method.upper()} {path}", response.status_code)] += 1
