@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from http import HTTPStatus
 from typing import Any
@@ -88,11 +89,27 @@ def problem(status: int, code: str, title: str, detail: str | None = None, error
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+# msgspec's messages about a body name the field: "Object missing required field `url`", "... - at `$.events[0]`".
+_AT_PATH = re.compile(r" - at `\$((?:\.[^.`\[]+|\[\d+\])*)`$")
+_NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`")
+
+
 def _field_from_litestar(item: Any) -> ProblemField:
     if isinstance(item, dict):
-        key = item.get("key") or item.get("source") or "body"
-        return ProblemField(field=str(key), message=str(item.get("message", "is not valid")))
+        key = str(item.get("key") or item.get("source") or "body")
+        message = str(item.get("message", "is not valid"))
+        if key == "data":  # the request body: name the field in it, as every other 400 does
+            key = _body_field(message) or key
+        return ProblemField(field=key, message=message)
     return ProblemField(field="body", message=str(item))
+
+
+def _body_field(message: str) -> str | None:
+    at, named = _AT_PATH.search(message), _NAMED_FIELD.match(message)
+    path = at.group(1).removeprefix(".") if at else ""
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return path or None
 
 
 def to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
