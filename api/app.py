@@ -25,6 +25,7 @@ from api.public_fallback import EventStoreFallback
 from api.services import Services
 from api.stats import WidgetStatsController
 from api.strict_json import StrictJSONRequest
+from api.webhook_endpoints import WebhookEndpointController
 from infrastructure.logging import configure_logging
 from infrastructure.redis_clients import async_client
 from infrastructure.settings import Settings
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = Litestar(
         route_handlers=[
             healthz, readyz, metrics, ReadModelController, AgentController, WidgetController, AuditController, PublicWidgetController, livekit_webhook, embed_router,
-            WidgetStatsController,
+            WidgetStatsController, WebhookEndpointController,
         ],
         exception_handlers=exception_handlers,
         middleware=[RequestContextMiddleware],

@@ -59,6 +59,8 @@ TAGS = [
     Tag(name="public", description="What the embed loader on a customer's page calls: no token, the page's `Origin` is checked."),
     Tag(name="embed", description="The embed loader script."),
     Tag(name="webhooks", description="Webhooks this service receives."),
+    Tag(name="webhook-endpoints", description="Outgoing webhooks: the organization's endpoints that hear about its events, "
+                                              "signed (Standard Webhooks) and delivered at least once."),
     Tag(name="operations", description="Health, readiness, metrics and read-your-writes waiting."),
 ]
 

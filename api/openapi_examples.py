@@ -21,6 +21,11 @@ WIDGET = {
     "created_at": TIME, "updated_at": TIME, "version": 2,
 }
 TOKEN = "k3Jv9q0Xw2yZ8uT1sR4pO6nM5lK7jH0g"
+ENDPOINT = {
+    "id": "7c1e5a3b-2d4f-4e6a-9b8c-0d1e2f3a4b5c", "organization_id": "org_acme", "url": "https://crm.example.com/hooks/anyreach",
+    "events": ["conversation.form_submitted", "conversation.ended"], "description": "Leads into the CRM", "disabled": False,
+    "disabled_reason": None, "created_at": TIME, "updated_at": TIME, "version": 1,
+}
 
 SCHEMA_EXAMPLES: dict[str, list[Any]] = {
     "AgentCreate": [{"name": "Support"}],
@@ -51,6 +56,12 @@ SCHEMA_EXAMPLES: dict[str, list[Any]] = {
     "FeedbackSubmission": [{"resume_token": TOKEN, "rating": 5, "comment": "Quick and clear."}],
     "History": [{"items": [{"widget_id": WIDGET_ID, "version": 2, "type": "widget.published", "occurred_at": TIME,
                             "actor": "user_42", "data": {}}], "next_after": None}],
+    "EndpointCreate": [{"url": "https://crm.example.com/hooks/anyreach", "events": ["conversation.form_submitted", "conversation.ended"],
+                        "description": "Leads into the CRM"}, {"url": "https://ops.example.com/audit", "events": ["*"]}],
+    "EndpointChange": [{"events": ["*"]}, {"disabled": True}],
+    "EndpointOut": [ENDPOINT],
+    "EndpointWithSecretOut": [{**ENDPOINT, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw4pSmVJ6cuUk="}],
+    "EndpointList": [{"items": [ENDPOINT]}],
     "Problem": [{"type": "https://docs.anyreach.dev/errors/agent-version-not-published", "title": "Agent version is not published",
                  "status": 409, "code": "agent_version_not_published",
                  "detail": f"Widget {WIDGET_ID} pins agent version {VERSION_ID}, which has not been published."},

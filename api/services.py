@@ -12,16 +12,19 @@ from application.agents import AgentService
 from application.conversations import ConversationService
 from application.history import HistoryService
 from application.store import EventStore
+from application.webhook_endpoints import WebhookEndpointService
 from application.widgets import WidgetService
 from infrastructure.auth import TokenAuthority
 from infrastructure.eventstore import open_event_store
 from infrastructure.installations import InstallationCounter, InstallationStore, RedisInstallationStore, SqlInstallationStore
 from infrastructure.livekit import LiveKitIssuer, LiveKitWebhooks
+from infrastructure.personal_data import DeploymentKeys
 from infrastructure.proxies import TrustedProxies
 from infrastructure.ratelimit import PublicRateLimits
 from infrastructure.settings import DEV_AUTH_SECRET, DEV_DATA_KEY, Settings
 from infrastructure.sql import Database
 from infrastructure.visitor_tokens import VisitorTokenVerifier
+from infrastructure.webhook_secrets import WebhookSecretTable
 from projections.setup import PROJECTIONS, ReadModels, build_runners
 
 log = structlog.get_logger("services")
@@ -43,6 +46,7 @@ class Services:
     trusted_proxies: TrustedProxies
     installations: InstallationCounter
     installation_store: InstallationStore
+    webhook_endpoints: WebhookEndpointService
     reader: Any = None  # the public reader; built on the event loop at startup
 
     @property
@@ -61,6 +65,7 @@ class Services:
         read_models = wait_for(lambda: build_runners(settings, store, db, names), "read models", settings.startup_timeout)
         agents = AgentService(store)
         installation_store = installation_store_for(settings, db)
+        webhook_secrets = WebhookSecretTable(db, DeploymentKeys.from_settings(settings))
         return cls(
             settings=settings,
             store=store,
@@ -88,6 +93,7 @@ class Services:
             ),
             installations=InstallationCounter(installation_store),
             installation_store=installation_store,
+            webhook_endpoints=WebhookEndpointService(store, webhook_secrets, allow_private=settings.webhook_allow_private),
         )
 
     def start(self) -> None:

@@ -28,4 +28,15 @@ CONVERSATION_FORM_SUBMITTED = "conversation.form_submitted"
 CONVERSATION_FEEDBACK_GIVEN = "conversation.feedback_given"
 CONVERSATION_ENDED = "conversation.ended"
 
-AGGREGATE_TYPES = (WIDGET, AGENT, CONVERSATION)
+WEBHOOK_ENDPOINT = "webhook_endpoint"
+WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"
+WEBHOOK_ENDPOINT_URL_CHANGED = "webhook_endpoint.url_changed"
+WEBHOOK_ENDPOINT_EVENTS_CHANGED = "webhook_endpoint.events_changed"
+WEBHOOK_ENDPOINT_SECRET_ROTATED = "webhook_endpoint.secret_rotated"
+WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+WEBHOOK_ENDPOINT_ENABLED = "webhook_endpoint.enabled"
+WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"
+
+AGGREGATE_TYPES = (WIDGET, AGENT, CONVERSATION, WEBHOOK_ENDPOINT)
+# Every event name above, in the order declared: what the audit feed shows and webhooks may carry.
+EVENT_TYPES: tuple[str, ...] = tuple(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str) and "." in v)

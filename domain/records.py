@@ -13,7 +13,7 @@ from domain.conversation import ENDED_BY_ROOM
 # the resume token's hash and the participant identity are derived from visitor secrets, the visitor lookup
 # value from a verified visitor's external id.
 HIDDEN = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic", "actor", "request_fingerprint",
-                    "resume_token_hash", "participant_identity", "visitor_ref"})
+                    "resume_token_hash", "participant_identity", "visitor_ref", "secret_id"})
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from projections.audit_feed import AuditFeedProjection, AuditFeedView
 from projections.conversation_list import ConversationListProjection, ConversationListView
 from projections.public_views import InProcessPublicView, RedisPublicView, current_generation
 from projections.runner import EventLog, ProjectionRunner
+from projections.webhook_endpoints import WebhookEndpointsProjection, WebhookEndpointsView
 from projections.widget_list import WidgetListView
 from projections.widget_rows import WidgetRowsProjection
 from projections.widget_stats import WidgetStatsProjection, WidgetStatsView
@@ -23,12 +24,14 @@ WIDGET_LIST = "widget_list"
 CONVERSATION_LIST = "conversation_list"
 AUDIT_FEED = "audit_feed"
 WIDGET_STATS = "widget_stats"
-PROJECTIONS = (PUBLIC_LOOKUP, WIDGET_LIST, CONVERSATION_LIST, AUDIT_FEED, WIDGET_STATS)
+WEBHOOK_ENDPOINTS = "webhook_endpoints"
+PROJECTIONS = (PUBLIC_LOOKUP, WIDGET_LIST, CONVERSATION_LIST, AUDIT_FEED, WIDGET_STATS, WEBHOOK_ENDPOINTS)
 SQL_PROJECTIONS = {
     WIDGET_LIST: (WidgetListView, WidgetRowsProjection),
     CONVERSATION_LIST: (ConversationListView, ConversationListProjection),
     AUDIT_FEED: (AuditFeedView, AuditFeedProjection),
     WIDGET_STATS: (WidgetStatsView, WidgetStatsProjection),
+    WEBHOOK_ENDPOINTS: (WebhookEndpointsView, WebhookEndpointsProjection),
 }
 
 
@@ -55,6 +58,7 @@ class ReadModels:
     conversation_view = property(lambda self: self.views[CONVERSATION_LIST])
     audit_view = property(lambda self: self.views[AUDIT_FEED])
     stats_view = property(lambda self: self.views[WIDGET_STATS])
+    webhook_endpoints_view = property(lambda self: self.views[WEBHOOK_ENDPOINTS])
     public_view = property(lambda self: self.views.get(PUBLIC_LOOKUP))
 
     def start(self) -> None:

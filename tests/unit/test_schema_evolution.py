@@ -8,6 +8,7 @@ See docs/events.md for the policy these tests hold the code to.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -25,13 +26,19 @@ from application.commands import Caller
 from application.conversations import ConversationService, Grant, LiveWidget, RoomTicket
 from application.history import HistoryService
 from application.store import EventStore
+from application.webhook_endpoints import WebhookEndpointService
 from application.widgets import WidgetService
 from domain import event_types as t
 from domain.agent import Agent
 from domain.conversation import Conversation
 from domain.records import HIDDEN, describe
+from domain.webhook_endpoint import WebhookEndpoint
 from domain.widget import Widget
 from infrastructure.eventstore import sqlite_env
+from infrastructure.personal_data import DeploymentKeys
+from infrastructure.settings import DEV_DATA_KEY, Settings
+from infrastructure.sql import Database
+from infrastructure.webhook_secrets import WebhookSecretTable
 from tests.visitors import SiteKey
 
 ALICE = Caller("org_a", "alice", frozenset({"widgets:write", "widgets:read", "audit:read"}))
@@ -56,8 +63,16 @@ CURRENT_CLASSES: dict[str, type[Any]] = {
     t.CONVERSATION_FORM_SUBMITTED: Conversation.FormSubmitted,
     t.CONVERSATION_FEEDBACK_GIVEN: Conversation.FeedbackGiven,
     t.CONVERSATION_ENDED: Conversation.Ended,
+    t.WEBHOOK_ENDPOINT_CREATED: WebhookEndpoint.Created,
+    t.WEBHOOK_ENDPOINT_URL_CHANGED: WebhookEndpoint.UrlChanged,
+    t.WEBHOOK_ENDPOINT_EVENTS_CHANGED: WebhookEndpoint.EventsChanged,
+    t.WEBHOOK_ENDPOINT_SECRET_ROTATED: WebhookEndpoint.SecretRotated,
+    t.WEBHOOK_ENDPOINT_DISABLED: WebhookEndpoint.Disabled,
+    t.WEBHOOK_ENDPOINT_ENABLED: WebhookEndpoint.Enabled,
+    t.WEBHOOK_ENDPOINT_DELETED: WebhookEndpoint.Deleted,
 }
-AGGREGATE_CLASSES: dict[str, type[Any]] = {t.WIDGET: Widget, t.AGENT: Agent, t.CONVERSATION: Conversation}
+AGGREGATE_CLASSES: dict[str, type[Any]] = {t.WIDGET: Widget, t.AGENT: Agent, t.CONVERSATION: Conversation,
+                                           t.WEBHOOK_ENDPOINT: WebhookEndpoint}
 
 
 def public_event_names() -> set[str]:
@@ -293,8 +308,20 @@ def one_of_each_event(agents: AgentService, widgets: WidgetService, conversation
     widgets.delete(ALICE, widget_id)
 
 
-def test_every_stored_topic_is_the_public_event_name(store: EventStore, agents: AgentService, widgets: WidgetService) -> None:
+def one_of_each_endpoint_event(endpoints: WebhookEndpointService) -> None:
+    endpoint_id = endpoints.create_endpoint(ALICE, "https://hooks.example.com/", ["*"]).endpoint.id
+    endpoints.change_endpoint(ALICE, endpoint_id, url="https://other.example.com/", events=[t.WIDGET_CREATED], disabled=True)
+    endpoints.change_endpoint(ALICE, endpoint_id, disabled=False)
+    endpoints.rotate_secret(ALICE, endpoint_id)
+    endpoints.delete_endpoint(ALICE, endpoint_id)
+
+
+def test_every_stored_topic_is_the_public_event_name(store: EventStore, agents: AgentService, widgets: WidgetService,
+                                                     data_dir: Path) -> None:
     one_of_each_event(agents, widgets, ConversationService(store, FakeIssuer()))
+    db = Database(Settings(data_dir=str(data_dir)))
+    one_of_each_endpoint_event(WebhookEndpointService(store, WebhookSecretTable(db, DeploymentKeys(base64.b64decode(DEV_DATA_KEY)))))
+    db.close()
 
     notifications = store.recorder.select_notifications(start=1, limit=1000)
     topics = [n.topic for n in notifications]
