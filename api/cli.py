@@ -111,7 +111,7 @@ def project() -> None:
 
 
 @main.command()
-@click.option("--projection", type=click.Choice(["public_lookup", "widget_list", "conversation_list", "audit_feed", "widget_stats"]), default=None, help="Only this one.")
+@click.option("--projection", type=click.Choice(["public_lookup", "widget_list", "conversation_list", "audit_feed", "widget_stats", "webhook_endpoints"]), default=None, help="Only this one.")
 def rebuild(projection: str | None) -> None:
     """Replay the event store into fresh read models and switch readers over."""
     from infrastructure.eventstore import open_event_store
@@ -254,6 +254,35 @@ def stats(widget_id: object, days: int) -> None:
     for item in listed.items:
         click.echo(f"  {'allowed' if item.allowed else 'REFUSED':<7}  {item.origin:<40} {item.loads:>8} loads  "
                    f"first {item.first_seen_at.isoformat(timespec='seconds')}  last {item.last_seen_at.isoformat(timespec='seconds')}")
+
+
+@main.command()
+@click.option("--org", default=None, help="Only this organization's endpoints.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"endpoints\": [...]}.")
+def webhooks(org: str | None, as_json: bool) -> None:
+    """List the webhook endpoints (never their secrets), oldest first, as the read model has them."""
+    import msgspec
+
+    from infrastructure.sql import Database
+    from projections.webhook_endpoints import WebhookEndpointsView, listed_endpoints
+
+    settings = Settings.from_env()
+    db = Database(settings)
+    try:
+        WebhookEndpointsView(db)  # its tables, on a database no projection has reached yet
+        endpoints = listed_endpoints(db, org)
+    finally:
+        db.close()
+    items = [{"id": e.id, "organization_id": e.organization_id, "url": e.url, "events": e.events, "description": e.description,
+              "disabled": e.disabled, "disabled_reason": e.disabled_reason, "created_at": e.created_at,
+              "updated_at": e.updated_at, "version": e.version} for e in endpoints]
+    if as_json:
+        click.echo(msgspec.json.encode({"endpoints": items}).decode())
+        return
+    click.echo(f"endpoints ({len(items)}):")
+    for e in endpoints:
+        state = f"disabled ({e.disabled_reason})" if e.disabled else "enabled"
+        click.echo(f"  {e.id}  {e.organization_id:<16} {state:<26} {e.url}  events: {', '.join(e.events)}")
 
 
 @main.command()

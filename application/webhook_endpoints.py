@@ -125,6 +125,8 @@ class WebhookEndpointService:
         except BaseException:
             self.secrets.discard([secret_id])
             raise
+        now = self.clock()
+        self.secrets.discard([s for s, until in endpoint.previous_secrets.items() if until <= now])  # no longer signing
         return EndpointWithSecret(endpoint, format_secret(secret))
 
     def delete_endpoint(self, caller: Caller, endpoint_id: UUID, expected_version: int | None = None) -> None:

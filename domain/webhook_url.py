@@ -21,6 +21,13 @@ MAX_URL_LENGTH = 2048
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NOT_PUBLIC_V4 = tuple(ipaddress.IPv4Network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
+    "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+    "224.0.0.0/4", "240.0.0.0/4"))
+_NOT_PUBLIC_V6 = tuple(ipaddress.IPv6Network(n) for n in (
+    "::/127", "::ffff:0:0/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "3fff::/20", "5f00::/16",
+    "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8"))
 _LOCAL_NAMES = ("localhost", "localhost.localdomain")
 
 
@@ -76,13 +83,21 @@ def _host_problem(host: str) -> str | None:
 
 
 def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether a delivery may go to `address`: globally routable unicast, also for an IPv4 address inside IPv6."""
+    """Whether a delivery may go to `address`: globally routable unicast, also for an IPv4 address inside IPv6.
+
+    The ranges are IANA's special-purpose blocks that are not globally reachable, listed here rather than
+    left to `ipaddress.is_global`, whose tables differ between Python releases (3.11 calls 192.0.0.8 global)."""
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or (address.teredo[1] if address.teredo else None) or address.sixtofour
+        if address.ipv4_mapped is not None:
+            return False  # an IPv4 address written as IPv6 only ever serves to get past a check like this one
+        embedded = (address.teredo[1] if address.teredo else None) or address.sixtofour
         if embedded is None and address in _NAT64:
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None and not is_public_address(embedded):
             return False
-        if address.ipv4_mapped is not None:
-            return False  # an IPv4 address written as IPv6 only ever serves to get past a check like this one
+        blocked: tuple[ipaddress.IPv4Network, ...] | tuple[ipaddress.IPv6Network, ...] = _NOT_PUBLIC_V6
+    else:
+        blocked = _NOT_PUBLIC_V4
+    if any(address in network for network in blocked):
+        return False
     return address.is_global and not address.is_multicast and not address.is_reserved

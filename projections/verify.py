@@ -69,6 +69,8 @@ def dump_sql(db: Database, name: str) -> dict[str, Any]:
                 db.query("SELECT widget_id, day, conversations, resumes, forms_submitted, ratings_json FROM widget_stats_days")}
         out |= {f"conversation {i}": [w, d, r] for i, w, d, r in
                 db.query("SELECT id, widget_id, feedback_day, rating FROM widget_stats_conversations")}
+    elif name == "webhook_endpoints":
+        out |= {f"endpoint {i}": _json(j) for i, j in db.query("SELECT id, row_json FROM webhook_endpoints")}
     return out
 
 

@@ -158,6 +158,14 @@ def organization_endpoints(db: Database | Executor, organization_id: str, enable
     return [_decode_row(r[0]) for r in found]
 
 
+def listed_endpoints(db: Database | Executor, organization_id: str | None = None) -> list[EndpointRow]:
+    """Every organization's endpoints that are not deleted (or one organization's), oldest first (`widgets webhooks`)."""
+    if organization_id is not None:
+        return organization_endpoints(db, organization_id)
+    found = db.query("SELECT row_json FROM webhook_endpoints WHERE deleted = ? ORDER BY created_at, id", [False])
+    return [_decode_row(r[0]) for r in found]
+
+
 def endpoints_for_delivery(db: Database | Executor, keys: DeploymentKeys, organization_id: str, event_type: str,
                            now: datetime | None = None) -> list[DeliveryTarget]:
     """The enabled, undeleted endpoints of `organization_id` subscribed to `event_type` ("*" takes every type),

@@ -350,3 +350,59 @@ def test_head_answers_like_get(client: TestClient[Litestar], org_a: Admin) -> No
     created = create(org_a)
     head = org_a.call("HEAD", f"{PATH}/{created['id']}")
     assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == etag(1)
+
+
+def test_a_second_rotation_a_day_later_destroys_the_secret_that_stopped_signing(org_a: Admin, store: EventStore,
+                                                                                 app: Litestar) -> None:
+    created = create(org_a)
+    service = app.state.services.webhook_endpoints
+    first = org_a.call("POST", f"{PATH}/{created['id']}/rotate-secret").json()
+    service.clock = lambda: datetime.now(UTC) + timedelta(hours=25)
+
+    second = org_a.call("POST", f"{PATH}/{created['id']}/rotate-secret").json()
+
+    caught_up(org_a, store)
+    (target,) = delivery(app, "org_a", t.WIDGET_CREATED, datetime.now(UTC) + timedelta(hours=25))
+    assert target.signing_secrets == [raw(second["secret"]), raw(first["secret"])]
+    stored = app.state.services.db.query("SELECT secret_id FROM webhook_endpoint_secrets WHERE endpoint_id = ?", [created["id"]])
+    assert len(stored) == 2  # the first secret's row is gone
+
+
+# --- the command line and verify ------------------------------------------------------------------------------------------
+
+
+def test_widgets_webhooks_lists_the_endpoints_without_secrets(org_a: Admin, org_b: Admin, store: EventStore,
+                                                              settings: Settings) -> None:
+    from click.testing import CliRunner
+
+    from api.cli import main
+
+    mine, theirs = create(org_a), create(org_b, url="https://b.example.com/", events=[t.WIDGET_CREATED])
+    org_a.call("PATCH", f"{PATH}/{mine['id']}", json={"disabled": True})
+    caught_up(org_a, store)
+    env = {"WIDGETS_DATA_DIR": settings.data_dir, "WIDGETS_DATABASE_URL": settings.database_url,
+           "WIDGETS_DATABASE_SCHEMA": settings.database_schema, "WIDGETS_LOG_LEVEL": "warning"}
+
+    as_json = CliRunner().invoke(main, ["webhooks", "--json"], env=env)
+    one_org = CliRunner().invoke(main, ["webhooks", "--org", "org_b"], env=env)
+
+    assert as_json.exit_code == 0, as_json.output
+    endpoints = json.loads(as_json.output)["endpoints"]
+    assert [(e["id"], e["disabled"], e["disabled_reason"]) for e in endpoints] == [(mine["id"], True, "request"), (theirs["id"], False, None)]
+    assert one_org.exit_code == 0 and theirs["id"] in one_org.output and mine["id"] not in one_org.output
+    assert "enabled" in one_org.output and "https://b.example.com/" in one_org.output
+    for secret in (mine["secret"], theirs["secret"]):
+        assert secret not in as_json.output + one_org.output
+
+
+def test_verify_replays_the_endpoints_to_the_same_rows(org_a: Admin, store: EventStore, app: Litestar) -> None:
+    from projections.verify import verify
+
+    created = create(org_a)
+    org_a.call("POST", f"{PATH}/{created['id']}/rotate-secret")
+    org_a.call("PATCH", f"{PATH}/{created['id']}", json={"events": [t.CONVERSATION_ENDED]})
+    caught_up(org_a, store)
+
+    differences, checked = verify(app.state.services.settings, store, app.state.services.db)
+
+    assert "webhook_endpoints" in checked and [d for d in differences if d.model == "webhook_endpoints"] == []
