@@ -58,7 +58,9 @@ class DeliveryTarget:
     endpoint_id: UUID
     organization_id: str
     url: str
-    signing_secrets: list[bytes]  # the current secret first, then rotated-out ones still within their 24 h
+    # The current secret first, then rotated-out ones still within their 24 h. Empty only if the secrets table lost
+    # the endpoint's rows (restored without it): send nothing unsigned; a rotation gives the endpoint a secret again.
+    signing_secrets: list[bytes]
 
 
 _encode = msgspec.json.Encoder().encode

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -23,7 +23,7 @@ from application.store import EventStore
 from domain import event_types as t
 from domain.webhook_endpoint import SUBSCRIBABLE_EVENT_TYPES
 from infrastructure.personal_data import DeploymentKeys
-from infrastructure.settings import Settings
+from infrastructure.settings import Settings, env_name
 from infrastructure.webhook_secrets import reseal_webhook_secrets
 from projections.rebuild import rebuild_sql
 from projections.webhook_endpoints import endpoints_for_delivery
@@ -380,8 +380,7 @@ def test_widgets_webhooks_lists_the_endpoints_without_secrets(org_a: Admin, org_
     mine, theirs = create(org_a), create(org_b, url="https://b.example.com/", events=[t.WIDGET_CREATED])
     org_a.call("PATCH", f"{PATH}/{mine['id']}", json={"disabled": True})
     caught_up(org_a, store)
-    env = {"WIDGETS_DATA_DIR": settings.data_dir, "WIDGETS_DATABASE_URL": settings.database_url,
-           "WIDGETS_DATABASE_SCHEMA": settings.database_schema, "WIDGETS_LOG_LEVEL": "warning"}
+    env = {env_name(f.name): str(getattr(settings, f.name)) for f in fields(settings)}  # this wiring, as the CLI reads it
 
     as_json = CliRunner().invoke(main, ["webhooks", "--json"], env=env)
     one_org = CliRunner().invoke(main, ["webhooks", "--org", "org_b"], env=env)

@@ -84,6 +84,7 @@ class Tenant:
     live: dict[str, Any]
     draft: dict[str, Any]
     conversation: dict[str, Any]
+    endpoint: dict[str, Any]
 
     @property
     def org(self) -> str:
@@ -100,6 +101,7 @@ class Tenant:
             "cid": self.conversation["conversation_id"],
             "resume_token": self.conversation["resume_token"],
             "form_id": "pre",
+            "endpoint_id": self.endpoint["id"],
         }
 
 
@@ -113,9 +115,12 @@ def make_tenant(app: Litestar, client: TestClient[Litestar], settings: Settings,
     response = admin.call("POST", "/v1/widgets", json=body)
     assert response.status_code == 201, response.text
     conversation = started(client, live["id"], name="Ada")
+    endpoint = admin.call("POST", "/v1/webhook-endpoints", json={"url": "https://hooks.example.com/", "events": ["*"]})
+    assert endpoint.status_code == 201, endpoint.text
     sync(app)
     assert client.get(f"/public/v1/widgets/{live['id']}", headers=ALLOWED_HEADERS).status_code == 200
-    return Tenant(admin, admin.call("GET", f"/v1/agents/{agent['id']}").json(), published, draft, live, response.json(), conversation)
+    return Tenant(admin, admin.call("GET", f"/v1/agents/{agent['id']}").json(), published, draft, live, response.json(), conversation,
+                  endpoint.json())
 
 
 @pytest.fixture

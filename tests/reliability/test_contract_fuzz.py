@@ -125,7 +125,8 @@ def real_path_parameters(path: str, tenants: tuple[Tenant, Tenant]) -> list[dict
         for widget_id in widgets:
             for version_id in (ids["version_id"], ids["draft_version_id"]):
                 values = {"agent_id": ids["agent_id"], "version_id": version_id, "widget_id": widget_id,
-                          "cid": ids["cid"], "form_id": ids["form_id"], "kid": "no-such-key"}
+                          "cid": ids["cid"], "form_id": ids["form_id"], "kid": "no-such-key",
+                          "endpoint_id": ids["endpoint_id"]}
                 candidate = {name: values[name] for name in names}
                 if candidate not in found:
                     found.append(candidate)

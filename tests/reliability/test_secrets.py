@@ -1,7 +1,7 @@
 """Secrets stay secret, and only a well-formed HS256 admin token signed with our secret gets in.
 
 The LiveKit API secret, the admin signing secret, admin tokens (valid or not),
-resume tokens and the LiveKit participant tokens handed to visitors never
+resume tokens, the LiveKit participant tokens handed to visitors and webhook endpoints' signing secrets never
 appear in the logs (JSON, as production writes them), in error answers, in
 stored events, in the SQL read models or in Redis, on either wiring. Tokens
 forged every way a JWT library has been fooled (alg `none`, RS256/HS256 key
@@ -166,10 +166,19 @@ def test_secrets_never_reach_logs_errors_events_or_read_models(
         for call in (("GET", f"/v1/widgets/{uuid.uuid4()}", None), ("PUT", f"/v1/widgets/{widget['id']}/domains", {"domains": ["*"]}),
                      ("POST", f"/v1/widgets/{widget['id']}/publish", None), ("GET", f"/v1/widgets/{widget['id']}?at=nope", None)):
             admin.call(call[0], call[1], json=call[2], headers={"If-Match": '"999"'})
+        # Outgoing webhook endpoints' signing secrets: answered on create and rotation only, stored only sealed.
+        created = admin.call("POST", "/v1/webhook-endpoints", json={"url": "https://hooks.example.com/", "events": ["*"]})
+        assert created.status_code == 201, created.text
+        rotated = admin.call("POST", f"/v1/webhook-endpoints/{created.json()['id']}/rotate-secret")
+        assert rotated.status_code == 200, rotated.text
+        for name, answer in (("webhook endpoint secret", created), ("rotated webhook endpoint secret", rotated)):
+            secrets[name] = answer.json()["secret"]
+            secrets[f"{name}, base64"] = answer.json()["secret"].removeprefix("whsec_")
         # What admins and auditors read back.
         sync(app)
         for read in (f"/v1/widgets/{widget['id']}/conversations", f"/v1/widgets/{widget['id']}/history", "/v1/audit/events?limit=1000",
-                     "/v1/widgets", f"/v1/widgets/{widget['id']}", "/readyz", "/metrics"):
+                     "/v1/widgets", f"/v1/widgets/{widget['id']}", "/readyz", "/metrics", "/v1/webhook-endpoints",
+                     f"/v1/webhook-endpoints/{created.json()['id']}"):
             assert admin.call("GET", read).status_code == 200, read
         events = stored_events(app.state.services.store)
 
@@ -181,6 +190,7 @@ def test_secrets_never_reach_logs_errors_events_or_read_models(
     assert not leaked(secrets, logs), f"in the logs: {leaked(secrets, logs)}"
 
     visitor_grants = {id(a) for a in answers if a.request.url.path.startswith("/public/") and a.status_code < 300}
+    visitor_grants |= {id(created), id(rotated)}  # the one answer each that hands its endpoint secret to the admin
     for answer in answers:
         # Only the visitor who started or resumed a conversation is handed its tokens; nothing else answers one.
         if id(answer) in visitor_grants:
