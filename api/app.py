@@ -16,6 +16,7 @@ from api.admin import AgentController, WidgetController
 from api.audit import AuditController
 from api.embed_routes import embed_router
 from api.errors import exception_handlers
+from api.hot_path import PublicConfigFront
 from api.methods import MethodsFront
 from api.middleware import RequestContextMiddleware
 from api.openapi import StrictStructSchemaPlugin, openapi_config
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         plugins=[StrictStructSchemaPlugin()],
         debug=False,
     )
-    app.asgi_handler = MethodsFront(app, app.asgi_handler)  # HEAD wherever GET is; a correct Allow (api/methods.py)
+    # HEAD wherever GET is, a correct Allow (api/methods.py); in front of all, the public config read (api/hot_path.py).
+    app.asgi_handler = PublicConfigFront(app, MethodsFront(app, app.asgi_handler))
     app.state.services = built
     return app

@@ -131,12 +131,15 @@ def origin_required() -> ApiError:
 
 def client_address(request: Request[Any, Any, Any]) -> str:
     """The visitor's address, for rate limits: behind a trusted load balancer, the one it forwarded."""
-    client = request.scope.get("client")
+    return client_address_of(request.scope, request.app.state.services.trusted_proxies)
+
+
+def client_address_of(scope: Any, proxies: TrustedProxies) -> str:
+    client = scope.get("client")
     peer = client[0] if client else "unknown"
-    proxies: TrustedProxies = request.app.state.services.trusted_proxies
     if not proxies or not proxies.trusts(peer):
         return peer
-    forwarded = raw_header(request.scope["headers"], b"x-forwarded-for")
+    forwarded = raw_header(scope["headers"], b"x-forwarded-for")
     for hop in reversed([h.strip() for h in (forwarded or "").split(",") if h.strip()]):
         if not proxies.trusts(hop):
             return hop

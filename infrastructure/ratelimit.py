@@ -67,6 +67,10 @@ class PublicRateLimits:
     async def check_config_read(self, client: str) -> None:
         await self._reads.hit(client)
 
+    def config_read_decided_here(self, client: str) -> bool:
+        """Count a config read and allow it when this process can decide alone (no I/O); False: call `check_config_read`."""
+        return self._reads.hit_locally(client)
+
     async def check_conversation_start(self, client: str, widget_id: str) -> None:
         await self._hit(self.conversation_starts, "start", client, widget_id)
 
@@ -141,6 +145,22 @@ class SharedWindowCounter:
         self.unsynced[key] = self.unsynced.get(key, 0) + 1
         if len(self.unsynced) > self.MAX_KEYS and self.client is not None:
             await self.sync(list(self.unsynced))
+
+    def hit_locally(self, key: str) -> bool:
+        """`hit` for the case it decides with no I/O and allows: counted, True. Otherwise nothing counted, False.
+
+        The hot path's front (api/hot_path.py) asks this first; on False it hands the request to the
+        handler, which calls `hit`, so every request is counted once and decided as `hit` decides it."""
+        now = time.time()
+        if now // self.window != self.current:
+            return False  # a new window: `hit` rolls it
+        total = self.known.get(key, 0) + self.unsynced.get(key, 0)
+        if total >= self.limit or (self.client is not None and (self.limit <= self.EXACT_UP_TO or total + 1 >= self.limit * self.NEAR)):
+            return False
+        if len(self.unsynced) >= self.MAX_KEYS and key not in self.unsynced:
+            return False
+        self.unsynced[key] = self.unsynced.get(key, 0) + 1
+        return True
 
     async def sync(self, keys: list[str] | None = None) -> None:
         """Add this process's new hits to the shared counts and learn the totals."""

@@ -66,6 +66,10 @@ class InProcessPublicReader:
     async def get(self, widget_id: str) -> PublicEntry | None:
         return self._view().get(widget_id)
 
+    def peek(self, widget_id: str) -> tuple[bool, PublicEntry | None]:
+        """`get` without waiting: (True, the entry or None); the in-process view always knows."""
+        return True, self._view().get(widget_id)
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -110,6 +114,10 @@ class RedisPublicReader:
             return bool(await self.client.ping())
         except (RedisError, OSError):
             return False
+
+    def peek(self, widget_id: str) -> tuple[bool, PublicEntry | None]:
+        """What `get` would answer without I/O: (True, entry or None) from the cache, or (False, None) when it would ask Redis."""
+        return self.cache.get(widget_id)
 
     async def get(self, widget_id: str) -> PublicEntry | None:
         hit, entry = self.cache.get(widget_id)
