@@ -49,6 +49,7 @@ class EndpointRow(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
     version: int
+    created_position: int = 0  # the log position of webhook_endpoint.created (0 in rows written before it was kept)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class DeliveryTarget:
     # The current secret first, then rotated-out ones still within their 24 h. Empty only if the secrets table lost
     # the endpoint's rows (restored without it): send nothing unsigned; a rotation gives the endpoint a secret again.
     signing_secrets: list[bytes]
+    # The log position of the endpoint's creation: an event at or below it happened before the endpoint existed.
+    created_position: int = 0
 
 
 _encode = msgspec.json.Encoder().encode
@@ -78,7 +81,8 @@ class WebhookEndpointsProjection:
     def apply(self, events: Sequence[Any], source: WebhookEndpointsView, positions: Sequence[int] = ()) -> dict[str, EndpointRow]:
         self.rows = source.load({str(e.originator_id) for e in events})
         self.changed: dict[str, EndpointRow] = {}
-        for event in events:
+        for event, position in zip(events, positions or [0] * len(events), strict=True):
+            self.position = position
             self.process_event(event)
         return self.changed
 
@@ -97,7 +101,8 @@ class WebhookEndpointsProjection:
     def _(self, event: WebhookEndpoint.Created) -> None:
         row = EndpointRow(id=str(event.originator_id), organization_id=event.organization_id, url=event.url,
                           events=list(event.events), description=event.description, secret_id=str(event.secret_id),
-                          created_at=event.timestamp, updated_at=event.timestamp, version=event.originator_version)
+                          created_at=event.timestamp, updated_at=event.timestamp, version=event.originator_version,
+                          created_position=self.position)
         self.rows[row.id] = self.changed[row.id] = row
 
     @process_event.register
@@ -177,8 +182,8 @@ def endpoints_for_delivery(db: Database | Executor, keys: DeploymentKeys, organi
     rows = [r for r in organization_endpoints(db, organization_id, enabled_only=True) if subscribes_to(r.events, event_type)]
     wanted = {r.id: signing_secret_ids(r, now) for r in rows}
     opened = open_secrets(db, keys, [s for ids in wanted.values() for s in ids])
-    return [DeliveryTarget(UUID(r.id), r.organization_id, r.url, [opened[UUID(s)] for s in wanted[r.id] if UUID(s) in opened])
-            for r in rows]
+    return [DeliveryTarget(UUID(r.id), r.organization_id, r.url, [opened[UUID(s)] for s in wanted[r.id] if UUID(s) in opened],
+                           r.created_position) for r in rows]
 
 
 def signing_secret_ids(row: EndpointRow, now: datetime) -> list[str]:

@@ -405,3 +405,16 @@ def test_verify_replays_the_endpoints_to_the_same_rows(org_a: Admin, store: Even
     differences, checked = verify(app.state.services.settings, store, app.state.services.db)
 
     assert "webhook_endpoints" in checked and [d for d in differences if d.model == "webhook_endpoints"] == []
+
+
+def test_a_delivery_target_knows_the_log_position_it_was_created_at(org_a: Admin, store: EventStore, app: Litestar) -> None:
+    org_a.widget()  # events before the endpoint existed
+    response = org_a.call("POST", PATH, json={"url": URL, "events": ["*"]})
+    org_a.call("PATCH", f"{PATH}/{response.json()['id']}", json={"events": [t.WIDGET_CREATED]})
+    caught_up(org_a, store)
+
+    (target,) = delivery(app, "org_a", t.WIDGET_CREATED)
+
+    assert target.created_position == int(response.headers["x-event-position"]) > 1
+    rebuild_sql(store, app.state.services.db, "webhook_endpoints")
+    assert delivery(app, "org_a", t.WIDGET_CREATED) == [target]
