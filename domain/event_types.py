@@ -39,4 +39,5 @@ WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"
 
 AGGREGATE_TYPES = (WIDGET, AGENT, CONVERSATION, WEBHOOK_ENDPOINT)
 # Every event name above, in the order declared: what the audit feed shows and webhooks may carry.
+# Keep these two lines last: a name declared below them would be missing here (tests/unit/test_schema_evolution.py checks).
 EVENT_TYPES: tuple[str, ...] = tuple(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str) and "." in v)

@@ -326,7 +326,7 @@ def test_every_stored_topic_is_the_public_event_name(store: EventStore, agents: 
     notifications = store.recorder.select_notifications(start=1, limit=1000)
     topics = [n.topic for n in notifications]
 
-    assert set(topics) == public_event_names() == set(CURRENT_CLASSES)
+    assert set(topics) == public_event_names() == set(CURRENT_CLASSES) == set(t.EVENT_TYPES)
     assert not any(":" in topic for topic in topics), "a Python path was stored as a topic"
     for notification in notifications:
         event = store.mapper.to_domain_event(notification)
