@@ -418,3 +418,40 @@ def test_a_delivery_target_knows_the_log_position_it_was_created_at(org_a: Admin
     assert target.created_position == int(response.headers["x-event-position"]) > 1
     rebuild_sql(store, app.state.services.db, "webhook_endpoints")
     assert delivery(app, "org_a", t.WIDGET_CREATED) == [target]
+
+
+# --- concurrent writers ---------------------------------------------------------------------------------------------------
+
+
+def test_concurrent_rotations_each_answer_a_secret_that_signs_and_leave_no_orphan(org_a: Admin, store: EventStore,
+                                                                                  app: Litestar) -> None:
+    from tests.api.test_concurrency import race
+
+    created = create(org_a)
+    path = f"{PATH}/{created['id']}/rotate-secret"
+
+    guarded = race(app, org_a, [("POST", path, {"headers": {"If-Match": etag(1)}}) for _ in range(3)])
+    free = race(app, org_a, [("POST", path, {}) for _ in range(3)])
+
+    assert sorted(a.status_code for a in guarded) in ([200, 409, 409], [200, 409, 412], [200, 412, 412]), [a.text for a in guarded]
+    assert all(a.status_code == 200 for a in free), [a.text for a in free]
+    answered = [a.json()["secret"] for a in guarded + free if a.status_code == 200]
+    caught_up(org_a, store)
+    (target,) = delivery(app, "org_a", t.WIDGET_CREATED)
+    assert sorted(target.signing_secrets) == sorted([raw(created["secret"]), *(raw(s) for s in answered)])
+    assert org_a.call("GET", f"{PATH}/{created['id']}").json()["version"] == 5
+    rows = app.state.services.db.query("SELECT secret_id FROM webhook_endpoint_secrets WHERE endpoint_id = ?", [created["id"]])
+    assert len(rows) == 5  # the first secret and the four rotations that won; the two refused left nothing
+
+
+def test_concurrent_creates_with_one_idempotency_key_create_one_endpoint_with_one_secret(org_a: Admin, store: EventStore,
+                                                                                        app: Litestar) -> None:
+    from tests.api.test_concurrency import race
+
+    body = {"url": URL, "events": ["*"]}
+    answers = race(app, org_a, [("POST", PATH, {"json": dict(body), "headers": {"Idempotency-Key": "same"}}) for _ in range(4)])
+
+    assert all(a.status_code == 201 for a in answers), [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1 and len({a.json()["secret"] for a in answers}) == 1
+    assert len(app.state.services.db.query("SELECT secret_id FROM webhook_endpoint_secrets")) == 1
+    assert len(listed(org_a, store)) == 1
