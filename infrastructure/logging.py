@@ -27,8 +27,21 @@ def add_request_id(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
+_secret_keys: dict[str, bool] = {}  # key name -> whether it names a secret (log lines use a few dozen names)
+
+
+def secret_key(key: str) -> bool:
+    found = _secret_keys.get(key)
+    if found is None:
+        found = bool(SECRET_KEYS.search(key))
+        if len(_secret_keys) < 1024:
+            _secret_keys[key] = found
+    return found
+
+
 def redact(value: Any) -> Any:
-    if isinstance(value, str):
+    # Both patterns need a literal ("eyJ", "@"): a value with neither is left as it is without running them.
+    if isinstance(value, str) and ("eyJ" in value or "@" in value):
         return URL_PASSWORD.sub(r"\1***@", JWT_LIKE.sub("[jwt]", value))
     return value
 
@@ -36,7 +49,7 @@ def redact(value: Any) -> Any:
 def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """No secret or token ever reaches a log line, whatever a caller passed."""
     for key in list(event_dict):
-        if SECRET_KEYS.search(key):
+        if secret_key(key):
             event_dict[key] = "[redacted]"
         else:
             event_dict[key] = redact(event_dict[key])

@@ -33,22 +33,27 @@ def test_public_read_benchmark_runs(pg_server_url: str, redis_server_url: str) -
         log=lambda _: None,
     )
     targets = results["targets"]
-    assert set(targets) == {"bare", "production-1", "production-1000", "embedded-1", "embedded-1000", bench_public.DIAGNOSTIC}
+    assert set(targets) == {"raw", *(f"{wiring}-{route}" for wiring in ("production", "embedded")
+                                     for route in ("healthz", "1", "1000", "preflight"))}
     for key, target in targets.items():
         assert len(target["runs"]) == 1, key
         assert positive(target["rps"]) and positive(target["p99_ms"]) and positive(target["cpu_us"]), (key, target)
-        assert target["errors"] == 0 and target["non_2xx"] == 0, (key, target)  # every answer a 200
+        assert target["errors"] == 0 and target["non_2xx"] == 0, (key, target)  # every answer a 200 (204 for the preflight)
     assert positive(results["body_bytes"])
     ratios = results["ratios"]
-    for name in ("production, 1 domain / bare", "embedded, 1 domain / bare", "production, 1,000 domains / bare",
+    for name in ("production, 1 domain / raw ASGI", "production, 1 domain / /healthz", "embedded, 1 domain / raw ASGI",
+                 "embedded, 1 domain / /healthz", "production, 1,000 domains / raw ASGI", "production, preflight / raw ASGI",
                  "production, 1,000 domains / 1 domain", "embedded, 1,000 domains / 1 domain"):
         assert positive(ratios[name]["rps_ratio"]) and positive(ratios[name]["cpu_ratio"]), name
     assert all(positive(r) for entry in ratios.values() for r in entry["per_round"])
     assert results["fallbacks"] == 0, "the production server must read Redis (through its cache), not the event store"
     profile = results["profile"]
-    assert set(profile["us_per_request"]) == {"bare", "production", "production, log level warning", "embedded"}
+    assert set(profile["us_per_request"]) == {"raw", "production", "embedded"}
     assert all(positive(us) for us in profile["us_per_request"].values())
     assert all(positive(sum(packages.values())) for packages in profile["packages"].values())
+    front = next(label for label in profile["pieces"]["raw"] if "PublicConfigFront.__call__" in label)
+    assert positive(profile["pieces"]["production"][front]) and positive(profile["pieces"]["embedded"][front]), \
+        "the config reads must be answered by the front (api/hot_path.py), not by Litestar"
     assert "| wiring | route | allowed domains | req/s |" in results["markdown"]
     assert "| production, 1,000 domains / 1 domain |" in results["markdown"]
     assert "In-process ASGI calls" in results["markdown"]
