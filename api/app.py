@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 import anyio
 from litestar import Litestar
@@ -16,7 +17,7 @@ from api.admin import AgentController, WidgetController
 from api.audit import AuditController
 from api.embed_routes import embed_router
 from api.errors import exception_handlers
-from api.hot_path import PublicConfigFront
+from api.hot_path import PublicConfigFront, WidgetsApp
 from api.methods import MethodsFront
 from api.middleware import RequestContextMiddleware
 from api.openapi import StrictStructSchemaPlugin, openapi_config
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if owned:
             await anyio.to_thread.run_sync(built.close)
 
-    app = Litestar(
+    app = WidgetsApp(
         route_handlers=[
             healthz, readyz, metrics, ReadModelController, AgentController, WidgetController, AuditController, PublicWidgetController, livekit_webhook, embed_router,
             WidgetStatsController, WebhookEndpointController,
@@ -100,7 +101,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         plugins=[StrictStructSchemaPlugin()],
         debug=False,
     )
-    # HEAD wherever GET is, a correct Allow (api/methods.py); in front of all, the public config read (api/hot_path.py).
-    app.asgi_handler = PublicConfigFront(app, MethodsFront(app, app.asgi_handler))
+    methods = app.asgi_handler = MethodsFront(app, app.asgi_handler)  # HEAD wherever GET is; a correct Allow (api/methods.py)
+    # Before Litestar's own entry point: the public config read, answered when it can be (api/hot_path.py).
+    app.front = PublicConfigFront(app, functools.partial(Litestar.__call__, app), methods.allow_for)
     app.state.services = built
     return app

@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
+from litestar import Litestar
 
-from api.middleware import HOT_ROUTE, INCOMING_ID, observe
+from api.middleware import HOT_ROUTE, INCOMING_ID, request_metrics
 from api.public import ALLOW_METHODS, PREFLIGHT_MAX_AGE, client_address_of, etag_matches
 from domain.origin import Origin, parse_origin
 from infrastructure.logging import request_id as request_id_var
@@ -51,9 +53,9 @@ log = structlog.get_logger("access")  # the same logger, name and fields as Requ
 
 
 class Answer:
-    """What the front sends for one widget entry and one allowed origin: headers built once."""
+    """What the front sends for one widget entry and one allowed origin: headers and messages built once."""
 
-    __slots__ = ("entry", "origin", "etag", "etag_bytes", "ok", "not_modified", "preflight", "allow")
+    __slots__ = ("entry", "origin", "etag", "etag_bytes", "ok", "not_modified", "preflight", "allow", "body")
 
     def __init__(self, entry: PublicEntry, origin: str, cache_control: bytes, allow: bytes) -> None:
         cors = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
@@ -70,25 +72,34 @@ class Answer:
             (b"access-control-max-age", PREFLIGHT_MAX_AGE.encode()),
         ]
         self.allow = (b"allow", allow)
+        self.body = {"type": "http.response.body", "body": entry.body, "more_body": False}
+
+
+NO_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
+HOT_PATH_LENGTH = len(PREFIX) + ID_LENGTH
+HOT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class PublicConfigFront:
-    """Answers the public config read when it can (see the module); hands everything else to `handler`."""
+    """Answers the public config read when it can (see the module); hands everything else to `fallback`.
 
-    def __init__(self, app: Any, handler: ASGIApp) -> None:
-        self.app, self.handler = app, handler
+    `fallback` is Litestar's own entry point for the app (routing, middleware, MethodsFront); `allow` gives
+    the `Allow` value MethodsFront writes for a route template."""
+
+    def __init__(self, app: Any, fallback: ASGIApp, allow: Callable[[str], bytes | None]) -> None:
+        self.app, self.fallback, self._allow_for = app, fallback, allow
         self.enabled = True  # off: every request goes to Litestar (the tests compare both)
         self.answered = 0  # requests this front answered itself
         self._services: Any = None
         self._allow = b""
         self._answers: dict[tuple[str, bytes], Answer] = {}
         self._origins: dict[bytes, Origin | None] = {}
+        self._metrics: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def services(self) -> Any:
         if self._services is None:
             self._services = self.app.state.services
-            allow = self.handler.allow_for(HOT_ROUTE) if hasattr(self.handler, "allow_for") else None
-            self._allow = allow or b"GET, HEAD, OPTIONS"
+            self._allow = self._allow_for(HOT_ROUTE) or b"GET, HEAD, OPTIONS"
         return self._services
 
     def origin(self, raw: bytes) -> Origin | None:
@@ -115,21 +126,24 @@ class PublicConfigFront:
         found = self._answers[key] = Answer(entry, str(origin), services.public_cache_control, self._allow)
         return found
 
+    def metrics(self, method: str, status: int) -> tuple[Any, Any]:
+        found = self._metrics.get((method, status))
+        if found is None:
+            found = self._metrics[(method, status)] = request_metrics(HOT_ROUTE, method, status)
+        return found
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if not self.enabled or scope["type"] != "http":
-            await self.handler(scope, receive, send)
-            return
-        path: str = scope["path"]
-        method: str = scope["method"]
-        if len(path) != len(PREFIX) + ID_LENGTH or not path.startswith(PREFIX) or method not in ("GET", "HEAD", "OPTIONS"):
-            await self.handler(scope, receive, send)
+        path: str = scope["path"] if scope["type"] == "http" else ""
+        method: str = scope.get("method", "")
+        if len(path) != HOT_PATH_LENGTH or method not in HOT_METHODS or not path.startswith(PREFIX) or not self.enabled:
+            await self.fallback(scope, receive, send)
             return
         started = time.perf_counter()
         services = self._services or self.services()
         widget_id = path[len(PREFIX):]
-        _, entry = services.reader.peek(widget_id)
+        entry = services.reader.peek(widget_id)[1]
         if entry is None or not entry.row.live:  # not cached here, or a 404 that Litestar words
-            await self.handler(scope, receive, send)
+            await self.fallback(scope, receive, send)
             return
         raw_origin = if_none_match = incoming = None
         for name, value in scope["headers"]:
@@ -143,36 +157,52 @@ class PublicConfigFront:
                 incoming = value
         answer = self.answer_for(services, widget_id, entry, raw_origin) if raw_origin is not None else None
         if answer is None:  # no Origin (a Referer may stand for it), or one that is refused: Litestar answers
-            await self.handler(scope, receive, send)
+            await self.fallback(scope, receive, send)
             return
         preflight = method == "OPTIONS"
-        if not preflight and not services.rate_limits.config_read_decided_here(client_address_of(scope, services.trusted_proxies)):
-            await self.handler(scope, receive, send)  # near or over the limit: decided there, on the shared count
-            return
-        request_id = incoming.decode("latin-1") if incoming is not None else ""
-        if not request_id or not INCOMING_ID.match(request_id):
-            request_id = f"req_{random.getrandbits(64):016x}"
+        if not preflight:
+            proxies = services.trusted_proxies
+            if proxies.networks:
+                client = client_address_of(scope, proxies)
+            else:
+                peer = scope.get("client")
+                client = peer[0] if peer else "unknown"
+            if not services.rate_limits.config_read_decided_here(client):
+                await self.fallback(scope, receive, send)  # near or over the limit: decided there, on the shared count
+                return
+        if incoming is not None and INCOMING_ID.match(incoming.decode("latin-1")):
+            request_id = incoming
+        else:
+            request_id = b"req_%016x" % random.getrandbits(64)
         if preflight:
-            status, prepared, body = 204, answer.preflight, b""
+            status, headers, body = 204, [*answer.preflight, (b"x-request-id", request_id), answer.allow], NO_BODY
         else:
             services.installations.record(widget_id, answer.origin, True)
             if if_none_match is not None and (if_none_match == answer.etag_bytes or
                                               etag_matches(if_none_match.decode("latin-1"), answer.etag)):
-                status, prepared, body = 304, answer.not_modified, b""
+                status, headers, body = 304, [*answer.not_modified, (b"x-request-id", request_id)], NO_BODY
             else:
-                status, prepared, body = 200, answer.ok, (b"" if method == "HEAD" else entry.body)
+                status, headers, body = 200, [*answer.ok, (b"x-request-id", request_id)], (NO_BODY if method == "HEAD" else answer.body)
         self.answered += 1
-        headers = [*prepared, (b"x-request-id", request_id.encode())]
-        if preflight:
-            headers.append(answer.allow)
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send(body)
         elapsed = time.perf_counter() - started
         # As on Litestar's side, where MethodsFront has turned a HEAD into the GET it stands for.
-        observe(HOT_ROUTE, "OPTIONS" if preflight else "GET", status, elapsed)
+        counter, histogram = self.metrics("OPTIONS" if preflight else "GET", status)
+        counter.inc()
+        histogram.observe(elapsed)
         if preflight:  # a served config read is counted, not logged (api/middleware.py); a preflight is logged
-            token = request_id_var.set(request_id)
+            token = request_id_var.set(request_id.decode("latin-1"))
             try:
                 log.info("request", method=method, path=path, status=status, duration_ms=round(elapsed * 1000, 2))
             finally:
                 request_id_var.reset(token)
+
+
+class WidgetsApp(Litestar):
+    """The Litestar app with the public config read's front before its entry point (see the module)."""
+
+    front: PublicConfigFront
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.front(scope, receive, send)

@@ -23,13 +23,19 @@ _requests: dict[tuple[str, str, int], Any] = {}
 _latency: dict[tuple[str, str], Any] = {}
 
 
-def observe(route: str, method: str, status: int, elapsed: float) -> None:
+def request_metrics(route: str, method: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram of one (route, method, status), labelled once."""
     counter = _requests.get((route, method, status))
     if counter is None:
         counter = _requests[(route, method, status)] = REQUESTS.labels(route, method, str(status))
     histogram = _latency.get((route, method))
     if histogram is None:
         histogram = _latency[(route, method)] = LATENCY.labels(route, method)
+    return counter, histogram
+
+
+def observe(route: str, method: str, status: int, elapsed: float) -> None:
+    counter, histogram = request_metrics(route, method, status)
     counter.inc()
     histogram.observe(elapsed)
 

@@ -53,6 +53,9 @@ class PublicRateLimits:
         if redis_url:
             counter_client = async_client(redis_url, socket_timeout=1, socket_connect_timeout=1)
         self._reads = SharedWindowCounter(self.config_reads, counter_client, prefix)
+        # Count a config read and allow it when this process can decide alone (no I/O): True. False: nothing
+        # counted; call `check_config_read`. (The counter's own method, so the hot path makes one call.)
+        self.config_read_decided_here = self._reads.hit_locally
         self._sync_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -66,10 +69,6 @@ class PublicRateLimits:
 
     async def check_config_read(self, client: str) -> None:
         await self._reads.hit(client)
-
-    def config_read_decided_here(self, client: str) -> bool:
-        """Count a config read and allow it when this process can decide alone (no I/O); False: call `check_config_read`."""
-        return self._reads.hit_locally(client)
 
     async def check_conversation_start(self, client: str, widget_id: str) -> None:
         await self._hit(self.conversation_starts, "start", client, widget_id)

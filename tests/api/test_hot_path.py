@@ -94,7 +94,7 @@ def widgets(hot_client: TestClient[Litestar], hot_settings: Settings, hot_app: L
 
 
 def front_of(app: Litestar) -> PublicConfigFront:
-    front = app.asgi_handler
+    front = app.front  # type: ignore[attr-defined]
     assert isinstance(front, PublicConfigFront)
     return front
 

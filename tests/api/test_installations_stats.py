@@ -350,3 +350,27 @@ def test_the_cli_prints_the_stats_as_a_table_with_a_bar_per_day(
     assert any(ALLOWED in line and "allowed" in line for line in lines)
     missing = CliRunner().invoke(main, ["stats", str(uuid.uuid4())])
     assert missing.exit_code != 0 and "No widget" in missing.output
+
+
+def test_widgets_verify_checks_the_stats_projection_and_names_a_day_that_differs(
+    org_a: Admin, app: Litestar, client: TestClient[Litestar], settings: Settings
+) -> None:
+    from api.cli import main
+    from infrastructure.settings import env_name
+
+    widget = live_widget(org_a, app)
+    converse(client, widget["id"])
+    sync(app)
+    env = {env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(settings)}  # this wiring, as the CLI reads it
+    clean = CliRunner().invoke(main, ["verify"], env=env)
+    assert clean.exit_code == 0, clean.output
+    assert "widget_stats" in clean.output and "0 difference(s)" in clean.output
+    day = stats(org_a, widget["id"])["days"][-1]["date"]
+    with app.state.services.db.transaction() as tx:  # a day's figure drifts from what the log says
+        tx.execute("UPDATE widget_stats_days SET conversations = conversations + 1 WHERE widget_id = ? AND day = ?",
+                   [widget["id"], day])
+    drifted = CliRunner().invoke(main, ["verify"], env=env)
+    assert drifted.exit_code == 1, drifted.output
+    lines = [line for line in drifted.output.splitlines() if line.startswith("widget_stats ")]
+    assert len(lines) == 1 and widget["id"] in lines[0] and day in lines[0], drifted.output
+    assert "1 difference(s)" in drifted.output
