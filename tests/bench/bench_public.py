@@ -620,6 +620,11 @@ def median_of(runs: list[Measure], attribute: str) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def min_of(runs: list[Measure], attribute: str) -> float:
+    values = [getattr(m, attribute) for m in runs if getattr(m, attribute) is not None]
+    return min(values) if values else float("nan")
+
+
 def summarise(target: Target) -> dict[str, Any]:
     return {
         "label": target.label, "wiring": target.wiring, "domains": target.domains,
@@ -637,7 +642,9 @@ def ratio_entry(subject: Target, baseline: Target, target: float) -> dict[str, A
     rps = median_of(subject.runs, "requests_per_second") / median_of(baseline.runs, "requests_per_second")
     cpu = median_of(baseline.runs, "cpu_us_per_request") / median_of(subject.runs, "cpu_us_per_request")
     per_round = [s.requests_per_second / b.requests_per_second for s, b in zip(subject.runs, baseline.runs, strict=True)]
-    return {"subject": subject.key, "baseline": baseline.key, "rps_ratio": rps, "cpu_ratio": cpu,
+    # Other work on core 0 only ever adds CPU time to a request, so each target's least round is its least disturbed one.
+    best = min_of(baseline.runs, "cpu_us_per_request") / min_of(subject.runs, "cpu_us_per_request")
+    return {"subject": subject.key, "baseline": baseline.key, "rps_ratio": rps, "cpu_ratio": cpu, "best_cpu_ratio": best,
             "per_round": per_round, "target": target, "meets": cpu >= target, "rps_meets": rps >= target}
 
 
@@ -660,19 +667,21 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {row['wiring']} | {row['label']} | {domains} | {row['rps']:,.0f} | {row['p99_ms']:.2f} | {row['cpu_us']:.1f} "
             f"| {row['core_share']:.2f} | {row['rps'] / raw['rps']:.2f} | {raw['cpu_us'] / row['cpu_us']:.2f} |"
         )
-    lines += ["", "| ratio | capacity (CPU per request) | req/s (as wrk saw it) | req/s per round | target | verdict (capacity) |",
-              "| --- | ---: | ---: | --- | ---: | --- |"]
+    lines += ["", "| ratio | capacity (CPU per request) | capacity, least-disturbed rounds | req/s (as wrk saw it) | req/s per round "
+              "| target | verdict (capacity) |",
+              "| --- | ---: | ---: | ---: | --- | ---: | --- |"]
     for name, entry in ratios.items():
         per_round = ", ".join(f"{r:.2f}" for r in entry["per_round"])
-        lines.append(f"| {name} | **{entry['cpu_ratio']:.2f}** | {entry['rps_ratio']:.2f} | {per_round} | >= {entry['target']} "
-                     f"| {'meets' if entry['meets'] else 'below'} |")
+        lines.append(f"| {name} | **{entry['cpu_ratio']:.2f}** | {entry['best_cpu_ratio']:.2f} | {entry['rps_ratio']:.2f} | {per_round} "
+                     f"| >= {entry['target']} | {'meets' if entry['meets'] else 'below'} |")
     errors = sum(row["errors"] + row["non_2xx"] for row in rows.values())
     lines += [
         "",
         "*Capacity* is the baseline's server CPU time per request divided by the subject's: the req/s ratio two "
         "saturated one-core servers would show if each had core 0 to itself. On a shared machine the server's share of "
         "core 0 (column *core 0 share*) moves from run to run, and wrk's req/s with it, so the verdicts use capacity; "
-        "the req/s ratios are shown per round beside it.",
+        "the req/s ratios are shown per round beside it. Other work on core 0 only ever adds CPU time to a request, "
+        "so the ratio of each target's least CPU per request over the rounds (*least-disturbed rounds*) is shown too.",
         "",
         f"Socket errors and non-2xx answers over all runs: {errors}. "
         f"Event-store fallbacks logged by the production server: {results.get('fallbacks', 0)}.",
