@@ -275,3 +275,21 @@ def test_the_rate_limit_allows_exactly_its_bound_with_the_front_on(
         assert refused.headers["access-control-allow-origin"] == ALLOWED
         front = front_of(app)
         assert front.answered >= (1 if tight.redis_url == "" or limit > 100 else 0)
+
+
+@pytest.mark.parametrize("settings", ["production"], indirect=True)
+def test_a_cache_miss_goes_to_litestar_which_fills_the_cache_for_the_front(
+    hot_client: TestClient[Litestar], hot_app: Litestar, widgets: dict[str, str], log_lines: LogLines
+) -> None:
+    reader = hot_app.state.services.reader
+    path = widget_path(widgets["live"])
+    reader.cache.clear()  # as when the invalidation listener reconnects, or an entry outlives its TTL
+    missed, by_front = compare(hot_client, hot_app, log_lines, "GET", path, {"Origin": ALLOWED})
+    assert not by_front and missed.status == 200  # Litestar read Redis (and the second call found it cached)
+    reader.cache.clear()
+    front = front_of(hot_app)
+    answered = front.answered
+    assert hot_client.get(path, headers={"Origin": ALLOWED}).status_code == 200
+    assert front.answered == answered  # that one went to Litestar, which cached the entry
+    assert hot_client.get(path, headers={"Origin": ALLOWED}).status_code == 200
+    assert front.answered == answered + 1
