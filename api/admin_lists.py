@@ -16,6 +16,8 @@ from api.errors import ApiError, ProblemField
 from api.openapi import CURSOR_PATTERN
 from api.schemas import IdentityKeyOut, WidgetOut, WidgetPage
 from api.services import Services
+from infrastructure.personal_data import Opener
+from projections.conversation_list import ConversationRow
 from projections.cursor import decode_cursor
 from projections.widget_rows import WidgetRow
 
@@ -68,7 +70,7 @@ class FeedbackOut(Struct):
     given_at: datetime
 
 
-class ConversationOut(Struct):
+class ConversationOut(Struct, kw_only=True):
     id: str
     widget_id: str
     agent_id: str
@@ -82,6 +84,7 @@ class ConversationOut(Struct):
     visitor: dict[str, Any]
     forms: list[SubmittedFormOut]
     feedback: FeedbackOut | None
+    erased_at: datetime | None = None
 
 
 class ConversationPage(Struct):
@@ -95,17 +98,34 @@ def list_conversations(request: Request[Any, Any, Any], widget_id: UUID, cursor:
     services.widgets.load(caller, widget_id)  # another organization's widget is not found
     check_cursor(cursor)
     rows, next_cursor = services.read_models.conversation_view.page(caller.organization_id, str(widget_id), limit, cursor)
-    verified_visitors = verified_claims(services, [r.id for r in rows if r.verified])
-    items = [
-        ConversationOut(
+    return ConversationPage(items=conversations_out(services, rows), next_cursor=next_cursor)
+
+
+def opener_for(services: Services, conversation_ids: list[str]) -> Opener:
+    """Opens these conversations' sealed personal values, their keys read in one query (the admin edge)."""
+    vault = services.store.personal_data
+    return vault.opener([UUID(i) for i in conversation_ids]) if vault is not None else Opener({})
+
+
+def conversations_out(services: Services, rows: list[ConversationRow]) -> list[ConversationOut]:
+    opener = opener_for(services, [r.id for r in rows])
+    # A verified visitor's row written before encryption existed kept no claim: those are read from the log.
+    legacy_verified = verified_claims(services, [r.id for r in rows if r.verified and isinstance(r.visitor, dict)])
+    items = []
+    for r in rows:
+        cid = UUID(r.id)
+        visitor = legacy_verified.get(r.id) or {**(opener.open(cid, "visitor", r.visitor) or {}), "verified": r.verified}
+        forms = [SubmittedFormOut(f.form_id, opener.open(cid, "values", f.values) or {}, f.submitted_at) for f in r.forms]
+        feedback = (FeedbackOut(r.feedback.rating, opener.open(cid, "comment", r.feedback.comment), r.feedback.given_at)
+                    if r.feedback else None)
+        if r.erased_at is not None:
+            visitor, forms = {}, [SubmittedFormOut(f.form_id, {}, f.submitted_at) for f in forms]
+        items.append(ConversationOut(
             id=r.id, widget_id=r.widget_id, agent_id=r.agent_id, agent_version_id=r.agent_version_id, channel=r.channel,
             started_at=r.started_at, updated_at=r.updated_at, rooms=r.rooms, ended=r.ended, ended_by=r.ended_by,
-            visitor=verified_visitors.get(r.id) or {**r.visitor, "verified": False}, forms=[SubmittedFormOut(f.form_id, f.values, f.submitted_at) for f in r.forms],
-            feedback=FeedbackOut(r.feedback.rating, r.feedback.comment, r.feedback.given_at) if r.feedback else None,
-        )
-        for r in rows
-    ]
-    return ConversationPage(items=items, next_cursor=next_cursor)
+            visitor=visitor, forms=forms, feedback=feedback, erased_at=r.erased_at,
+        ))
+    return items
 
 
 def verified_claims(services: Services, conversation_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -22,6 +22,7 @@ from api.methods import MethodsFront
 from api.middleware import RequestContextMiddleware
 from api.openapi import StrictStructSchemaPlugin, openapi_config
 from api.operations import ReadModelController, healthz, metrics, readyz
+from api.personal_data import PersonalDataController
 from api.public import PublicWidgetController, livekit_webhook
 from api.public_fallback import EventStoreFallback
 from api.services import Services
@@ -89,7 +90,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = WidgetsApp(
         route_handlers=[
             healthz, readyz, metrics, ReadModelController, AgentController, WidgetController, AuditController, PublicWidgetController, livekit_webhook, embed_router,
-            WidgetStatsController, WebhookEndpointController,
+            WidgetStatsController, WebhookEndpointController, PersonalDataController,
         ],
         exception_handlers=exception_handlers,
         middleware=[RequestContextMiddleware],

@@ -10,10 +10,12 @@ from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 from msgspec import Struct
 
+from api.admin_lists import opener_for
 from api.deps import caller_from, services_from
 from api.errors import problem_responses
 from api.openapi import BEARER
 from application.agents import AUDIT
+from domain.event_types import CONVERSATION
 from domain.records import EventRecord
 from projections.audit_feed import FeedEvent
 
@@ -65,5 +67,10 @@ class AuditController(Controller):
     def events(self, request: Request[Any, Any, Any], after: After = 0, limit: Limit = 100) -> Feed:
         caller = caller_from(request)
         caller.require(AUDIT)
-        items = services_from(request).read_models.audit_view.page(caller.organization_id, after, limit)
+        services = services_from(request)
+        items = services.read_models.audit_view.page(caller.organization_id, after, limit)
+        opener = opener_for(services, sorted({i.aggregate_id for i in items if i.aggregate_type == CONVERSATION}))
+        for item in items:
+            if item.aggregate_type == CONVERSATION:
+                item.data = opener.reveal(item.type, UUID(item.aggregate_id), item.data)
         return Feed(items=items, next_after=items[-1].position if items else after)

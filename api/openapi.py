@@ -56,6 +56,8 @@ TAGS = [
     Tag(name="agents", description="Agents and their numbered versions; a widget pins one published version."),
     Tag(name="widgets", description="Widgets: allowed domains, pinned agent version, config, publication and history."),
     Tag(name="audit", description="The organization's events in commit order (`audit:read`)."),
+    Tag(name="personal-data", description="Erasing a visitor's personal data (crypto-shredding): one conversation, or every "
+                                          "conversation of a verified visitor."),
     Tag(name="public", description="What the embed loader on a customer's page calls: no token, the page's `Origin` is checked."),
     Tag(name="embed", description="The embed loader script."),
     Tag(name="webhooks", description="Webhooks this service receives."),

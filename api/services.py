@@ -11,6 +11,7 @@ import structlog
 from application.agents import AgentService
 from application.conversations import ConversationService
 from application.history import HistoryService
+from application.personal_data import PersonalDataService
 from application.store import EventStore
 from application.webhook_endpoints import WebhookEndpointService
 from application.widgets import WidgetService
@@ -47,6 +48,7 @@ class Services:
     installations: InstallationCounter
     installation_store: InstallationStore
     webhook_endpoints: WebhookEndpointService
+    personal_data: PersonalDataService
     reader: Any = None  # the public reader; built on the event loop at startup
 
     @property
@@ -94,6 +96,7 @@ class Services:
             installations=InstallationCounter(installation_store),
             installation_store=installation_store,
             webhook_endpoints=WebhookEndpointService(store, webhook_secrets, allow_private=settings.webhook_allow_private),
+            personal_data=PersonalDataService(store),
         )
 
     def start(self) -> None:

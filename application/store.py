@@ -28,6 +28,8 @@ class PersonalData(Protocol):
 
     def destroy(self, conversation_ids: Sequence[UUID]) -> int: ...
 
+    def shred_plaintext(self, conversation_id: UUID, transcoder: Transcoder) -> int: ...
+
 
 class EventStore(Application[UUID]):
     name = "widgets"

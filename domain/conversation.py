@@ -21,6 +21,8 @@ from domain.errors import ConversationEndedError
 CHANNEL = "webrtc"
 ENDED_BY_VISITOR = "visitor"
 ENDED_BY_ROOM = "room_finished"
+# Why a conversation's personal data was erased.
+ERASURE_REASONS = ("request", "retention", "visitor_request")
 
 
 def hash_resume_token(token: str) -> str:
@@ -62,6 +64,7 @@ class Conversation(Aggregate):
         self.forms: list[dict[str, Any]] = []
         self.feedback: dict[str, Any] | None = None
         self.ended_by: str | None = None
+        self.erased = False  # its personal data erased (the data key destroyed, then the fact recorded)
 
     def holds_token(self, token: str) -> bool:
         digest = hash_resume_token(token)
@@ -98,6 +101,14 @@ class Conversation(Aggregate):
         self._ended(by=by)
         return True
 
+    def erase_personal_data(self, actor: str, reason: str, rewritten_events: int = 0) -> bool:
+        """Record that the personal data is gone (its data key destroyed first; `rewritten_events`: how many stored
+        events, written before encryption existed, were rewritten in place without it); once is enough."""
+        if self.erased:
+            return False
+        self._personal_data_erased(actor=actor, reason=reason, rewritten_events=rewritten_events)
+        return True
+
     def check_open(self) -> None:
         if self.closed:
             raise ConversationEndedError(f"Conversation {self.id} has been ended by the visitor.")
@@ -125,3 +136,11 @@ class Conversation(Aggregate):
     @event("Ended", topic=t.CONVERSATION_ENDED)
     def _ended(self, by: str) -> None:
         self.ended_by = by
+
+    @event("PersonalDataErased", topic=t.CONVERSATION_PERSONAL_DATA_ERASED)
+    def _personal_data_erased(self, actor: str, reason: str, rewritten_events: int = 0) -> None:
+        self.erased = True
+        self.visitor = {}
+        self.forms = [{**form, "values": {}} for form in self.forms]
+        if self.feedback is not None:
+            self.feedback = {**self.feedback, "comment": None}

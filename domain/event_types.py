@@ -27,6 +27,7 @@ CONVERSATION_RESUMED = "conversation.resumed"
 CONVERSATION_FORM_SUBMITTED = "conversation.form_submitted"
 CONVERSATION_FEEDBACK_GIVEN = "conversation.feedback_given"
 CONVERSATION_ENDED = "conversation.ended"
+CONVERSATION_PERSONAL_DATA_ERASED = "conversation.personal_data_erased"
 
 WEBHOOK_ENDPOINT = "webhook_endpoint"
 WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"

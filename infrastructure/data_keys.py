@@ -76,6 +76,11 @@ class PostgresKeyTable:
                           "WHERE conversation_id = ANY(%s)", [list(conversation_ids)])
         return {row["conversation_id"] for row in rows}
 
+    def erased_data_key_ids(self) -> list[UUID]:
+        """Every conversation whose data key was destroyed."""
+        return [row["conversation_id"] for row in self._read(
+            f"SELECT conversation_id FROM {self._qualified(self.erased_keys_table)} ORDER BY conversation_id", [])]
+
     def delete_data_keys(self, conversation_ids: Sequence[UUID]) -> int:
         """Delete the keys and record that they were destroyed (so none is ever made again), then scrub."""
         ids = list(conversation_ids)
@@ -175,6 +180,11 @@ class SQLiteKeyTable:
         rows = self._select_in(f"SELECT conversation_id FROM {self.erased_keys_table} WHERE conversation_id IN",
                                conversation_ids)
         return {UUID(hex=r[0]) for r in rows}
+
+    def erased_data_key_ids(self) -> list[UUID]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT conversation_id FROM {self.erased_keys_table} ORDER BY conversation_id")
+            return [UUID(hex=r[0]) for r in c.fetchall()]
 
     @contextlib.contextmanager
     def _scrubbing(self) -> Iterator[Any]:

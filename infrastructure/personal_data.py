@@ -230,6 +230,8 @@ class KeyStore(Protocol):
 
     def insert_data_keys(self, rows: Sequence[tuple[UUID, bytes]]) -> None: ...
 
+    def rewrite_events(self, originator_id: UUID, rewrite: Any) -> int: ...
+
 
 @dataclass(frozen=True)
 class KeyedStoredEvent(StoredEvent):
@@ -330,6 +332,24 @@ class PersonalDataVault:
             self._sealing[cid] = None
         self._recent.entry = None
         return int(self.store.delete_data_keys(list(conversation_ids)))
+
+    def shred_plaintext(self, conversation_id: UUID, transcoder: Transcoder) -> int:
+        """Rewrite in place the conversation's stored events that hold personal values in the clear (written before
+        encryption existed), with those values null, and scrub the table; returns how many were rewritten."""
+
+        def rewrite(topic: str, raw: bytes) -> bytes | None:
+            fields = PERSONAL_FIELDS.get(topic, ())
+            if not fields:
+                return None
+            state = transcoder.decode(raw)
+            clear = [name for name in fields if state.get(name) is not None and not is_sealed(state[name])]
+            if not clear:
+                return None
+            for name in clear:
+                state[name] = None
+            return transcoder.encode(state)
+
+        return int(self.store.rewrite_events(conversation_id, rewrite))
 
     def _remember(self, conversation_id: UUID, key: DataKey | None) -> None:
         if len(self._sealing) > 10_000:

@@ -50,6 +50,7 @@ class Database:
             conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA secure_delete=ON")  # deleted and overwritten rows leave no bytes in free pages
             self._local.conn = conn
         return conn
 
@@ -75,6 +76,21 @@ class Database:
                 self._set_search_path(conn)
                 return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
         return list(self._sqlite().execute(sql, params).fetchall())
+
+    def scrub(self, tables: Sequence[str]) -> None:
+        """Leave no deleted or overwritten row's bytes behind: PostgreSQL `VACUUM` (dead tuples; it cannot run in a
+        transaction), SQLite a truncating WAL checkpoint (its free pages are zeroed already: `secure_delete`)."""
+        if self._pool is not None:
+            with self._pool.connection() as conn:
+                conn.autocommit = True
+                try:
+                    for table in tables:
+                        name = f"{self._search_path}.{table}" if self._search_path else table
+                        conn.execute(f"VACUUM {name}", prepare=False)
+                finally:
+                    conn.autocommit = False
+        else:
+            self._sqlite().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _set_search_path(self, conn: Any) -> None:
         """Only behind a pooler: for this transaction alone (the pool's connections are not autocommit)."""

@@ -1,4 +1,9 @@
-"""The admin read model of conversations, with their forms and feedback, in SQL."""
+"""The admin read model of conversations, with their forms and feedback, in SQL.
+
+Personal values (the visitor, form values, the feedback comment) are kept as the log holds them: sealed under
+the conversation's data key (`infrastructure.personal_data`), opened only where an admin reads. An erasure
+empties them here too, and drops the verified visitor's lookup row.
+"""
 
 from __future__ import annotations
 
@@ -31,13 +36,13 @@ SCHEMA = [
 
 class SubmittedForm(msgspec.Struct):
     form_id: str
-    values: dict[str, Any]
+    values: dict[str, Any] | str  # sealed (a str), or a dict written before encryption existed
     submitted_at: datetime
 
 
 class GivenFeedback(msgspec.Struct):
     rating: int
-    comment: str | None
+    comment: str | None  # sealed
     given_at: datetime
 
 
@@ -53,10 +58,11 @@ class ConversationRow(msgspec.Struct, kw_only=True):
     rooms: int = 1
     ended: bool = False
     ended_by: str | None = None
-    visitor: dict[str, Any] = {}
+    visitor: dict[str, Any] | str = {}  # sealed (a str), or a dict written before encryption existed
     verified: bool = False
     forms: list[SubmittedForm] = []
     feedback: GivenFeedback | None = None
+    erased_at: datetime | None = None
     version: int
 
 
@@ -68,12 +74,20 @@ class ConversationChanges(msgspec.Struct):
 
     rows: dict[str, ConversationRow]
     refs: dict[str, str]
+    unlinked: set[str] = set()  # conversations whose visitor lookup row goes (erased)
 
 
 class VisitorConversation(msgspec.Struct):
     id: str
     started_at: datetime
     ended: bool
+
+
+def _personal(value: Any) -> Any:
+    """A personal value as the row keeps it: sealed as the log holds it; None (erased, or its key gone) as empty."""
+    if value is None:
+        return {}
+    return value if isinstance(value, str) else dict(value)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -83,7 +97,7 @@ _decode = msgspec.json.Decoder(ConversationRow).decode
 class ConversationListProjection:
     topics: Sequence[str] = (
         "conversation.started", "conversation.resumed", "conversation.form_submitted",
-        "conversation.feedback_given", "conversation.ended",
+        "conversation.feedback_given", "conversation.ended", "conversation.personal_data_erased",
     )
 
     def apply(self, events: Sequence[Any], source: ConversationListView, positions: Sequence[int] = ()) -> ConversationChanges:
@@ -91,9 +105,10 @@ class ConversationListProjection:
         self.rows = source.load(ids)
         self.changed: dict[str, ConversationRow] = {}
         self.refs: dict[str, str] = {}
+        self.unlinked: set[str] = set()
         for event in events:
             self.process_event(event)
-        return ConversationChanges(self.changed, self.refs)
+        return ConversationChanges(self.changed, self.refs, self.unlinked)
 
     def _touch(self, row: ConversationRow, event: Any) -> None:
         row.updated_at, row.version = event.timestamp, event.originator_version
@@ -108,7 +123,7 @@ class ConversationListProjection:
         row = ConversationRow(
             id=str(event.originator_id), widget_id=str(event.widget_id), organization_id=event.organization_id,
             agent_id=str(event.agent_id), agent_version_id=str(event.agent_version_id), channel=event.channel,
-            started_at=event.timestamp, updated_at=event.timestamp, visitor=dict(event.visitor), version=1,
+            started_at=event.timestamp, updated_at=event.timestamp, visitor=_personal(event.visitor), version=1,
         )
         ref = getattr(event, "visitor_ref", None)  # absent from conversations started before verified visitors
         if ref is not None:
@@ -132,13 +147,25 @@ class ConversationListProjection:
     @process_event.register
     def _(self, event: Conversation.FormSubmitted) -> None:
         if row := self.rows.get(str(event.originator_id)):
-            row.forms = [*row.forms, SubmittedForm(event.form_id, dict(event.values), event.timestamp)]
+            row.forms = [*row.forms, SubmittedForm(event.form_id, _personal(event.values), event.timestamp)]
             self._touch(row, event)
 
     @process_event.register
     def _(self, event: Conversation.FeedbackGiven) -> None:
         if row := self.rows.get(str(event.originator_id)):
             row.feedback = GivenFeedback(event.rating, event.comment, event.timestamp)
+            self._touch(row, event)
+
+    @process_event.register
+    def _(self, event: Conversation.PersonalDataErased) -> None:
+        self.refs.pop(str(event.originator_id), None)
+        self.unlinked.add(str(event.originator_id))
+        if row := self.rows.get(str(event.originator_id)):
+            row.visitor = {}
+            row.forms = [SubmittedForm(f.form_id, {}, f.submitted_at) for f in row.forms]
+            if row.feedback is not None:
+                row.feedback = GivenFeedback(row.feedback.rating, None, row.feedback.given_at)
+            row.erased_at = event.timestamp
             self._touch(row, event)
 
     @process_event.register
@@ -152,6 +179,10 @@ class ConversationListView(SqlView):
     name = NAME
     schema = SCHEMA
     tables = ("conversation_list", "conversation_visitors")
+    format = 2  # 2: personal values sealed (format 1 rows hold them in the clear)
+
+    def scrubs(self, changes: ConversationChanges) -> bool:
+        return bool(changes.unlinked)
 
     def load(self, ids: set[str]) -> dict[str, ConversationRow]:
         rows = [_decode(j) for (j,) in self.select_in("SELECT row_json FROM conversation_list WHERE id IN", ids)]
@@ -169,6 +200,7 @@ class ConversationListView(SqlView):
                ON CONFLICT (id) DO NOTHING""",
             [(i, rows[i].organization_id, rows[i].widget_id, ref, rows[i].started_at.isoformat()) for i, ref in changes.refs.items()],
         )
+        tx.executemany("DELETE FROM conversation_visitors WHERE id = ?", [(i,) for i in sorted(changes.unlinked)])
 
     def of_visitor(self, organization_id: str, visitor_refs: Sequence[str], widget_id: str | None = None,
                    limit: int = 100) -> list[VisitorConversation]:

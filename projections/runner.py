@@ -53,6 +53,7 @@ class EventLog(Protocol):
 
     recorder: Any
     mapper: Any
+    projection_mapper: Any  # leaves personal fields sealed: read models hold ciphertext only
 
     def on_saved(self, listener: Callable[[int], None]) -> None: ...
 
@@ -127,11 +128,12 @@ class ProjectionRunner:
 
     def _apply_page(self, notifications: Any, first: int, last: int) -> None:
         undecodable: int | None = None
+        mapper = getattr(self.store, "projection_mapper", self.store.mapper)
         try:
             events = []
             for notification in notifications:
                 undecodable = notification.id
-                events.append(self.store.mapper.to_domain_event(notification))
+                events.append(mapper.to_domain_event(notification))
             undecodable = None
             for attempt in range(CONFLICT_RETRIES):
                 changes = self.projection_factory().apply(events, self.view, positions=[n.id for n in notifications])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import structlog
 
 from infrastructure.redis_clients import sync_client
 from infrastructure.settings import Settings
@@ -33,6 +34,8 @@ SQL_PROJECTIONS = {
     WIDGET_STATS: (WidgetStatsView, WidgetStatsProjection),
     WEBHOOK_ENDPOINTS: (WebhookEndpointsView, WebhookEndpointsProjection),
 }
+
+log = structlog.get_logger("projections")
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
@@ -89,7 +92,29 @@ class ReadModels:
         return found
 
 
+def rebuild_outdated(store: EventLog, db: Database) -> list[str]:
+    """Rebuild each SQL model whose rows are in an older format than its code writes (once, at startup: the
+    conversation list and audit feed of a database from before encryption hold personal values in the clear),
+    then scrub the old rows' bytes from the files. Idempotent; returns the models rebuilt."""
+    from projections.rebuild import rebuild_sql
+
+    rebuilt = []
+    for name, (view_class, _) in SQL_PROJECTIONS.items():
+        view_class.create_tables(db)
+        stored = view_class.stored_format(db)
+        if stored is not None and stored < view_class.format:
+            log.info("read_model_format_outdated", projection=name, stored=stored, format=view_class.format)
+            rebuild_sql(store, db, name)
+            db.scrub(view_class.tables)
+            rebuilt.append(name)
+        if stored != view_class.format:
+            view_class.record_format(db)
+    return rebuilt
+
+
 def build_runners(settings: Settings, store: EventLog, db: Database, names: tuple[str, ...] = PROJECTIONS) -> ReadModels:
+    if names:
+        rebuild_outdated(store, db)
     views: dict[str, Any] = {name: view_class(db) for name, (view_class, _) in SQL_PROJECTIONS.items()}
     if not settings.redis_url:
         views[PUBLIC_LOOKUP] = InProcessPublicView()

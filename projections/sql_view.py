@@ -10,6 +10,8 @@ from projections.cursor import decode_cursor, encode_cursor
 
 APPLIED, STALE = 1, 0
 POSITIONS = "CREATE TABLE IF NOT EXISTS projection_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+# Which format each model's rows were written in: a model whose format is behind its code is rebuilt at startup.
+FORMATS = "CREATE TABLE IF NOT EXISTS projection_formats (name TEXT PRIMARY KEY, format INTEGER NOT NULL)"
 IN_CHUNK = 500
 
 
@@ -22,6 +24,7 @@ class SqlView:
     schema: ClassVar[Sequence[str]]
     tables: ClassVar[Sequence[str]]
     generation = 1
+    format = 1  # raise it when rows written by older code must be rewritten (`rebuild_outdated`)
 
     def __init__(self, db: Database | Executor, create: bool = True) -> None:
         self.db = db
@@ -42,6 +45,28 @@ class SqlView:
             tx.execute(f"DELETE FROM {table}")
         tx.execute("UPDATE projection_positions SET position = 0 WHERE name = ?", [cls.name])
 
+    @classmethod
+    def stored_format(cls, db: Database) -> int | None:
+        """The format the model's rows are in; None for a model that has never been written (nothing to rewrite)."""
+        with db.transaction() as tx:
+            tx.execute(FORMATS)
+        found = db.query("SELECT format FROM projection_formats WHERE name = ?", [cls.name])
+        if found:
+            return int(found[0][0])
+        position = db.query("SELECT position FROM projection_positions WHERE name = ?", [cls.name])
+        return 1 if position and int(position[0][0]) > 0 else None
+
+    @classmethod
+    def record_format(cls, db: Database) -> None:
+        with db.transaction() as tx:
+            tx.execute(FORMATS)
+            tx.execute("INSERT INTO projection_formats (name, format) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET "
+                       "format = excluded.format", [cls.name, cls.format])
+
+    def scrubs(self, changes: Any) -> bool:
+        """Whether a committed page overwrote personal values, so the old bytes must be scrubbed from the files."""
+        return False
+
     def position(self) -> int:
         return int(self.db.query("SELECT position FROM projection_positions WHERE name = ?", [self.name])[0][0])
 
@@ -52,7 +77,10 @@ class SqlView:
         if isinstance(self.db, Executor):
             return self._commit_in(self.db, changes, first, last)
         with self.db.transaction() as tx:
-            return self._commit_in(tx, changes, first, last)
+            result = self._commit_in(tx, changes, first, last)
+        if result == APPLIED and self.scrubs(changes):
+            self.db.scrub(self.tables)
+        return result
 
     def _commit_in(self, tx: Executor, changes: Any, first: int, last: int) -> int:
         moved = tx.execute("UPDATE projection_positions SET position = ? WHERE name = ? AND position < ?", [last, self.name, first])

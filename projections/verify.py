@@ -157,6 +157,8 @@ def verify(settings: Settings, store: EventLog, db: Database) -> tuple[list[Diff
             differences += _converge(name, live_view.position, lambda n=name: dump_sql(db, n), runner,
                                      lambda n=name: dump_sql(scratch, n))
             checked.append(name)
+    differences += verify_erasures(store, db)
+    checked.append("personal_data")
     if settings.redis_url:
         client = sync_redis(settings)
         try:
@@ -165,6 +167,36 @@ def verify(settings: Settings, store: EventLog, db: Database) -> tuple[list[Diff
         finally:
             client.close()
     return differences, checked
+
+
+def verify_erasures(store: EventLog, db: Database) -> list[Difference]:
+    """Whether the key table, the events and the conversation list agree about which conversations are erased: a
+    destroyed key without `conversation.personal_data_erased` (a crash between the two: erase it again to finish), an
+    erased conversation whose key survives, or one the key table does not know as erased."""
+    recorder = store.recorder
+    if not hasattr(recorder, "erased_data_key_ids"):
+        return []  # a store without personal data keys (in memory, for tests)
+    destroyed = set(recorder.erased_data_key_ids())
+    erased_rows = {uuid.UUID(i) for i, j in db.query("SELECT id, row_json FROM conversation_list")
+                   if _json(j).get("erased_at") is not None}
+    found: list[Difference] = []
+    for cid in sorted(destroyed - erased_rows):
+        conversation = _aggregate(store, cid)
+        if conversation is not None and not getattr(conversation, "erased", False):
+            found.append(Difference("personal_data", f"conversation {cid}", "erasure", "data key destroyed",
+                                    "no conversation.personal_data_erased: erase it again to complete"))
+    for cid in sorted(erased_rows - destroyed):
+        found.append(Difference("personal_data", f"conversation {cid}", "erasure", "erased", "data key not recorded as destroyed"))
+    for cid in sorted(recorder.select_data_keys(sorted(erased_rows))):
+        found.append(Difference("personal_data", f"conversation {cid}", "data_key", "present", "destroyed"))
+    return found
+
+
+def _aggregate(store: EventLog, aggregate_id: uuid.UUID) -> Any:
+    try:
+        return store.repository.get(aggregate_id)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - gone or undecodable: nothing to say about its erasure here
+        return None
 
 
 def verify_redis(client: redis.Redis, prefix: str, store: EventLog) -> list[Difference]:

@@ -186,7 +186,9 @@ def test_headers_ids_and_cursors_have_patterns(document: dict[str, Any]) -> None
             if name in ("If-Match", "Idempotency-Key", "cursor"):
                 assert schema.get("pattern") and schema.get("maxLength"), f"{where} has no pattern and length"
                 re.compile(schema["pattern"])
-            if parameter["in"] == "path" and name.endswith("_id") and not path.startswith("/public/"):
+            if parameter["in"] == "path" and name == "external_id":  # the site's own id for its visitor, not one of ours
+                assert schema.get("maxLength") and schema.get("minLength"), f"{where} has no length"
+            elif parameter["in"] == "path" and name.endswith("_id") and not path.startswith("/public/"):
                 assert schema.get("format") == "uuid", f"{where} is not a UUID"
 
 

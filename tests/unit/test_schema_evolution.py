@@ -25,6 +25,7 @@ from application.agents import AgentService
 from application.commands import Caller
 from application.conversations import ConversationService, Grant, LiveWidget, RoomTicket
 from application.history import HistoryService
+from application.personal_data import PersonalDataService
 from application.store import EventStore
 from application.webhook_endpoints import WebhookEndpointService
 from application.widgets import WidgetService
@@ -54,6 +55,7 @@ CURRENT_CLASSES: dict[str, type[Any]] = {
     t.WIDGET_DELETED: Widget.Deleted,
     t.WIDGET_IDENTITY_KEY_ADDED: Widget.IdentityKeyAdded,
     t.WIDGET_IDENTITY_KEY_REMOVED: Widget.IdentityKeyRemoved,
+    t.CONVERSATION_PERSONAL_DATA_ERASED: Conversation.PersonalDataErased,
     t.AGENT_CREATED: Agent.Created,
     t.AGENT_VERSION_CREATED: Agent.VersionCreated,
     t.AGENT_VERSION_PUBLISHED: Agent.VersionPublished,
@@ -303,6 +305,7 @@ def one_of_each_event(agents: AgentService, widgets: WidgetService, conversation
     conversations.submit_form(seen, started.conversation_id, started.resume_token, "contact", {"email": "ada@example.com"})
     conversations.give_feedback(seen, started.conversation_id, started.resume_token, 5, None)
     conversations.end(seen, started.conversation_id, started.resume_token)
+    PersonalDataService(conversations.store).erase(ALICE, widget_id, started.conversation_id)
     widgets.unpublish(ALICE, widget_id)
     agents.unpublish_version(ALICE, agent.id, first.id)
     widgets.delete(ALICE, widget_id)
