@@ -22,6 +22,7 @@ from api.schemas import (
     AgentOut,
     DomainsChange,
     IdentityKeyAdd,
+    RetentionChange,
     VersionCreate,
     VersionOut,
     VersionPin,
@@ -182,6 +183,15 @@ class WidgetController(Controller):
          responses=WRITE_ERRORS, response_headers=WIDGET_HEADERS)
     def change_domains(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID], data: JSONBody[DomainsChange], if_match: IfMatch = None) -> Response[WidgetOut]:
         return with_etag(services.widgets.change_domains(caller, widget_id, data.domains, expected_version(if_match)))
+
+    @put("/{widget_id:uuid}/retention", sync_to_thread=True, operation_id="change_widget_retention",
+         summary="Set how long conversations' personal data is kept",
+         description="`days` after a conversation's last activity its personal data is erased (reason `retention`) by the "
+                     "projection process within a minute; 0 erases it as soon as the conversation ends; null keeps it until "
+                     "erased (`widgets:write`).",
+         responses=WRITE_ERRORS, response_headers=WIDGET_HEADERS)
+    def change_retention(self, caller: NamedDependency[Caller], services: NamedDependency[Services], widget_id: FromPath[UUID], data: JSONBody[RetentionChange], if_match: IfMatch = None) -> Response[WidgetOut]:
+        return with_etag(services.widgets.change_retention(caller, widget_id, data.days, expected_version(if_match)))
 
     @put("/{widget_id:uuid}/agent-version", sync_to_thread=True, operation_id="pin_widget_agent_version",
          summary="Pin an agent version",

@@ -27,7 +27,7 @@ def row_out(row: WidgetRow) -> WidgetOut:
         id=row.id, organization_id=row.organization_id, agent_id=row.agent_id, agent_version_id=row.agent_version_id,
         domains=row.domains, published=row.published, live=row.live, deleted=row.deleted, config=row.config,
         identity_keys=[IdentityKeyOut(k.kid, k.alg, k.added_at) for k in row.identity_keys],
-        created_at=row.created_at, updated_at=row.updated_at, version=row.version,
+        created_at=row.created_at, updated_at=row.updated_at, version=row.version, retention_days=row.retention_days,
     )
 
 

@@ -91,6 +91,9 @@ def project() -> None:
     models = build_runners(settings, store, db)
     serve_metrics(settings)
     stopping = threading.Event()
+    from api.retention import RetentionSweep
+
+    RetentionSweep(store, db).start(stopping)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     threads = []
@@ -132,6 +135,23 @@ def rebuild(projection: str | None) -> None:
         store.close()
     if not settings.redis_url and "public_lookup" in names:
         click.echo("public_lookup is in-process in the embedded mode: each server rebuilds it at start.", err=True)
+
+
+@main.command()
+def retention() -> None:
+    """Erase now every conversation past its widget's retention (the projection process does it every 30 s)."""
+    from api.retention import RetentionSweep
+    from infrastructure.eventstore import open_event_store
+    from infrastructure.sql import Database
+
+    settings = Settings.from_env()
+    store, db = open_event_store(settings), Database(settings)
+    try:
+        erased = RetentionSweep(store, db).run_once()
+    finally:
+        db.close()
+        store.close()
+    click.echo(f"Erased the personal data of {erased} conversation(s) past their widget's retention.")
 
 
 @main.command()

@@ -11,6 +11,7 @@ from msgspec import Meta, Struct
 
 from application.widgets import WidgetState
 from domain.agent import Agent, AgentVersion
+from domain.widget import MAX_RETENTION_DAYS
 
 ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*\Z"  # as config's one-line texts: no NUL, control characters or line breaks
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=ONE_LINE)]
@@ -36,6 +37,12 @@ class WidgetCreate(Struct, forbid_unknown_fields=True):
 
 class DomainsChange(Struct, forbid_unknown_fields=True):
     domains: DomainList
+
+
+class RetentionChange(Struct, forbid_unknown_fields=True):
+    """How many days after a conversation's last activity its personal data is kept (0: until it ends); null: until erased."""
+
+    days: Annotated[int, Meta(ge=0, le=MAX_RETENTION_DAYS)] | None
 
 
 class VersionPin(Struct, forbid_unknown_fields=True):
@@ -85,6 +92,7 @@ class WidgetOut(Struct):
     created_at: datetime
     updated_at: datetime
     version: int
+    retention_days: int | None = None  # days a conversation's personal data is kept after its last activity; null: until erased
 
 
 class WidgetPage(Struct):
@@ -121,6 +129,7 @@ def widget_out(state: WidgetState) -> WidgetOut:
         deleted=w.deleted,
         config=w.config,
         identity_keys=[IdentityKeyOut(k["kid"], k["alg"], k["added_at"]) for k in w.identity_keys.values()],
+        retention_days=w.retention_days,
         created_at=w.created_on,
         updated_at=w.modified_on,
         version=w.version,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -50,6 +51,7 @@ class Services:
     webhook_endpoints: WebhookEndpointService
     personal_data: PersonalDataService
     reader: Any = None  # the public reader; built on the event loop at startup
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def public_cache_control(self) -> bytes:
@@ -101,8 +103,13 @@ class Services:
 
     def start(self) -> None:
         self.read_models.start()
+        if self.settings.projections_in_process:
+            from api.retention import RetentionSweep
+
+            RetentionSweep(self.store, self.db).start(self.stopping)
 
     def close(self) -> None:
+        self.stopping.set()
         self.read_models.stop()
         self.installation_store.close()
         self.db.close()

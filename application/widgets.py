@@ -92,6 +92,10 @@ class WidgetService:
         allowed = AllowedDomains.parse(domains)
         return self._change(caller, widget_id, lambda w: w.change_domains(allowed, caller.actor), expected_version)
 
+    def change_retention(self, caller: Caller, widget_id: UUID, days: int | None, expected_version: int | None = None) -> WidgetState:
+        caller.require(WRITE)
+        return self._change(caller, widget_id, lambda w: w.change_retention(days, caller.actor), expected_version)
+
     def pin_version(
         self, caller: Caller, widget_id: UUID, agent_version_id: UUID, agent_id: UUID | None = None, expected_version: int | None = None
     ) -> WidgetState:

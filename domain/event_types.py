@@ -14,6 +14,7 @@ WIDGET_UNPUBLISHED = "widget.unpublished"
 WIDGET_DELETED = "widget.deleted"
 WIDGET_IDENTITY_KEY_ADDED = "widget.identity_key_added"
 WIDGET_IDENTITY_KEY_REMOVED = "widget.identity_key_removed"
+WIDGET_RETENTION_CHANGED = "widget.retention_changed"
 
 AGENT = "agent"
 AGENT_CREATED = "agent.created"

@@ -20,6 +20,8 @@ from domain.domains import AllowedDomains
 from domain.errors import AgentVersionNotPublishedError, FieldError, NotFoundError, ValidationError, WidgetDeletedError
 from domain.identity import MAX_IDENTITY_KEYS, IdentityKey
 
+MAX_RETENTION_DAYS = 36_500
+
 
 class Widget(Aggregate):
     TOPIC = t.WIDGET
@@ -162,6 +164,21 @@ class Widget(Aggregate):
             raise NotFoundError("Identity key", kid)
         self.trigger_event(self.IdentityKeyRemoved, kid=kid, actor=actor)
 
+    def change_retention(self, days: int | None, actor: str) -> bool:
+        """Keep conversations' personal data `days` after their last activity (0: until they end; None: until erased)."""
+        self.check_not_deleted()
+        if days is not None and not 0 <= days <= MAX_RETENTION_DAYS:
+            raise ValidationError([FieldError("days", f"must be a whole number of days from 0 to {MAX_RETENTION_DAYS}, or null")],
+                                  "The retention is not valid.")
+        if days == self.retention_days:
+            return False
+        self.trigger_event(self.RetentionChanged, days=days, actor=actor)
+        return True
+
+    @property
+    def retention_days(self) -> int | None:
+        return self.__dict__.get("_retention_days")  # widgets recorded before retention existed keep everything
+
     def check_not_deleted(self) -> None:
         if self.deleted:
             raise WidgetDeletedError(f"Widget {self.id} has been deleted.")
@@ -204,6 +221,14 @@ class Widget(Aggregate):
         def apply(self, aggregate: Aggregate) -> None:
             entry = {"kid": self.kid, "alg": self.alg, "jwk": dict(self.jwk), "added_at": self.timestamp}
             aggregate.identity_keys = {**aggregate.identity_keys, self.kid: entry}  # type: ignore[attr-defined]
+
+    class RetentionChanged(Aggregate.Event):
+        TOPIC = t.WIDGET_RETENTION_CHANGED
+        days: int | None
+        actor: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            aggregate._retention_days = self.days  # type: ignore[attr-defined]
 
     class IdentityKeyRemoved(Aggregate.Event):
         TOPIC = t.WIDGET_IDENTITY_KEY_REMOVED

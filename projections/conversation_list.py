@@ -8,7 +8,7 @@ empties them here too, and drops the verified visitor's lookup row.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import singledispatchmethod
 from typing import Any
 
@@ -31,7 +31,17 @@ SCHEMA = [
         started_at TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS conversation_visitors_by_ref
         ON conversation_visitors (organization_id, visitor_ref, widget_id, started_at, id)""",
+    # When each conversation was last active, for retention: a widget's conversations past their time, unerased.
+    """CREATE TABLE IF NOT EXISTS conversation_activity (
+        id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, widget_id TEXT NOT NULL, last_active_at TEXT NOT NULL,
+        ended INTEGER NOT NULL, erased INTEGER NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS conversation_activity_by_widget ON conversation_activity (widget_id, erased, last_active_at)""",
 ]
+
+
+def sortable(moment: datetime) -> str:
+    """A UTC time as text that sorts as the time does (a fixed width, microseconds always written)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 class SubmittedForm(msgspec.Struct):
@@ -178,8 +188,8 @@ class ConversationListProjection:
 class ConversationListView(SqlView):
     name = NAME
     schema = SCHEMA
-    tables = ("conversation_list", "conversation_visitors")
-    format = 2  # 2: personal values sealed (format 1 rows hold them in the clear)
+    tables = ("conversation_list", "conversation_visitors", "conversation_activity")
+    format = 3  # 2: personal values sealed (format 1 rows hold them in the clear); 3: conversation_activity
 
     def scrubs(self, changes: ConversationChanges) -> bool:
         return bool(changes.unlinked)
@@ -201,6 +211,24 @@ class ConversationListView(SqlView):
             [(i, rows[i].organization_id, rows[i].widget_id, ref, rows[i].started_at.isoformat()) for i, ref in changes.refs.items()],
         )
         tx.executemany("DELETE FROM conversation_visitors WHERE id = ?", [(i,) for i in sorted(changes.unlinked)])
+        tx.executemany(
+            """INSERT INTO conversation_activity (id, organization_id, widget_id, last_active_at, ended, erased)
+               VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_active_at = excluded.last_active_at,
+               ended = excluded.ended, erased = excluded.erased""",
+            [(r.id, r.organization_id, r.widget_id, sortable(r.updated_at), int(r.ended), int(r.erased_at is not None))
+             for r in rows.values()],
+        )
+
+    def past_retention(self, widget_id: str, days: int, now: datetime) -> list[tuple[str, str]]:
+        """(conversation id, organization id) of a widget's unerased conversations last active more than `days` ago;
+        with 0 days, those that have ended."""
+        cutoff = sortable(now - timedelta(days=days))
+        ended = " AND ended = 1" if days == 0 else ""
+        found = self.db.query(
+            f"""SELECT id, organization_id FROM conversation_activity
+                WHERE widget_id = ? AND erased = 0 AND last_active_at <= ?{ended} ORDER BY last_active_at, id""",
+            [widget_id, cutoff])
+        return [(i, o) for i, o in found]
 
     def of_visitor(self, organization_id: str, visitor_refs: Sequence[str], widget_id: str | None = None,
                    limit: int = 100) -> list[VisitorConversation]:

@@ -60,6 +60,8 @@ def dump_sql(db: Database, name: str) -> dict[str, Any]:
         out |= {f"conversation {i}": _json(j) for i, j in db.query("SELECT id, row_json FROM conversation_list")}
         out |= {f"visitor of {i}": [o, w, r, s] for i, o, w, r, s in
                 db.query("SELECT id, organization_id, widget_id, visitor_ref, started_at FROM conversation_visitors")}
+        out |= {f"activity of {i}": [o, w, t, e, x] for i, o, w, t, e, x in
+                db.query("SELECT id, organization_id, widget_id, last_active_at, ended, erased FROM conversation_activity")}
     elif name == "audit_feed":
         out |= {f"event {p}": {"organization_id": o, **_json(j)} for p, o, j in
                 db.query("SELECT position, organization_id, event_json FROM audit_feed")}

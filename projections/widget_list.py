@@ -62,6 +62,11 @@ class WidgetListView(SqlView):
         )
         tx.executemany("DELETE FROM widget_list_pins WHERE version_id = ? AND widget_id = ?", sorted(changes.unpinned))
 
+    def with_retention(self) -> list[WidgetRow]:
+        """The undeleted widgets that keep personal data for a limited time."""
+        rows = [_decode_row(j) for (j,) in self.db.query("SELECT row_json FROM widget_list WHERE deleted = ?", [False])]
+        return [r for r in rows if r.retention_days is not None]
+
     def page(self, organization_id: str, limit: int, cursor: str | None) -> tuple[list[WidgetRow], str | None]:
         """This organization's widgets, newest first, from a cursor."""
         found, next_cursor = self.newest_first("widget_list", "created_at", "organization_id = ? AND deleted = ?",

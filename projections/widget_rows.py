@@ -41,6 +41,7 @@ class WidgetRow(msgspec.Struct, kw_only=True):
     deleted: bool = False
     live: bool = False
     identity_keys: list[IdentityKeyRow] = []
+    retention_days: int | None = None
     created_at: datetime
     updated_at: datetime
     version: int
@@ -92,6 +93,7 @@ class WidgetRowsProjection:
     topics: Sequence[str] = (
         "widget.created", "widget.domains_changed", "widget.version_pinned", "widget.config_changed",
         "widget.published", "widget.unpublished", "widget.deleted", "widget.identity_key_added", "widget.identity_key_removed",
+        "widget.retention_changed",
         "agent.version_created", "agent.version_published", "agent.version_unpublished",
     )
 
@@ -180,6 +182,12 @@ class WidgetRowsProjection:
     def _(self, event: Widget.IdentityKeyAdded) -> None:
         if row := self._row(event):
             row.identity_keys = [*row.identity_keys, IdentityKeyRow(event.kid, event.alg, dict(event.jwk), event.timestamp)]
+            self._touch(row, event)
+
+    @process_event.register
+    def _(self, event: Widget.RetentionChanged) -> None:
+        if row := self._row(event):
+            row.retention_days = event.days
             self._touch(row, event)
 
     @process_event.register

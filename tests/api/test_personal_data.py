@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from api.retention import RetentionSweep
 from infrastructure.settings import Settings
 from projections.setup import rebuild_outdated
 from projections.verify import verify_erasures
@@ -193,3 +196,98 @@ def test_read_models_written_before_sealing_are_rebuilt_once_at_startup_without_
     assert grant["conversation_id"].encode() in rows and b"Zachariah" not in rows
     assert conversations_of(org_a, app, widget["id"])[grant["conversation_id"]]["visitor"]["name"] == "Zachariah"
     assert rebuild_outdated(services.store, db) == []
+
+
+# ---- retention ------------------------------------------------------------------------------------------------------
+
+
+def retain(admin: Admin, widget_id: str, body: Any) -> Any:
+    return admin.call("PUT", f"/v1/widgets/{widget_id}/retention", json=body)
+
+
+def sweep(app: Litestar, now: datetime) -> int:
+    sync(app)
+    services = app.state.services
+    erased = RetentionSweep(services.store, services.db).run_once(now)
+    sync(app)
+    return erased
+
+
+def test_setting_retention_answers_the_widget_with_retention_days_and_records_the_change(org_a: Admin, app: Litestar) -> None:
+    widget = live_widget(org_a, app)
+    assert widget["retention_days"] is None
+    response = retain(org_a, widget["id"], {"days": 30})
+    assert response.status_code == 200, response.text
+    assert response.json()["retention_days"] == 30 and response.headers["ETag"] == f'"{response.json()["version"]}"'
+    assert org_a.call("GET", f"/v1/widgets/{widget['id']}").json()["retention_days"] == 30
+    sync(app)
+    listed = {w["id"]: w for w in org_a.call("GET", "/v1/widgets").json()["items"]}
+    assert listed[widget["id"]]["retention_days"] == 30
+    history = org_a.call("GET", f"/v1/widgets/{widget['id']}/history").json()["items"]
+    assert history[-1]["type"] == "widget.retention_changed" and history[-1]["data"] == {"days": 30}
+    same = retain(org_a, widget["id"], {"days": 30})
+    assert same.status_code == 200 and same.json()["version"] == response.json()["version"]  # nothing changed, nothing recorded
+    assert retain(org_a, widget["id"], {"days": None}).json()["retention_days"] is None
+
+
+@pytest.mark.parametrize("body", [{"days": -1}, {"days": 36_501}, {"days": "thirty"}, {"days": 1.5}, {}, {"days": 3, "extra": 1}])
+def test_a_retention_that_is_not_0_to_36500_days_or_null_is_400_naming_the_field(org_a: Admin, app: Litestar, body: Any) -> None:
+    widget = live_widget(org_a, app)
+    response = retain(org_a, widget["id"], body)
+    assert_problem(response, 400, "invalid_request")
+    assert response.json()["errors"][0]["field"] in ("days", "extra")
+    assert org_a.call("GET", f"/v1/widgets/{widget['id']}").json()["version"] == widget["version"]
+
+
+def test_another_organizations_widget_retention_is_404(org_a: Admin, org_b: Admin, app: Litestar) -> None:
+    theirs = live_widget(org_b, app)
+    assert_problem(retain(org_a, theirs["id"], {"days": 1}), 404, "not_found")
+    assert org_b.call("GET", f"/v1/widgets/{theirs['id']}").json()["retention_days"] is None
+
+
+def test_conversations_past_their_widgets_retention_are_erased_by_the_sweep(
+    org_a: Admin, app: Litestar, client: TestClient[Litestar]
+) -> None:
+    widget, kept_forever = live_widget(org_a, app), live_widget(org_a, app)
+    assert retain(org_a, widget["id"], {"days": 30}).status_code == 200
+    old, other = talked(client, widget["id"], "Agatha"), talked(client, kept_forever["id"], "Bertram")
+    now = datetime.now(UTC)
+    assert sweep(app, now + timedelta(days=29)) == 0
+    assert conversations_of(org_a, app, widget["id"])[old["conversation_id"]]["erased_at"] is None
+    assert sweep(app, now + timedelta(days=31)) == 1
+    row = conversations_of(org_a, app, widget["id"])[old["conversation_id"]]
+    assert row["erased_at"] is not None and row["visitor"] == {}
+    erasure = [e for e in audit_of(org_a, old["conversation_id"]) if e["type"] == "conversation.personal_data_erased"]
+    assert erasure[0]["data"]["reason"] == "retention" and erasure[0]["actor"] == "retention"
+    assert sweep(app, now + timedelta(days=365)) == 0  # erased once; the widget without retention keeps everything
+    assert conversations_of(org_a, app, kept_forever["id"])[other["conversation_id"]]["visitor"]["name"] == "Bertram"
+
+
+def test_zero_days_erases_a_conversation_as_soon_as_it_ends(org_a: Admin, app: Litestar, client: TestClient[Litestar]) -> None:
+    widget = live_widget(org_a, app)
+    assert retain(org_a, widget["id"], {"days": 0}).status_code == 200
+    ended, going_on = talked(client, widget["id"], "Cornelius"), talked(client, widget["id"], "Dorothea")
+    assert conversation_call(client, widget["id"], ended["conversation_id"], "end",
+                             {"resume_token": ended["resume_token"]}).status_code == 202
+    assert sweep(app, datetime.now(UTC)) == 1
+    rows = conversations_of(org_a, app, widget["id"])
+    assert rows[ended["conversation_id"]]["erased_at"] is not None and rows[going_on["conversation_id"]]["erased_at"] is None
+
+
+def test_widgets_retention_erases_on_demand(org_a: Admin, app: Litestar, client: TestClient[Litestar], settings: Settings) -> None:
+    from click.testing import CliRunner
+
+    from api.cli import main
+    from infrastructure.settings import env_name
+
+    widget = live_widget(org_a, app)
+    assert retain(org_a, widget["id"], {"days": 0}).status_code == 200
+    grant = talked(client, widget["id"], "Eustace")
+    assert conversation_call(client, widget["id"], grant["conversation_id"], "end",
+                             {"resume_token": grant["resume_token"]}).status_code == 202
+    sync(app)
+    env = {env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(settings)}  # this wiring
+    result = CliRunner().invoke(main, ["retention"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "1 conversation" in result.output
+    assert conversations_of(org_a, app, widget["id"])[grant["conversation_id"]]["erased_at"] is not None

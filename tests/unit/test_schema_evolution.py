@@ -56,6 +56,7 @@ CURRENT_CLASSES: dict[str, type[Any]] = {
     t.WIDGET_IDENTITY_KEY_ADDED: Widget.IdentityKeyAdded,
     t.WIDGET_IDENTITY_KEY_REMOVED: Widget.IdentityKeyRemoved,
     t.CONVERSATION_PERSONAL_DATA_ERASED: Conversation.PersonalDataErased,
+    t.WIDGET_RETENTION_CHANGED: Widget.RetentionChanged,
     t.AGENT_CREATED: Agent.Created,
     t.AGENT_VERSION_CREATED: Agent.VersionCreated,
     t.AGENT_VERSION_PUBLISHED: Agent.VersionPublished,
@@ -297,6 +298,7 @@ def one_of_each_event(agents: AgentService, widgets: WidgetService, conversation
     widgets.add_identity_key(ALICE, widget_id, SiteKey.generate("ES256", "old").public_jwk)
     widgets.add_identity_key(ALICE, widget_id, SiteKey.generate("EdDSA", "new").public_jwk)
     widgets.remove_identity_key(ALICE, widget_id, "old")
+    widgets.change_retention(ALICE, widget_id, 30)
     widgets.publish(ALICE, widget_id)
     live = widgets.get_widget(ALICE, widget_id).widget
     seen = LiveWidget(str(widget_id), live.organization_id, str(live.agent_id), str(live.agent_version_id), live.config)
