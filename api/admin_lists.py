@@ -119,7 +119,7 @@ def conversations_out(services: Services, rows: list[ConversationRow]) -> list[C
         feedback = (FeedbackOut(r.feedback.rating, opener.open(cid, "comment", r.feedback.comment), r.feedback.given_at)
                     if r.feedback else None)
         if r.erased_at is not None:
-            visitor, forms = {}, [SubmittedFormOut(f.form_id, {}, f.submitted_at) for f in forms]
+            visitor = {}  # the row's values are emptied already; an erased visitor is not even "verified: false"
         items.append(ConversationOut(
             id=r.id, widget_id=r.widget_id, agent_id=r.agent_id, agent_version_id=r.agent_version_id, channel=r.channel,
             started_at=r.started_at, updated_at=r.updated_at, rooms=r.rooms, ended=r.ended, ended_by=r.ended_by,

@@ -192,11 +192,7 @@ class ConversationService:
         return True
 
     def _get(self, conversation_id: UUID) -> Conversation | None:
-        try:
-            found = self.store.repository.get(conversation_id)
-        except AggregateNotFoundError:
-            return None
-        return found if isinstance(found, Conversation) else None
+        return get_conversation(self.store, conversation_id)
 
     def _load(self, widget: LiveWidget, conversation_id: UUID, resume_token: str | None, who: Identified = ANONYMOUS) -> Conversation:
         """The conversation, only for its own widget and with its resume token (or, from `resume`, the verified
@@ -230,6 +226,15 @@ class ConversationService:
             visitor=who.metadata,
             context=who.context,
         )
+
+
+def get_conversation(store: EventStore, conversation_id: UUID) -> Conversation | None:
+    """The conversation with this id; None if there is none (or the id is another aggregate's)."""
+    try:
+        found = store.repository.get(conversation_id)
+    except AggregateNotFoundError:
+        return None
+    return found if isinstance(found, Conversation) else None
 
 
 def _did(_: object) -> bool:

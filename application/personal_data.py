@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-
 from application.commands import Caller, change
+from application.conversations import get_conversation
 from application.store import EventStore
 from domain.conversation import ERASURE_REASONS, Conversation
 from domain.errors import NotFoundError
@@ -27,16 +26,9 @@ class PersonalDataService:
     def __init__(self, store: EventStore) -> None:
         self.store = store
 
-    def _get(self, conversation_id: UUID) -> Conversation | None:
-        try:
-            found = self.store.repository.get(conversation_id)
-        except AggregateNotFoundError:
-            return None
-        return found if isinstance(found, Conversation) else None
-
     def load(self, caller: Caller, widget_id: UUID | None, conversation_id: UUID) -> Conversation:
         """The conversation, of the caller's organization (and of this widget); anything else is not found."""
-        found = self._get(conversation_id)
+        found = get_conversation(self.store, conversation_id)
         if found is None or found.organization_id != caller.organization_id or (
                 widget_id is not None and found.widget_id != widget_id):
             raise NotFoundError("Conversation", conversation_id)

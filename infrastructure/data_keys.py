@@ -90,7 +90,7 @@ class PostgresKeyTable:
             deleted = curs.rowcount
             curs.executemany(f"INSERT INTO {self._qualified(self.erased_keys_table)} (conversation_id) VALUES (%s) "
                              "ON CONFLICT (conversation_id) DO NOTHING", [(cid,) for cid in ids])
-        self.scrub(self.data_keys_table)
+        self.scrub(self.data_keys_table, full=True)
         return int(deleted)
 
     def iter_data_keys(self, batch: int = BATCH) -> Iterator[list[tuple[UUID, bytes]]]:
@@ -126,11 +126,14 @@ class PostgresKeyTable:
             self.scrub(self.events_table_name)
         return changed
 
-    def scrub(self, table: str) -> None:
+    def scrub(self, table: str, full: bool = False) -> None:
         """Remove dead tuples (VACUUM cannot run in a transaction: the pool's connections are in autocommit), then
-        write the cleaned pages to the table files now rather than at the next checkpoint, where the role may."""
+        write the cleaned pages to the table files now rather than at the next checkpoint, where the role may.
+
+        Plain VACUUM marks a dead tuple's space free but leaves its bytes in the page (seen on PostgreSQL 15); `full`
+        rewrites the table, so none survive. The key table takes it: a destroyed key's wrapped bytes must go."""
         with self.datastore.get_connection() as conn:
-            conn.execute(f"VACUUM {self._qualified(table)}", prepare=False)
+            conn.execute(f"VACUUM {'FULL ' if full else ''}{self._qualified(table)}", prepare=False)
             try:
                 conn.execute("CHECKPOINT", prepare=False)
             except psycopg.errors.InsufficientPrivilege:
