@@ -97,8 +97,37 @@ CORS_HEADERS = {
     "Vary": _header("`Origin`: answers differ by origin", {"type": "string"}),
 }
 
-# Where an answer's ids lead: (operation id, status) -> {link name: (target operation id, {parameter: expression})}.
-LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str]]]] = {
+# Where an answer's ids lead: (operation id, status) -> {link name: (target operation id, {parameter: expression}[, body])}.
+# A body, when given, is merged into the one a client (or schemathesis) would send; an `ETag` answered is the next
+# change's `If-Match`, so a chain of calls meets no 412 it did not ask for.
+WIDGET = "$response.body#/id"
+WIDGET_AT_VERSION = {"widget_id": WIDGET, "header.If-Match": "$response.header.ETag"}
+WIDGET_LINKS: dict[str, tuple[str, dict[str, str]]] = {
+    "GetWidget": ("get_widget", {"widget_id": WIDGET}),
+    "ChangeDomains": ("change_widget_domains", WIDGET_AT_VERSION),
+    "PinVersion": ("pin_widget_agent_version", WIDGET_AT_VERSION),
+    "ReplaceConfig": ("replace_widget_config", WIDGET_AT_VERSION),
+    "PatchConfig": ("patch_widget_config", WIDGET_AT_VERSION),
+    "ChangeRetention": ("change_widget_retention", WIDGET_AT_VERSION),
+    "AddIdentityKey": ("add_identity_key", WIDGET_AT_VERSION),
+    "Publish": ("publish_widget", WIDGET_AT_VERSION),
+    "Unpublish": ("unpublish_widget", WIDGET_AT_VERSION),
+    "History": ("get_widget_history", {"widget_id": WIDGET}),
+    "Conversations": ("list_widget_conversations", {"widget_id": WIDGET}),
+    "Stats": ("get_widget_stats", {"widget_id": WIDGET}),
+    "Installations": ("list_widget_installations", {"widget_id": WIDGET}),
+    "Delete": ("delete_widget", WIDGET_AT_VERSION),
+    "PublicConfig": ("get_public_widget_config", {"widget_id": WIDGET}),
+    "StartConversation": ("start_conversation", {"widget_id": WIDGET}),
+    "VisitorConversations": ("list_visitor_conversations", {"widget_id": WIDGET}),
+}
+# A widget on the version just created or published, on a domain that is surely valid (the rest as generated).
+NEW_WIDGET = ("create_widget", {}, {"agent_id": "$response.body#/agent_id", "agent_version_id": "$response.body#/id",
+                                    "domains": ["example.com"]})
+RESUME_TOKEN = {"resume_token": "$response.body#/resume_token"}
+CONVERSATION = {"widget_id": "$request.path.widget_id", "cid": "$response.body#/conversation_id"}
+ENDPOINT = {"endpoint_id": "$response.body#/id", "header.If-Match": "$response.header.ETag"}
+LINKS: dict[tuple[str, str], dict[str, tuple[Any, ...]]] = {
     ("create_agent", "201"): {
         "GetAgent": ("get_agent", {"agent_id": "$response.body#/id"}),
         "CreateVersion": ("create_agent_version", {"agent_id": "$response.body#/id"}),
@@ -108,20 +137,24 @@ LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str]]]] = {
                            {"agent_id": "$response.body#/agent_id", "version_id": "$response.body#/id"}),
         "UnpublishVersion": ("unpublish_agent_version",
                              {"agent_id": "$response.body#/agent_id", "version_id": "$response.body#/id"}),
+        "CreateWidget": NEW_WIDGET,
     },
-    ("create_widget", "201"): {
-        "GetWidget": ("get_widget", {"widget_id": "$response.body#/id"}),
-        "ChangeDomains": ("change_widget_domains", {"widget_id": "$response.body#/id"}),
-        "PinVersion": ("pin_widget_agent_version", {"widget_id": "$response.body#/id"}),
-        "ReplaceConfig": ("replace_widget_config", {"widget_id": "$response.body#/id"}),
-        "PatchConfig": ("patch_widget_config", {"widget_id": "$response.body#/id"}),
-        "Publish": ("publish_widget", {"widget_id": "$response.body#/id"}),
-        "Unpublish": ("unpublish_widget", {"widget_id": "$response.body#/id"}),
-        "History": ("get_widget_history", {"widget_id": "$response.body#/id"}),
-        "Conversations": ("list_widget_conversations", {"widget_id": "$response.body#/id"}),
-        "Delete": ("delete_widget", {"widget_id": "$response.body#/id"}),
-        "PublicConfig": ("get_public_widget_config", {"widget_id": "$response.body#/id"}),
-        "StartConversation": ("start_conversation", {"widget_id": "$response.body#/id"}),
+    ("publish_agent_version", "200"): {"CreateWidget": NEW_WIDGET},
+    ("create_widget", "201"): WIDGET_LINKS,
+    ("publish_widget", "200"): WIDGET_LINKS,
+    ("start_conversation", "201"): {
+        "EndConversation": ("end_conversation", CONVERSATION, RESUME_TOKEN),
+        "GiveFeedback": ("give_conversation_feedback", CONVERSATION, RESUME_TOKEN),
+        "ResumeConversation": ("resume_conversation", CONVERSATION, RESUME_TOKEN),
+        "SubmitForm": ("submit_conversation_form", CONVERSATION, RESUME_TOKEN),
+        "ErasePersonalData": ("erase_conversation_personal_data",
+                              {"widget_id": "$request.path.widget_id", "conversation_id": "$response.body#/conversation_id"}),
+    },
+    ("create_webhook_endpoint", "201"): {
+        "GetEndpoint": ("get_webhook_endpoint", {"endpoint_id": "$response.body#/id"}),
+        "ChangeEndpoint": ("change_webhook_endpoint", ENDPOINT),
+        "RotateSecret": ("rotate_webhook_endpoint_secret", ENDPOINT),
+        "DeleteEndpoint": ("delete_webhook_endpoint", ENDPOINT),
     },
 }
 
@@ -215,9 +248,12 @@ def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
                 headers["Retry-After"] = RETRY_AFTER
             if path.startswith("/public/v1/"):
                 headers.update(CORS_HEADERS)
-            for name, (target, parameters) in LINKS.get((operation["operationId"], status), {}).items():
+            for name, (target, parameters, *body) in LINKS.get((operation["operationId"], status), {}).items():
                 if target in ids:
-                    response.setdefault("links", {})[name] = {"operationId": target, "parameters": parameters}
+                    link: dict[str, Any] = {"operationId": target, "parameters": parameters}
+                    if body:
+                        link["requestBody"] = body[0]
+                    response.setdefault("links", {})[name] = link
     for name, examples in openapi_examples.SCHEMA_EXAMPLES.items():
         if name in schemas:
             schemas[name]["examples"] = examples
