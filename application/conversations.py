@@ -147,7 +147,7 @@ class ConversationService:
                 tokens.append(secrets.token_urlsafe(32))  # _load let a verified visitor in on their own conversation
                 token_hash = hash_resume_token(tokens[-1])
             conversation.resume(new_room(conversation.id), new_identity(), UUID(widget.agent_id), UUID(widget.agent_version_id),
-                                token_hash)
+                                token_hash, who.stored_context)
             tickets.append(self._ticket(conversation, who, conversation.visitor.get("name")))
             return True
 

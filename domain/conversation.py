@@ -80,12 +80,13 @@ class Conversation(Aggregate):
         return self.ended_by == ENDED_BY_VISITOR
 
     def resume(self, room: str, participant_identity: str, agent_id: UUID, agent_version_id: UUID,
-               resume_token_hash: str | None = None) -> None:
+               resume_token_hash: str | None = None, context: dict[str, Any] | None = None) -> None:
         """Continue in a fresh room, with the agent version the widget serves at this moment; a verified visitor
-        resuming without the resume token (on another device) gets a token of their own, `resume_token_hash`'s."""
+        resuming without the resume token (on another device) gets a token of their own, `resume_token_hash`'s.
+        `context`: what the page and the token told the agent this time (personal, sealed at rest), None if nothing."""
         self.check_open()
         self._resumed(room=room, participant_identity=participant_identity, agent_id=agent_id, agent_version_id=agent_version_id,
-                      resume_token_hash=resume_token_hash)
+                      resume_token_hash=resume_token_hash, context=context)
 
     def submit_form(self, form_id: str, values: dict[str, Any]) -> None:
         self.check_open()
@@ -113,9 +114,28 @@ class Conversation(Aggregate):
         if self.closed:
             raise ConversationEndedError(f"Conversation {self.id} has been ended by the visitor.")
 
-    @event("Resumed", topic=t.CONVERSATION_RESUMED)
+    class Resumed(Aggregate.Event):
+        """Version 2 added `context` (what the page and the token told the agent at this resume, sealed at rest);
+        version 1 events lack it, and the oldest lack `resume_token_hash` too."""
+
+        TOPIC = t.CONVERSATION_RESUMED
+        class_version = 2
+
+        room: str
+        participant_identity: str
+        agent_id: UUID
+        agent_version_id: UUID
+        resume_token_hash: str | None
+        context: dict[str, Any] | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("resume_token_hash", None)
+            state.setdefault("context", None)
+
+    @event(Resumed)
     def _resumed(self, room: str, participant_identity: str, agent_id: UUID, agent_version_id: UUID,
-                 resume_token_hash: str | None = None) -> None:
+                 resume_token_hash: str | None = None, context: dict[str, Any] | None = None) -> None:
         if resume_token_hash is not None:
             self.other_token_hashes = [*self.other_token_hashes, resume_token_hash]
         self.room = room

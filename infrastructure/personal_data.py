@@ -83,6 +83,7 @@ _FINGERPRINT = 8
 
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     t.CONVERSATION_STARTED: ("visitor", "context"),  # with identity (#18), visitor holds the verified claims
+    t.CONVERSATION_RESUMED: ("context",),  # the context given at a resume (#18)
     t.CONVERSATION_FORM_SUBMITTED: ("values",),
     t.CONVERSATION_FEEDBACK_GIVEN: ("comment",),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -311,6 +312,35 @@ def test_a_verified_visitor_resumes_their_conversation_without_its_resume_token(
     assert conversation_call(client, widget["id"], grant["conversation_id"], "resume", {"resume_token": grant["resume_token"]}).status_code == 200
     ended = conversation_call(client, widget["id"], grant["conversation_id"], "end", {"resume_token": body["resume_token"]})
     assert ended.status_code == 202
+
+
+def test_the_context_given_at_a_resume_is_recorded_sealed_and_erased_with_the_rest(
+    org_a: Admin, app: Litestar, client: TestClient[Litestar], settings: Settings
+) -> None:
+    key = SiteKey.generate("EdDSA", "k")
+    widget = identity_widget(org_a, app, "optional", key)
+    grant = begin(client, widget["id"], visitor_token=key.token(widget["id"], sub="ada"), context={"page": "/start"})
+    cid = grant["conversation_id"]
+    token = key.token(widget["id"], sub="ada", context={"plan": "gold-9q"})
+    resumed = conversation_call(client, widget["id"], cid, "resume",
+                                {"visitor_token": token, "context": {"page": "/checkout-7f", "plan": "free"}})
+    assert resumed.status_code == 200, resumed.text
+    given = {"verified": {"plan": "gold-9q"}, "page": {"page": "/checkout-7f"}}
+    assert metadata_of(settings, resumed.json())["context"] == given
+    plain = conversation_call(client, widget["id"], cid, "resume", {"resume_token": grant["resume_token"]})
+    assert metadata_of(settings, plain.json())["context"] == {"verified": {}, "page": {}}
+    # Stored sealed under the conversation's key: neither value is in the log's bytes.
+    stored = [e for e in store_of(app).recorder.select_events(uuid.UUID(cid)) if e.topic == "conversation.resumed"]
+    assert [json.loads(e.state)["context"] is None for e in stored] == [False, True]
+    assert json.loads(stored[0].state)["context"].startswith("pd1:")
+    assert all(b"gold-9q" not in e.state and b"checkout-7f" not in e.state for e in stored)
+    sync(app)
+    feed = [e for e in org_a.call("GET", "/v1/audit/events", params={"limit": 1000}).json()["items"] if e["aggregate_id"] == cid]
+    assert [e["data"]["context"] for e in feed if e["type"] == "conversation.resumed"] == [given, None]
+    assert org_a.call("DELETE", f"/v1/widgets/{widget['id']}/conversations/{cid}/personal-data").status_code == 204
+    sync(app)
+    feed = [e for e in org_a.call("GET", "/v1/audit/events", params={"limit": 1000}).json()["items"] if e["aggregate_id"] == cid]
+    assert [e["data"]["context"] for e in feed if e["type"] in ("conversation.started", "conversation.resumed")] == [None] * 3
 
 
 def test_another_visitor_cannot_resume_it_even_with_its_resume_token(

@@ -219,6 +219,39 @@ def test_the_upcaster_keeps_a_fingerprint_that_is_present() -> None:
     assert without == {"domains": [], "request_fingerprint": None}
 
 
+def test_v1_conversation_resumed_events_load_with_no_context(store: EventStore, agents: AgentService, widgets: WidgetService,
+                                                             history: HistoryService) -> None:
+    """Resumes recorded before version 2 (with or without the verified visitor's `resume_token_hash`) read as
+    resumes without context, in the aggregate and in what auditors see."""
+    widget = new_widget(agents, widgets)
+    agents.publish_version(ALICE, widget.agent_id, widget.agent_version_id)
+    widgets.publish(ALICE, widget.id)
+    seen = LiveWidget(str(widget.id), widget.organization_id, str(widget.agent_id), str(widget.agent_version_id), widget.config)
+    conversations = ConversationService(store, FakeIssuer())
+    started = conversations.start(seen, "https://example.com", {"name": "Ada"})
+    conversations.resume(seen, started.conversation_id, started.resume_token)
+    [stored] = [e for e in store.recorder.select_events(started.conversation_id) if e.topic == t.CONVERSATION_RESUMED]
+    state = json.loads(stored.state)
+    assert state.pop("class_version") == Conversation.Resumed.class_version == 2
+    assert state.pop("context") is None
+    oldest = {k: v for k, v in state.items() if k != "resume_token_hash"}
+    store.recorder.insert_events([
+        StoredEvent(originator_id=started.conversation_id, originator_version=3, topic=t.CONVERSATION_RESUMED,
+                    state=json.dumps(state).encode()),
+        StoredEvent(originator_id=started.conversation_id, originator_version=4, topic=t.CONVERSATION_RESUMED,
+                    state=json.dumps({**oldest, "room": "conv_oldest"}).encode()),
+    ])
+    events = list(store.events.get(started.conversation_id))
+    assert [(type(e), getattr(e, "context", "absent")) for e in events[1:]] == [(Conversation.Resumed, None)] * 3
+    conversation = store.repository.get(started.conversation_id)
+    assert conversation.version == 4 and conversation.room == "conv_oldest" and len(conversation.rooms) == 4
+    conversations.resume(seen, started.conversation_id, started.resume_token)
+    records = [r for r in (describe(e) for e in store.events.get(started.conversation_id)) if r.type == t.CONVERSATION_RESUMED]
+    assert [sorted(r.data) for r in records] == [["agent_id", "agent_version_id", "context", "room"]] * 4
+    Conversation.Resumed.upcast_v1_v2(kept := {"resume_token_hash": "h", "context": {"page": {}}})
+    assert kept == {"resume_token_hash": "h", "context": {"page": {}}}
+
+
 # --- snapshots ------------------------------------------------------------------------------
 
 
