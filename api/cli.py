@@ -1,4 +1,4 @@
-"""The `widgets` command line: serve, project, rebuild, verify, history, stats, token."""
+"""The `widgets` command line: serve, project, rebuild, retention, rotate-data-key, verify, history, stats, webhooks, token."""
 
 from __future__ import annotations
 
@@ -152,6 +152,49 @@ def retention() -> None:
         db.close()
         store.close()
     click.echo(f"Erased the personal data of {erased} conversation(s) past their widget's retention.")
+
+
+@main.command("rotate-data-key")
+@click.option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Keys rewrapped per transaction.")
+def rotate_data_key(batch: int) -> None:
+    """Rewrap every live data key, and reseal every webhook endpoint secret, under WIDGETS_DATA_KEY.
+
+    Set WIDGETS_DATA_KEY to the new key and WIDGETS_DATA_KEY_PREVIOUS to the old one (on every process, so that
+    both are read while this runs), run this, then drop WIDGETS_DATA_KEY_PREVIOUS. Idempotent: what is already
+    under the new key is left alone, so a run stopped halfway is finished by running it again."""
+    from infrastructure.eventstore import open_event_store
+    from infrastructure.personal_data import DataKeyError
+    from infrastructure.sql import Database
+    from infrastructure.visitor_tokens import lookup_keys
+    from infrastructure.webhook_secrets import reseal_webhook_secrets
+
+    settings = Settings.from_env()
+    store, db = open_event_store(settings), Database(settings)
+    vault = store.personal_data
+    try:
+        # The visitor lookup keys live in the key table: made now if no server made them yet, from the keys that
+        # made the stored lookup values, so that they are rewrapped with the rest.
+        lookup_keys(vault, settings.data_key, settings.data_key_previous)
+        import time
+
+        last = [time.monotonic()]
+
+        def report(done: int, current: int) -> None:
+            if time.monotonic() - last[0] >= 5:
+                last[0] = time.monotonic()
+                click.echo(f"rotate-data-key: {done} rewrapped, {current} already under the new key", err=True)
+
+        rewrapped, current = vault.rotate(batch, on_batch=report)
+        resealed = reseal_webhook_secrets(db, vault.keys)
+    except DataKeyError as error:
+        raise click.ClickException(f"{error}. Nothing after it was rewrapped; fix the keys and run this again.") from None
+    finally:
+        db.close()
+        store.close()
+    click.echo(f"Rewrapped {rewrapped} data key(s) under WIDGETS_DATA_KEY ({current} already were) and resealed "
+               f"{resealed} webhook endpoint secret(s).")
+    if settings.data_key_previous:
+        click.echo("Everything is under WIDGETS_DATA_KEY now: WIDGETS_DATA_KEY_PREVIOUS may be removed.", err=True)
 
 
 @main.command()

@@ -25,7 +25,7 @@ from infrastructure.proxies import TrustedProxies
 from infrastructure.ratelimit import PublicRateLimits
 from infrastructure.settings import DEV_AUTH_SECRET, DEV_DATA_KEY, Settings
 from infrastructure.sql import Database
-from infrastructure.visitor_tokens import VisitorTokenVerifier
+from infrastructure.visitor_tokens import VisitorTokenVerifier, lookup_keys
 from infrastructure.webhook_secrets import WebhookSecretTable
 from projections.setup import PROJECTIONS, ReadModels, build_runners
 
@@ -88,7 +88,8 @@ class Services:
                     agent_name=settings.livekit_agent_name,
                     ttl_seconds=settings.livekit_token_ttl,
                 ),
-                VisitorTokenVerifier(settings.data_key, settings.data_key_previous),
+                VisitorTokenVerifier(settings.data_key, settings.data_key_previous, lookup_keys(
+                    store.personal_data, settings.data_key, settings.data_key_previous)),
             ),
             webhooks=LiveKitWebhooks(settings.livekit_api_key, settings.livekit_api_secret),
             trusted_proxies=TrustedProxies(settings.trusted_proxies),

@@ -104,10 +104,15 @@ class PostgresKeyTable:
             yield rows
             after = rows[-1][0]
 
-    def update_data_keys(self, rows: Sequence[tuple[UUID, bytes]]) -> None:
+    def rewrap_data_keys(self, rows: Sequence[tuple[UUID, bytes, bytes]]) -> None:
+        """(conversation id, new wrapped key, the wrapped key it replaces), in one transaction; a row that changed or
+        went meanwhile (an erasure) is left as it is."""
         with self.datastore.transaction(commit=True) as curs:
-            curs.executemany(f"UPDATE {self._qualified(self.data_keys_table)} SET wrapped = %s WHERE conversation_id = %s",
-                             [(wrapped, cid) for cid, wrapped in rows])
+            curs.executemany(f"UPDATE {self._qualified(self.data_keys_table)} SET wrapped = %s "
+                             "WHERE conversation_id = %s AND wrapped = %s", [(new, cid, old) for cid, new, old in rows])
+
+    def scrub_data_keys(self) -> None:
+        self.scrub(self.data_keys_table, full=True)
 
     def rewrite_events(self, originator_id: UUID, rewrite: Rewrite) -> int:
         """Rewrite one aggregate's stored events in place (the documented exception to append-only), then scrub."""
@@ -223,10 +228,13 @@ class SQLiteKeyTable:
             yield [(UUID(hex=cid), wrapped) for cid, wrapped in rows]
             after = rows[-1][0]
 
-    def update_data_keys(self, rows: Sequence[tuple[UUID, bytes]]) -> None:
+    def rewrap_data_keys(self, rows: Sequence[tuple[UUID, bytes, bytes]]) -> None:
         with self._scrubbing() as c:
-            c.executemany(f"UPDATE {self.data_keys_table} SET wrapped = ? WHERE conversation_id = ?",
-                          [(wrapped, cid.hex) for cid, wrapped in rows])
+            c.executemany(f"UPDATE {self.data_keys_table} SET wrapped = ? WHERE conversation_id = ? AND wrapped = ?",
+                          [(new, cid.hex, old) for cid, new, old in rows])
+
+    def scrub_data_keys(self) -> None:
+        """Nothing more: every rewrap ran with secure_delete and ended with a truncating WAL checkpoint."""
 
     def rewrite_events(self, originator_id: UUID, rewrite: Rewrite) -> int:
         changed = 0

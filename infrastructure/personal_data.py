@@ -61,7 +61,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -91,6 +91,9 @@ PERSONAL_STATE: dict[str, tuple[str, ...]] = {get_topic(Conversation): ("visitor
 # The event whose save creates the conversation's data key (and its row in the key table).
 KEY_CREATING = frozenset({t.CONVERSATION_STARTED})
 _SNAPSHOT_TOPIC = get_topic(Snapshot)
+# Rows of the key table that hold a deployment secret rather than a conversation's key (no conversation has these
+# ids: uuid5 names under a namespace of our own). Rotation rewraps them with the conversations' keys.
+VISITOR_LOOKUP_KEYS_ID = UUID("7f1c8a52-4b0e-5d3e-9a61-0c6b2f1e9d41")
 
 
 def declare_personal_fields(event_type: str, *names: str) -> None:
@@ -233,6 +236,12 @@ class KeyStore(Protocol):
 
     def rewrite_events(self, originator_id: UUID, rewrite: Any) -> int: ...
 
+    def iter_data_keys(self, batch: int = ...) -> Iterable[list[tuple[UUID, bytes]]]: ...
+
+    def rewrap_data_keys(self, rows: Sequence[tuple[UUID, bytes, bytes]]) -> None: ...
+
+    def scrub_data_keys(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class KeyedStoredEvent(StoredEvent):
@@ -351,6 +360,39 @@ class PersonalDataVault:
             return transcoder.encode(state)
 
         return int(self.store.rewrite_events(conversation_id, rewrite))
+
+    def stored_secret(self, secret_id: UUID, initial: Callable[[], bytes]) -> bytes:
+        """A deployment secret kept wrapped in the key table under `secret_id` (made from `initial()` the first
+        time; concurrent first callers agree on the first row written). It survives a rotation: `rotate` rewraps it."""
+        found = self.store.select_data_keys([secret_id]).get(secret_id)
+        if found is None:
+            self.store.insert_data_keys([(secret_id, self.keys.wrap(secret_id, initial()))])
+            found = self.store.select_data_keys([secret_id])[secret_id]
+        return self.keys.unwrap(secret_id, found)
+
+    def rotate(self, batch: int = 1000, on_batch: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+        """Rewrap every data key (and stored secret) not under the current deployment key, one transaction per
+        batch; returns (rewrapped, already current). Idempotent and restartable: a key already under the current
+        key is left alone, so a run stopped halfway is finished by running it again. `DataKeyError` names the
+        first conversation whose key neither configured deployment key opens (nothing of that batch is written)."""
+        rewrapped = current = 0
+        for rows in self.store.iter_data_keys(batch):
+            changed = []
+            for cid, wrapped in rows:
+                new = self.keys.rewrap(cid, wrapped)
+                if new is None:
+                    current += 1
+                else:
+                    changed.append((cid, new, wrapped))
+            if changed:
+                self.store.rewrap_data_keys(changed)
+                rewrapped += len(changed)
+            if on_batch is not None:
+                on_batch(rewrapped, current)
+        if rewrapped:
+            self.store.scrub_data_keys()  # no copy wrapped by the old deployment key stays in the table files
+        self._sealing.clear()
+        return rewrapped, current
 
     def _remember(self, conversation_id: UUID, key: DataKey | None) -> None:
         if len(self._sealing) > 10_000:

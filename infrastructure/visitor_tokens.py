@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jwt
@@ -35,6 +36,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from application.visitors import VerifiedVisitor, VisitorTokenInvalidError
 from domain.identity import IdentityKey
+from infrastructure.personal_data import VISITOR_LOOKUP_KEYS_ID, PersonalDataVault
 
 LEEWAY_SECONDS = 60
 MAX_LIFETIME_SECONDS = 24 * 3600
@@ -66,9 +68,13 @@ def _number(value: Any) -> bool:
 class VisitorTokenVerifier:
     """Checks visitor tokens against a widget's public keys; derives the stored lookup of a verified visitor."""
 
-    def __init__(self, data_key: str, data_key_previous: str = "") -> None:
+    def __init__(self, data_key: str, data_key_previous: str = "", stored: Sequence[bytes] = ()) -> None:
+        """`stored`: the lookup keys kept in the key table (`lookup_keys`), which stay when the deployment key is
+        rotated; the first of them makes new conversations' lookup values. Without them (tests, benchmarks) the keys
+        derived from the configured deployment keys serve."""
         self._loaded: dict[tuple[str, str, str, str], Any] = {}
-        self._ref_keys = [_ref_key(k) for k in (data_key, data_key_previous) if k]
+        derived = [_ref_key(k) for k in (data_key, data_key_previous) if k]
+        self._ref_keys = list(dict.fromkeys([*stored, *derived]))
 
     def verify(self, token: str, widget_id: str, keys: tuple[IdentityKey, ...]) -> VerifiedVisitor:
         try:
@@ -116,6 +122,16 @@ class VisitorTokenVerifier:
         previous deployment key (conversations recorded before the last rotation)."""
         message = f"{organization_id}\x00{external_id}".encode()
         return [hmac.new(key, message, hashlib.sha256).hexdigest() for key in self._ref_keys]
+
+
+def lookup_keys(vault: PersonalDataVault, data_key: str, data_key_previous: str = "") -> list[bytes]:
+    """The visitor lookup keys, kept wrapped in the key table so that a visitor's conversations stay found when the
+    deployment key is rotated away (the lookup values are stored in events and rows, and cannot be recomputed
+    without the external ids). Made once, from the keys earlier versions derived from the deployment key, so the
+    values they stored match: the previous one first when a rotation is under way (it made the older values)."""
+    derived = [_ref_key(k) for k in (data_key_previous, data_key) if k]
+    raw = vault.stored_secret(VISITOR_LOOKUP_KEYS_ID, lambda: b"".join(dict.fromkeys(derived)))
+    return [raw[i : i + 32] for i in range(0, len(raw), 32)]
 
 
 def _ref_key(data_key: str) -> bytes:
