@@ -32,8 +32,11 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 README = DEPLOY / "README.md"
 
 SETTINGS = {name for name, _, _ in documented_settings()}
-SECRET_SETTINGS = {"WIDGETS_DATABASE_URL", "WIDGETS_REDIS_URL", "WIDGETS_AUTH_SECRET",
-                   "WIDGETS_LIVEKIT_API_KEY", "WIDGETS_LIVEKIT_API_SECRET"}
+SECRET_SETTINGS = {"WIDGETS_DATABASE_URL", "WIDGETS_REDIS_URL", "WIDGETS_AUTH_SECRET", "WIDGETS_DATA_KEY",
+                   "WIDGETS_DATA_KEY_PREVIOUS", "WIDGETS_LIVEKIT_API_KEY", "WIDGETS_LIVEKIT_API_SECRET"}
+# The deployment keys: every process that opens the event store needs them (the API, and the projection runner,
+# whose retention sweep reads what it erases and where `widgets rotate-data-key` is run).
+DATA_KEY_SETTINGS = ("WIDGETS_DATA_KEY", "WIDGETS_DATA_KEY_PREVIOUS")
 SECRET_NAME = "widgets-secrets"
 OUR_SERVICES = ("api", "projector")
 WIDGETS_NAME = re.compile(r"WIDGETS_[A-Z0-9_]*[A-Z0-9]")
@@ -284,6 +287,40 @@ def test_every_pod_gets_the_configmap_and_the_stores_from_the_secret() -> None:
         assert configmap["metadata"]["name"] in refs, deployment
         from_secret = {var["name"] for var in container.get("env", []) if "secretKeyRef" in var.get("valueFrom", {})}
         assert {"WIDGETS_DATABASE_URL", "WIDGETS_REDIS_URL"} <= from_secret, deployment
+
+
+def test_every_pod_gets_the_deployment_data_key_and_the_previous_one_when_the_secret_has_it() -> None:
+    deployments = {name for name, _ in containers()}
+    assert deployments == {"widgets-api", "widgets-projector"}
+    for deployment, container in containers():
+        env = {var["name"]: var for var in container.get("env", [])}
+        current = env["WIDGETS_DATA_KEY"]["valueFrom"]["secretKeyRef"]
+        assert (current["name"], current["key"]) == (SECRET_NAME, "data-key"), deployment
+        assert not current.get("optional", False), f"{deployment}: a pod without the data key must not start"
+        previous = env["WIDGETS_DATA_KEY_PREVIOUS"]["valueFrom"]["secretKeyRef"]
+        assert (previous["name"], previous["key"], previous["optional"]) == (SECRET_NAME, "data-key-previous", True), \
+            f"{deployment}: the previous key is in the Secret only while a rotation is under way"
+
+
+def test_the_readmes_secret_command_creates_every_required_key_the_pods_reference() -> None:
+    text = README.read_text()
+    command = re.search(r"kubectl create secret generic widgets-secrets((?:.*\\\n)+.*)", text)
+    assert command, "deploy/README.md shows how to create the Secret"
+    created = set(re.findall(r"--from-literal=([a-z0-9-]+)=", command.group(1)))
+    required = {var["valueFrom"]["secretKeyRef"]["key"] for _, container in containers() for var in container.get("env", [])
+                if "secretKeyRef" in var.get("valueFrom", {}) and not var["valueFrom"]["secretKeyRef"].get("optional")}
+    assert required <= created, f"the README's command leaves out {sorted(required - created)}"
+    assert "data-key-previous" not in created, "the previous key is added only for a rotation"
+    assert_widgets_command(["rotate-data-key"], "deploy/README.md")
+    assert "widgets rotate-data-key" in text
+
+
+def test_compose_passes_the_data_keys_through_from_the_shell_and_writes_none_down() -> None:
+    services = compose()["services"]
+    for name in OUR_SERVICES:
+        environment = services[name]["environment"]
+        for setting in DATA_KEY_SETTINGS:
+            assert setting in environment and environment[setting] is None, f"compose {name}: {setting} passed through, no value"
 
 
 def test_the_api_deployment_probes_drains_and_runs_widgets_serve() -> None:
