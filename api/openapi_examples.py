@@ -51,7 +51,7 @@ SCHEMA_EXAMPLES: dict[str, list[Any]] = {
     "IdentityKeyAdd": [{"jwk": {"kty": "EC", "crv": "P-256", "kid": "site-2026",
                                 "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
                                 "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}}],
-    "VisitorConversations": [{"items": [{"conversation_id": CONVERSATION_ID, "started_at": TIME, "ended": False}]}],
+    "VisitorConversations": [{"items": [{"conversation_id": CONVERSATION_ID, "started_at": TIME, "ended": False}], "next_cursor": None}],
     "FormSubmission": [{"resume_token": TOKEN, "values": {"email": "ada@example.com"}}],
     "FeedbackSubmission": [{"resume_token": TOKEN, "rating": 5, "comment": "Quick and clear."}],
     "History": [{"items": [{"widget_id": WIDGET_ID, "version": 2, "type": "widget.published", "occurred_at": TIME,

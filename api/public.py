@@ -20,6 +20,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, FromPath, JSONBody
 from litestar.response.base import ASGIResponse
 
+from api.admin_lists import Cursor, Limit, check_cursor
 from api.errors import ApiError, problem_responses
 from api.public_schemas import (
     Accepted,
@@ -319,9 +320,11 @@ class PublicWidgetController(Controller):
     @get("/{widget_id:str}/visitor/conversations", operation_id="list_visitor_conversations",
          summary="A verified visitor's conversations on this widget, newest first",
          description="`Authorization: Bearer <visitor token>`, a token the site signed. Without one, or when the widget's "
-                     "identity mode is off: 401 visitor_token_required; a token that fails any check: 401 visitor_token_invalid.",
+                     "identity mode is off: 401 visitor_token_required; a token that fails any check: 401 visitor_token_invalid. "
+                     "A page of `limit` (default 20, at most 100); `next_cursor` asks for the next one (null on the last).",
          responses=IDENTIFIED_ERRORS)
-    async def visitor_conversations(self, request: Request[Any, Any, Any], widget_id: FromPath[str]) -> Response[VisitorConversations]:
+    async def visitor_conversations(self, request: Request[Any, Any, Any], widget_id: FromPath[str], cursor: Cursor = None,
+                                    limit: Limit = 20) -> Response[VisitorConversations]:
         entry, origin, services = await self._checked(request, widget_id)
         await services.rate_limits.check_config_read(client_address(request))
         widget = live_widget(entry)
@@ -331,10 +334,11 @@ class PublicWidgetController(Controller):
         who = await anyio.to_thread.run_sync(services.conversations.identify, widget, token, None)
         if who.verified is None:  # identity is off for this widget: tokens are ignored
             raise VisitorTokenRequiredError()
-        found = await anyio.to_thread.run_sync(
-            services.read_models.conversation_view.of_visitor, widget.organization_id, who.refs, widget.widget_id)
+        check_cursor(cursor)
+        found, next_cursor = await anyio.to_thread.run_sync(
+            services.read_models.conversation_view.visitor_page, widget.organization_id, who.refs, widget.widget_id, limit, cursor)
         items = [VisitorConversationOut(c.id, c.started_at, c.ended) for c in found]
-        return Response(VisitorConversations(items), headers=cors_headers(origin))
+        return Response(VisitorConversations(items, next_cursor), headers=cors_headers(origin))
 
     @post("/{widget_id:str}/conversations/{cid:str}/forms/{form_id:str}", status_code=202, operation_id="submit_conversation_form",
           summary="Submit a form", description="The values of one of the widget's forms (`config.v1.forms`), checked against its fields.",

@@ -69,6 +69,7 @@ class VisitorConversationOut(Struct):
 
 class VisitorConversations(Struct):
     items: list[VisitorConversationOut]
+    next_cursor: str | None
 
 
 class Accepted(Struct):

@@ -16,6 +16,7 @@ import msgspec
 
 from domain.conversation import Conversation
 from infrastructure.sql import Executor
+from projections.cursor import decode_cursor, encode_cursor
 from projections.sql_view import SqlView
 
 NAME = "conversation_list"
@@ -233,18 +234,29 @@ class ConversationListView(SqlView):
     def of_visitor(self, organization_id: str, visitor_refs: Sequence[str], widget_id: str | None = None,
                    limit: int = 100) -> list[VisitorConversation]:
         """A verified visitor's conversations (on one widget, or the organization's), newest first."""
+        return self.visitor_page(organization_id, visitor_refs, widget_id, limit, None)[0]
+
+    def visitor_page(self, organization_id: str, visitor_refs: Sequence[str], widget_id: str | None, limit: int,
+                     cursor: str | None) -> tuple[list[VisitorConversation], str | None]:
+        """One page of a verified visitor's conversations, newest first by (started_at, id), after `cursor`; and the
+        cursor of the next page, if there is one."""
         if not visitor_refs:
-            return []
+            return [], None
         where = f"v.organization_id = ? AND v.visitor_ref IN ({','.join('?' * len(visitor_refs))})"
         params: list[Any] = [organization_id, *visitor_refs]
         if widget_id is not None:
             where += " AND v.widget_id = ?"
             params.append(widget_id)
+        if cursor:
+            sort_time, item_id = decode_cursor(cursor)
+            where += " AND (v.started_at < ? OR (v.started_at = ? AND v.id < ?))"
+            params += [sort_time, sort_time, item_id]
         found = self.db.query(
-            f"""SELECT c.row_json FROM conversation_visitors v JOIN conversation_list c ON c.id = v.id
-                WHERE {where} ORDER BY v.started_at DESC, v.id DESC LIMIT ?""", [*params, limit])
-        rows = [_decode(j) for (j,) in found]
-        return [VisitorConversation(r.id, r.started_at, r.ended) for r in rows]
+            f"""SELECT c.row_json, v.started_at, v.id FROM conversation_visitors v JOIN conversation_list c ON c.id = v.id
+                WHERE {where} ORDER BY v.started_at DESC, v.id DESC LIMIT ?""", [*params, limit + 1])
+        next_cursor = encode_cursor(found[limit - 1][1], found[limit - 1][2]) if len(found) > limit else None
+        rows = [_decode(j) for j, _, _ in found[:limit]]
+        return [VisitorConversation(r.id, r.started_at, r.ended) for r in rows], next_cursor
 
     def page(self, organization_id: str, widget_id: str, limit: int, cursor: str | None) -> tuple[list[ConversationRow], str | None]:
         """A widget's conversations, newest first."""

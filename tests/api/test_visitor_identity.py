@@ -245,9 +245,10 @@ def test_config_validation_lists_every_invalid_identity_and_context_field(org_a:
 # --- a verified visitor's conversations -------------------------------------------------------
 
 
-def visitor_list(client: TestClient[Litestar], widget_id: str, token: str | None, origin: dict[str, str] = ALLOWED_HEADERS) -> Any:
+def visitor_list(client: TestClient[Litestar], widget_id: str, token: str | None, origin: dict[str, str] = ALLOWED_HEADERS,
+                 **params: Any) -> Any:
     headers = {**origin, **({"Authorization": f"Bearer {token}"} if token is not None else {})}
-    return client.get(widget_path(widget_id, "visitor", "conversations"), headers=headers)
+    return client.get(widget_path(widget_id, "visitor", "conversations"), headers=headers, params=params)
 
 
 def test_a_verified_visitor_lists_their_own_conversations_newest_first(
@@ -267,8 +268,38 @@ def test_a_verified_visitor_lists_their_own_conversations_newest_first(
     assert response.headers["access-control-allow-origin"] == ALLOWED_HEADERS["Origin"]
     items = response.json()["items"]
     assert [(i["conversation_id"], i["ended"]) for i in items] == [(second["conversation_id"], False), (first["conversation_id"], True)]
-    assert set(items[0]) == {"conversation_id", "started_at", "ended"}
+    assert set(items[0]) == {"conversation_id", "started_at", "ended"} and response.json()["next_cursor"] is None
     assert len(visitor_list(client, widget["id"], bob).json()["items"]) == 1
+
+
+def test_the_visitor_list_is_paged_by_cursor_newest_first_without_gaps_or_repeats(
+    org_a: Admin, app: Litestar, client: TestClient[Litestar]
+) -> None:
+    key = SiteKey.generate("EdDSA", "k")
+    widget = identity_widget(org_a, app, "optional", key)
+    ada = key.token(widget["id"], sub="ada")
+    mine = [begin(client, widget["id"], visitor_token=ada)["conversation_id"] for _ in range(5)]
+    begin(client, widget["id"], visitor_token=key.token(widget["id"], sub="bob"))
+    sync(app)
+    whole = visitor_list(client, widget["id"], ada).json()
+    assert [i["conversation_id"] for i in whole["items"]] == mine[::-1] and whole["next_cursor"] is None
+    pages, cursor = [], None
+    while True:
+        response = visitor_list(client, widget["id"], ada, limit=2, **({"cursor": cursor} if cursor else {}))
+        assert response.status_code == 200, response.text
+        pages.append([i["conversation_id"] for i in response.json()["items"]])
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [mine[4:2:-1], mine[2:0:-1], mine[:1]]
+    # A cursor of one visitor's list pages nothing of another's.
+    first = visitor_list(client, widget["id"], ada, limit=1).json()["next_cursor"]
+    bob = visitor_list(client, widget["id"], key.token(widget["id"], sub="bob"), cursor=first).json()
+    assert all(i["conversation_id"] not in mine for i in bob["items"])
+    for params, field in [({"cursor": "not a cursor"}, "cursor"), ({"cursor": "Zm9v"}, "cursor"), ({"limit": 0}, "limit"),
+                          ({"limit": 101}, "limit")]:
+        body = assert_problem(visitor_list(client, widget["id"], ada, **params), 400, "invalid_request")
+        assert [e["field"] for e in body["errors"]] == [field], body
 
 
 def test_the_visitor_list_needs_a_valid_token_and_an_allowed_origin(org_a: Admin, app: Litestar, client: TestClient[Litestar]) -> None:
