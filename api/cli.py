@@ -94,6 +94,11 @@ def project() -> None:
     from api.retention import RetentionSweep
 
     RetentionSweep(store, db).start(stopping)
+    from api.webhook_delivery import WebhookDispatcher
+
+    dispatcher = WebhookDispatcher.from_settings(settings, store, db)
+    models.webhook_outbox_view.on_queued = dispatcher.wake
+    dispatcher.start(stopping)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     threads = []
@@ -114,7 +119,7 @@ def project() -> None:
 
 
 @main.command()
-@click.option("--projection", type=click.Choice(["public_lookup", "widget_list", "conversation_list", "audit_feed", "widget_stats", "webhook_endpoints"]), default=None, help="Only this one.")
+@click.option("--projection", type=click.Choice(["public_lookup", "widget_list", "conversation_list", "audit_feed", "widget_stats", "webhook_endpoints", "webhook_outbox"]), default=None, help="Only this one.")
 def rebuild(projection: str | None) -> None:
     """Replay the event store into fresh read models and switch readers over."""
     from infrastructure.eventstore import open_event_store
@@ -321,31 +326,40 @@ def stats(widget_id: object, days: int) -> None:
 
 @main.command()
 @click.option("--org", default=None, help="Only this organization's endpoints.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"endpoints\": [...]}.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"endpoints\": [...], \"failing_deliveries\": [...]}.")
 def webhooks(org: str | None, as_json: bool) -> None:
-    """List the webhook endpoints (never their secrets), oldest first, as the read model has them."""
+    """List the webhook endpoints (never their secrets), oldest first, and the deliveries that are failing, newest first."""
     import msgspec
 
     from infrastructure.sql import Database
     from projections.webhook_endpoints import WebhookEndpointsView, listed_endpoints
+    from projections.webhook_outbox import WebhookOutboxView
 
     settings = Settings.from_env()
     db = Database(settings)
     try:
         WebhookEndpointsView(db)  # its tables, on a database no projection has reached yet
         endpoints = listed_endpoints(db, org)
+        failing = WebhookOutboxView(db).failing(org)
     finally:
         db.close()
     items = [{"id": e.id, "organization_id": e.organization_id, "url": e.url, "events": e.events, "description": e.description,
               "disabled": e.disabled, "disabled_reason": e.disabled_reason, "created_at": e.created_at,
               "updated_at": e.updated_at, "version": e.version} for e in endpoints]
     if as_json:
-        click.echo(msgspec.json.encode({"endpoints": items}).decode())
+        deliveries = [{"endpoint_id": endpoint_id, **msgspec.structs.asdict(d)} for endpoint_id, d in failing]
+        click.echo(msgspec.json.encode({"endpoints": items, "failing_deliveries": deliveries}).decode())
         return
     click.echo(f"endpoints ({len(items)}):")
     for e in endpoints:
         state = f"disabled ({e.disabled_reason})" if e.disabled else "enabled"
         click.echo(f"  {e.id}  {e.organization_id:<16} {state:<26} {e.url}  events: {', '.join(e.events)}")
+    click.echo("")
+    click.echo(f"failing deliveries ({len(failing)}{', the newest 100' if len(failing) == 100 else ''}):")
+    for endpoint_id, d in failing:
+        got = d.last_response_status if d.last_response_status is not None else d.last_error
+        when = f"next attempt {d.next_attempt_at.isoformat(timespec='seconds')}" if d.next_attempt_at else "no attempt left"
+        click.echo(f"  {endpoint_id}  {d.message_id}  {d.event_type:<34} {d.status:<8} {d.attempts} attempts, last: {got}  {when}")
 
 
 @main.command()

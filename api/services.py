@@ -51,6 +51,8 @@ class Services:
     webhook_endpoints: WebhookEndpointService
     personal_data: PersonalDataService
     reader: Any = None  # the public reader; built on the event loop at startup
+    dispatcher: Any = None  # the webhook dispatcher, when the projections run in this process
+    _dispatching: threading.Thread | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -108,10 +110,17 @@ class Services:
             from api.retention import RetentionSweep
 
             RetentionSweep(self.store, self.db).start(self.stopping)
+            from api.webhook_delivery import WebhookDispatcher
+
+            self.dispatcher = WebhookDispatcher.from_settings(self.settings, self.store, self.db)
+            self.read_models.webhook_outbox_view.on_queued = self.dispatcher.wake
+            self._dispatching = self.dispatcher.start(self.stopping)
 
     def close(self) -> None:
         self.stopping.set()
         self.read_models.stop()
+        if self._dispatching is not None:
+            self._dispatching.join(timeout=15)
         self.installation_store.close()
         self.db.close()
         self.store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -9,7 +10,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from api.admin import (
@@ -22,17 +23,20 @@ from api.admin import (
     expected_version,
     idempotency_key,
 )
+from api.admin_lists import Cursor, Limit, check_cursor
 from api.deps import caller_from, services_from
-from api.errors import problem_responses
+from api.errors import ApiError, ProblemField, problem_responses
 from api.openapi import BEARER, ETAG_HEADER, EVENT_POSITION_HEADER
 from api.schemas import ONE_LINE
 from api.services import Services
-from application.agents import READ
+from application.agents import READ, WRITE
 from application.commands import Caller
 from application.webhook_endpoints import EndpointWithSecret
+from domain.errors import NotFoundError
 from domain.webhook_endpoint import MAX_DESCRIPTION, MAX_EVENT_TYPES, WebhookEndpoint
 from domain.webhook_url import MAX_URL_LENGTH
 from projections.webhook_endpoints import EndpointRow
+from projections.webhook_outbox import MESSAGE_ID_PATTERN, Delivery
 
 Url = Annotated[str, Meta(min_length=1, max_length=MAX_URL_LENGTH, description="https URL that receives the deliveries")]
 EventTypes = Annotated[list[Annotated[str, Meta(max_length=100)]], Meta(
@@ -71,6 +75,14 @@ class EndpointWithSecretOut(EndpointOut):
 
 class EndpointList(Struct):
     items: list[EndpointOut]
+
+
+class DeliveryPage(Struct):
+    items: list[Delivery]
+    next_cursor: str | None
+
+
+MessageId = Annotated[str, Parameter(pattern=MESSAGE_ID_PATTERN, min_length=36, max_length=36, description="A delivery's `message_id` (its `webhook-id`)")]
 
 
 def endpoint_out(endpoint: WebhookEndpoint) -> EndpointOut:
@@ -165,3 +177,37 @@ class WebhookEndpointController(Controller):
     def rotate_secret(self, caller: NamedDependency[Caller], services: NamedDependency[Services], endpoint_id: FromPath[UUID],
                       if_match: IfMatch = None) -> Response[EndpointWithSecretOut]:
         return with_secret(services.webhook_endpoints.rotate_secret(caller, endpoint_id, expected_version(if_match)), 200)
+
+    @get("/{endpoint_id:uuid}/deliveries", sync_to_thread=True, operation_id="list_webhook_deliveries",
+         summary="List a webhook endpoint's deliveries",
+         description="One row per event sent (or to be sent) to the endpoint, newest event first: its `message_id` (the "
+                     "`webhook-id` header of every attempt), attempts, status (`pending`, `succeeded` or `failed`), the last "
+                     "response's status code (or `last_error` when there was none: `timeout`, `connect_failed`, "
+                     "`address_not_allowed`, ...), and when the next attempt is due. No body is kept (`widgets:read`). Pass "
+                     "`next_cursor` back as `cursor` for the next page.",
+         responses=READ_ERRORS)
+    def list_deliveries(self, caller: NamedDependency[Caller], services: NamedDependency[Services], endpoint_id: FromPath[UUID],
+                        cursor: Cursor = None, limit: Limit = 20) -> DeliveryPage:
+        services.webhook_endpoints.get_endpoint(caller, endpoint_id)  # READ, and 404 for another organization's
+        check_cursor(cursor)
+        try:
+            items, next_cursor = services.read_models.webhook_outbox_view.deliveries(str(endpoint_id), limit, cursor)
+        except ValueError:
+            raise ApiError(400, "invalid_request", "The request is not valid",
+                           errors=[ProblemField("cursor", "is not a cursor this API returned")]) from None
+        return DeliveryPage(items=items, next_cursor=next_cursor)
+
+    @post("/{endpoint_id:uuid}/deliveries/{message_id:str}/retry", sync_to_thread=True, status_code=202,
+          operation_id="retry_webhook_delivery", summary="Retry one delivery now",
+          description="The delivery is attempted again at once, with the same `webhook-id`, whatever its status (a failed one "
+                      "gets one more attempt, and the schedule's retries if that fails while attempts remain) (`widgets:write`). "
+                      "An unknown message, or another organization's endpoint, is 404.",
+          responses=problem_responses(400, 401, 403, 404, 503))
+    def retry_delivery(self, caller: NamedDependency[Caller], services: NamedDependency[Services], endpoint_id: FromPath[UUID],
+                       message_id: MessageId) -> None:
+        caller.require(WRITE)
+        services.webhook_endpoints.get_endpoint(caller, endpoint_id)
+        if not services.read_models.webhook_outbox_view.retry(str(endpoint_id), message_id, time.time()):
+            raise NotFoundError("Webhook delivery", message_id)
+        if services.dispatcher is not None:
+            services.dispatcher.wake()

@@ -21,6 +21,15 @@ PROJECTION_LAG = Gauge("widgets_projection_lag_events", "Events a projection is 
                        multiprocess_mode="max")
 REBUILD_PROGRESS = Gauge("widgets_rebuild_position", "Position reached by a running rebuild", ["projection"],
                          multiprocess_mode="max")
+WEBHOOK_DELIVERIES = Counter("widgets_webhook_deliveries_total",
+                             "Webhook delivery attempts by outcome: succeeded, retrying (failed, another attempt is scheduled), "
+                             "failed (no attempt left, or 410)", ["outcome"])
+WEBHOOK_DELIVERY_LAG = Histogram(
+    "widgets_webhook_delivery_lag_seconds", "From an event's commit to the endpoint's 2xx, for each succeeded delivery",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36000),
+)
+WEBHOOK_ENDPOINTS_DISABLED = Counter("widgets_webhook_endpoints_disabled_total",
+                                     "Webhook endpoints disabled by the dispatcher, by reason (gone_410, failing_5_days)", ["reason"])
 
 
 def render() -> tuple[bytes, str]:

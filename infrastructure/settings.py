@@ -73,6 +73,13 @@ class Settings:
         return cls(**values)
 
     def __post_init__(self) -> None:
+        try:
+            delays = self.webhook_retry_delays
+        except ValueError:
+            delays = (-1.0,)
+        if not delays or any(not 0 <= d <= 30 * 86400 for d in delays):
+            raise SystemExit(f"WIDGETS_WEBHOOK_RETRY_SCHEDULE={self.webhook_retry_schedule!r} must be seconds from 0 to 2592000, "
+                             "comma-separated (the delay after each failed attempt)")
         if self.database_pooler not in POOLER_MODES:
             raise SystemExit(f"WIDGETS_DATABASE_POOLER={self.database_pooler!r} is not one of {', '.join(POOLER_MODES)}")
         if self.behind_pooler and not self.database_listen_url:
@@ -80,6 +87,11 @@ class Settings:
                 "WIDGETS_DATABASE_POOLER=transaction needs WIDGETS_DATABASE_LISTEN_URL: a direct PostgreSQL URL "
                 "(not through the pooler) for LISTEN/NOTIFY, which holds a session a transaction-mode pooler cannot give"
             )
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """The delays after the first, second, ... failed webhook attempt; after the last, the delivery is failed."""
+        return tuple(float(part) for part in self.webhook_retry_schedule.split(","))
 
     @property
     def behind_pooler(self) -> bool:

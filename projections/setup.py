@@ -16,6 +16,7 @@ from projections.conversation_list import ConversationListProjection, Conversati
 from projections.public_views import InProcessPublicView, RedisPublicView, current_generation
 from projections.runner import EventLog, ProjectionRunner
 from projections.webhook_endpoints import WebhookEndpointsProjection, WebhookEndpointsView
+from projections.webhook_outbox import WebhookOutboxProjection, WebhookOutboxView
 from projections.widget_list import WidgetListView
 from projections.widget_rows import WidgetRowsProjection
 from projections.widget_stats import WidgetStatsProjection, WidgetStatsView
@@ -26,13 +27,15 @@ CONVERSATION_LIST = "conversation_list"
 AUDIT_FEED = "audit_feed"
 WIDGET_STATS = "widget_stats"
 WEBHOOK_ENDPOINTS = "webhook_endpoints"
-PROJECTIONS = (PUBLIC_LOOKUP, WIDGET_LIST, CONVERSATION_LIST, AUDIT_FEED, WIDGET_STATS, WEBHOOK_ENDPOINTS)
+WEBHOOK_OUTBOX = "webhook_outbox"
+PROJECTIONS = (PUBLIC_LOOKUP, WIDGET_LIST, CONVERSATION_LIST, AUDIT_FEED, WIDGET_STATS, WEBHOOK_ENDPOINTS, WEBHOOK_OUTBOX)
 SQL_PROJECTIONS = {
     WIDGET_LIST: (WidgetListView, WidgetRowsProjection),
     CONVERSATION_LIST: (ConversationListView, ConversationListProjection),
     AUDIT_FEED: (AuditFeedView, AuditFeedProjection),
     WIDGET_STATS: (WidgetStatsView, WidgetStatsProjection),
     WEBHOOK_ENDPOINTS: (WebhookEndpointsView, WebhookEndpointsProjection),
+    WEBHOOK_OUTBOX: (WebhookOutboxView, WebhookOutboxProjection),
 }
 
 log = structlog.get_logger("projections")
@@ -62,6 +65,7 @@ class ReadModels:
     audit_view = property(lambda self: self.views[AUDIT_FEED])
     stats_view = property(lambda self: self.views[WIDGET_STATS])
     webhook_endpoints_view = property(lambda self: self.views[WEBHOOK_ENDPOINTS])
+    webhook_outbox_view = property(lambda self: self.views[WEBHOOK_OUTBOX])
     public_view = property(lambda self: self.views.get(PUBLIC_LOOKUP))
 
     def start(self) -> None:

@@ -73,6 +73,12 @@ def dump_sql(db: Database, name: str) -> dict[str, Any]:
                 db.query("SELECT id, widget_id, feedback_day, rating FROM widget_stats_conversations")}
     elif name == "webhook_endpoints":
         out |= {f"endpoint {i}": _json(j) for i, j in db.query("SELECT id, row_json FROM webhook_endpoints")}
+    elif name == "webhook_outbox":  # what the projection queued (the delivery columns are the dispatcher's)
+        out |= {f"delivery {m}": [e, o, p, t] for m, e, o, p, t in
+                db.query("SELECT message_id, endpoint_id, organization_id, position, event_type FROM webhook_outbox")}
+        out |= {f"route {e}": [o, _json(j), bool(a)] for e, o, j, a in
+                db.query("SELECT endpoint_id, organization_id, events_json, active FROM webhook_routes")}
+        out |= {f"owner {a}": o for a, o in db.query("SELECT aggregate_id, organization_id FROM webhook_owners")}
     return out
 
 

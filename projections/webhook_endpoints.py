@@ -189,3 +189,19 @@ def endpoints_for_delivery(db: Database | Executor, keys: DeploymentKeys, organi
 def signing_secret_ids(row: EndpointRow, now: datetime) -> list[str]:
     previous = sorted(((until, s) for s, until in row.previous_secrets.items() if until > now), reverse=True)
     return [row.secret_id, *(s for _, s in previous)]
+
+
+def endpoint_target(db: Database | Executor, keys: DeploymentKeys, endpoint_id: str,
+                    now: datetime | None = None) -> tuple[EndpointRow | None, DeliveryTarget | None]:
+    """One endpoint's row as the read model has it (None if it has not reached the endpoint), and where its
+    deliveries go now (None unless it is enabled and not deleted)."""
+    found = db.query("SELECT row_json FROM webhook_endpoints WHERE id = ?", [endpoint_id])
+    if not found:
+        return None, None
+    row = _decode_row(found[0][0])
+    if row.deleted or row.disabled:
+        return row, None
+    ids = signing_secret_ids(row, now or datetime.now(UTC))
+    opened = open_secrets(db, keys, ids)
+    return row, DeliveryTarget(UUID(row.id), row.organization_id, row.url, [opened[UUID(s)] for s in ids if UUID(s) in opened],
+                               row.created_position)

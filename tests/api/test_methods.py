@@ -32,7 +32,8 @@ def ids(app: Litestar, org_a: Admin, client: TestClient[Litestar]) -> dict[str, 
     endpoint = org_a.call("POST", "/v1/webhook-endpoints", json={"url": "https://hooks.example.com/", "events": ["*"]}).json()
     return {"widget_id": widget["id"], "agent_id": widget["agent_id"], "version_id": widget["agent_version_id"],
             "cid": "00000000-0000-4000-8000-000000000000", "form_id": "pre", "kid": "no-such-key", "endpoint_id": endpoint["id"],
-            "conversation_id": "00000000-0000-4000-8000-000000000000", "external_id": "visitor-1"}
+            "conversation_id": "00000000-0000-4000-8000-000000000000", "external_id": "visitor-1",
+            "message_id": "msg_" + "0" * 32}
 
 
 def test_head_answers_what_get_answers_without_the_body(client: TestClient[Litestar], org_a: Admin, ids: dict[str, str]) -> None:

@@ -188,6 +188,8 @@ def test_headers_ids_and_cursors_have_patterns(document: dict[str, Any]) -> None
                 re.compile(schema["pattern"])
             if parameter["in"] == "path" and name == "external_id":  # the site's own id for its visitor, not one of ours
                 assert schema.get("maxLength") and schema.get("minLength"), f"{where} has no length"
+            elif parameter["in"] == "path" and name == "message_id":  # a delivery's webhook-id
+                assert schema.get("pattern") == "^msg_[0-9a-f]{32}$" and schema.get("maxLength") == 36, where
             elif parameter["in"] == "path" and name.endswith("_id") and not path.startswith("/public/"):
                 assert schema.get("format") == "uuid", f"{where} is not a UUID"
 

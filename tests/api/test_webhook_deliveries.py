@@ -1,0 +1,208 @@
+"""Outgoing webhook deliveries on both wirings, to a real receiver on loopback, checked with `standardwebhooks`:
+every event of the organization signed and delivered, retries with the same id, 410, a slow endpoint beside a
+fast one, manual retry, the delivery log, erasure before a retry, and tenant isolation."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from api.app import create_app
+from infrastructure.settings import Settings
+from tests.api.conftest import Admin, assert_problem, client_for
+from tests.api.public_helpers import conversation_call, eventually, live_widget, started, sync
+from tests.webhook_receiver import Receiver, receiving, verified
+
+PATH = "/v1/webhook-endpoints"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving() as running:
+        yield running
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    # Loopback receivers need the development switch; retries come fast.
+    return create_app(dataclasses.replace(settings, webhook_allow_private=True, webhook_retry_schedule="0.2,0.2,0.2"))
+
+
+@pytest.fixture
+def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
+    with client_for(app) as client:
+        yield client
+
+
+def endpoint(admin: Admin, url: str, events: list[str] | None = None) -> dict[str, Any]:
+    response = admin.call("POST", PATH, json={"url": url, "events": events or ["*"]})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def deliveries(admin: Admin, endpoint_id: str, **params: Any) -> dict[str, Any]:
+    response = admin.call("GET", f"{PATH}/{endpoint_id}/deliveries", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def all_deliveries(admin: Admin, endpoint_id: str) -> list[dict[str, Any]]:
+    items, cursor = [], None
+    while True:
+        page = deliveries(admin, endpoint_id, limit=7, **({"cursor": cursor} if cursor else {}))
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
+def feed(admin: Admin, after: int = 0) -> list[dict[str, Any]]:
+    response = admin.call("GET", "/v1/audit/events", params={"after": after, "limit": 1000})
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def test_every_event_of_the_organization_is_delivered_signed_and_logged(
+    org_a: Admin, org_b: Admin, app: Litestar, client: TestClient[Litestar], receiver: Receiver
+) -> None:
+    hook = endpoint(org_a, receiver.url("/a"))
+    sync(app)
+    start = max((e["position"] for e in feed(org_a)), default=0)
+    widget = live_widget(org_a, app)
+    grant = started(client, widget["id"], name="Ottilie")
+    endpoint(org_b, receiver.url("/b"))
+    org_b.widget()  # the other organization's events go to its own endpoint only
+    sync(app)
+    expected = [e for e in feed(org_a, start)]
+    got = receiver.wait_for("/a", len(expected))
+    time.sleep(0.3)
+    got = receiver.at("/a")
+    bodies = [verified(hook["secret"], r) for r in got]  # every one signed as Standard Webhooks says
+    assert sorted((b["type"], b["data"][b["type"].split(".")[0] + "_id"]) for b in bodies) == sorted(
+        (e["type"], e["aggregate_id"]) for e in expected)
+    assert all(r.headers["content-type"] == "application/json" for r in got)
+    started_body = next(b for b in bodies if b["type"] == "conversation.started")
+    assert started_body["data"]["conversation_id"] == grant["conversation_id"]
+    assert started_body["data"]["visitor"] == {"name": "Ottilie"}  # rendered for the site owner's own systems
+    assert set(started_body) == {"type", "timestamp", "data"}
+    logged = all_deliveries(org_a, hook["id"])
+    assert sorted(d["message_id"] for d in logged) == sorted(r.id for r in got)
+    eventually(lambda: all(d["status"] == "succeeded" for d in all_deliveries(org_a, hook["id"])), what="all succeeded")
+    done = all_deliveries(org_a, hook["id"])[0]
+    assert done["attempts"] == 1 and done["last_response_status"] == 200 and done["delivered_at"] is not None
+    assert done["next_attempt_at"] is None
+    assert all(not r.path.startswith("/a") for r in receiver.at("/b"))
+    assert {verified_type["type"] for verified_type in (r.json() for r in receiver.at("/b"))} <= {
+        "agent.created", "agent.version_created", "widget.created", "webhook_endpoint.created"}
+
+
+def test_a_failing_endpoint_is_retried_with_the_same_id_until_it_answers_2xx(
+    org_a: Admin, app: Litestar, receiver: Receiver
+) -> None:
+    receiver.statuses["/flaky"] = [500, 503, 200]
+    hook = endpoint(org_a, receiver.url("/flaky"), ["agent.created"])
+    sync(app)
+    org_a.agent()
+    got = receiver.wait_for("/flaky", 3)
+    assert len({r.id for r in got}) == 1
+    assert len({r.headers["webhook-signature"] for r in got}) == 3  # each attempt signed anew, with its own timestamp
+    for request in got:
+        verified(hook["secret"], request)
+    eventually(lambda: deliveries(org_a, hook["id"])["items"][0]["status"] == "succeeded", what="succeeded")
+    item = deliveries(org_a, hook["id"])["items"][0]
+    assert item["attempts"] == 3 and item["last_response_status"] == 200 and item["message_id"] == got[0].id
+
+
+def test_after_the_last_retry_a_delivery_is_failed_and_a_manual_retry_sends_it_again(
+    org_a: Admin, org_b: Admin, app: Litestar, receiver: Receiver
+) -> None:
+    receiver.statuses["/down"] = [500, 500, 500, 500, 200]
+    hook = endpoint(org_a, receiver.url("/down"), ["agent.created"])
+    sync(app)
+    org_a.agent()
+    receiver.wait_for("/down", 4)
+    eventually(lambda: deliveries(org_a, hook["id"])["items"][0]["status"] == "failed", what="failed")
+    item = deliveries(org_a, hook["id"])["items"][0]
+    assert item["attempts"] == 4 and item["last_response_status"] == 500 and item["next_attempt_at"] is None
+    retry = f"{PATH}/{hook['id']}/deliveries/{item['message_id']}/retry"
+    assert_problem(org_b.call("POST", retry), 404, "not_found")  # another organization's endpoint
+    assert_problem(org_a.call("POST", f"{PATH}/{hook['id']}/deliveries/msg_{'0' * 32}/retry"), 404, "not_found")
+    assert_problem(org_a.call("POST", f"{PATH}/{hook['id']}/deliveries/not-a-message/retry"), 400, "invalid_request")
+    assert org_a.call("POST", retry).status_code == 202
+    again = receiver.wait_for("/down", 5)
+    assert again[-1].id == item["message_id"]
+    eventually(lambda: deliveries(org_a, hook["id"])["items"][0]["status"] == "succeeded", what="succeeded")
+
+
+def test_410_disables_the_endpoint_and_nothing_more_is_sent(org_a: Admin, app: Litestar, receiver: Receiver) -> None:
+    receiver.statuses["/gone"] = [410]
+    hook = endpoint(org_a, receiver.url("/gone"), ["agent.created"])
+    sync(app)
+    org_a.agent()
+    receiver.wait_for("/gone", 1)
+
+    def disabled() -> bool:
+        sync(app)
+        return org_a.call("GET", f"{PATH}/{hook['id']}").json()["disabled"]
+
+    eventually(disabled, what="the endpoint disabled")
+    answer = org_a.call("GET", f"{PATH}/{hook['id']}").json()
+    assert answer["disabled_reason"] == "gone_410"
+    assert deliveries(org_a, hook["id"])["items"][0]["status"] == "failed"
+    org_a.agent("Second")
+    sync(app)
+    time.sleep(0.5)
+    assert len(receiver.at("/gone")) == 1
+    assert len(deliveries(org_a, hook["id"])["items"]) == 1  # a disabled endpoint is not queued for
+
+
+def test_a_slow_endpoint_delays_no_other(org_a: Admin, app: Litestar, receiver: Receiver) -> None:
+    receiver.delays["/slow"] = 1.5
+    endpoint(org_a, receiver.url("/slow"), ["agent.created"])
+    endpoint(org_a, receiver.url("/fast"), ["agent.created"])
+    sync(app)
+    for i in range(12):
+        org_a.agent(f"Agent {i}")
+    receiver.wait_for("/fast", 12)
+    # The slow one has taken a few attempts at a time (each 1.5 s): far from all of them yet.
+    assert len(receiver.at("/slow")) < 12
+    receiver.wait_for("/slow", 12, timeout=30)
+
+
+def test_an_event_erased_before_its_retry_is_delivered_without_its_personal_values(
+    org_a: Admin, app: Litestar, client: TestClient[Litestar], receiver: Receiver
+) -> None:
+    receiver.statuses["/leads"] = [500, 200]
+    widget = live_widget(org_a, app)
+    hook = endpoint(org_a, receiver.url("/leads"), ["conversation.form_submitted"])
+    sync(app)
+    grant = started(client, widget["id"], name="Perpetua")
+    token, cid = grant["resume_token"], grant["conversation_id"]
+    app.state.services.dispatcher.schedule = (3.0,)  # time to erase between the attempts
+    assert conversation_call(client, widget["id"], cid, "forms/pre",
+                             {"resume_token": token, "values": {"email": "perpetua@mail.example"}}).status_code == 202
+    first = receiver.wait_for("/leads", 1)[0]
+    assert verified(hook["secret"], first)["data"]["values"] == {"email": "perpetua@mail.example"}
+    response = org_a.call("DELETE", f"/v1/widgets/{widget['id']}/conversations/{cid}/personal-data")
+    assert response.status_code in (200, 202, 204), response.text
+    second = receiver.wait_for("/leads", 2)[1]
+    assert second.id == first.id
+    assert verified(hook["secret"], second)["data"]["values"] is None
+
+
+def test_the_delivery_log_is_the_organizations_own(org_a: Admin, org_b: Admin, app: Litestar, receiver: Receiver) -> None:
+    hook = endpoint(org_a, receiver.url("/mine"), ["agent.created"])
+    sync(app)
+    org_a.agent()
+    receiver.wait_for("/mine", 1)
+    assert_problem(org_b.call("GET", f"{PATH}/{hook['id']}/deliveries"), 404, "not_found")
+    assert_problem(org_a.call("GET", f"{PATH}/{hook['id']}/deliveries", params={"cursor": "bm90LWEtY3Vyc29y"}), 400,
+                   "invalid_request")
+    reader = org_a.with_scopes("audit:read")
+    assert org_a.call("GET", f"{PATH}/{hook['id']}/deliveries", headers=reader).status_code == 403
