@@ -30,7 +30,8 @@ from api.errors import problem_responses
 DIST = Path(__file__).parent / "static" / "dist"
 BUILD_COMMAND = "npm --prefix api/embed ci && npm --prefix api/embed run build"
 
-JAVASCRIPT = "application/javascript; charset=utf-8"
+JAVASCRIPT = "text/javascript; charset=utf-8"  # RFC 9239; as documented and as sent
+JAVASCRIPT_MEDIA_TYPE = "text/javascript"  # Litestar adds "; charset=utf-8" to a text/* media type itself
 LOADER_CACHE = "public, max-age=300, stale-while-revalidate=86400"
 CHUNK_CACHE = "public, max-age=31536000, immutable"
 # The loader runs on other sites' pages, and the chunks are fetched there by module imports (CORS mode).
@@ -202,7 +203,7 @@ def _serve(request: Request[Any, Any, Any], asset: Asset, cache_control: str, *,
     if not body:  # HEAD: what GET would send, without the body
         headers |= {"Content-Type": JAVASCRIPT, "Content-Length": str(len(chosen.body))}
         return Response(b"", headers=headers)
-    return Response(chosen.body, media_type=JAVASCRIPT, headers=headers)
+    return Response(chosen.body, media_type=JAVASCRIPT_MEDIA_TYPE, headers=headers)
 
 
 def livekit_connect_sources(livekit_url: str | None) -> str:
@@ -285,7 +286,7 @@ def create_embed_router(dist: Path = DIST) -> Router:
          description="The script a site owner's pages load with `<script src=\".../embed.js\" data-widget-id=\"...\" async>`. "
                      "Static, public, nothing secret; cacheable (`ETag`, `If-None-Match` answers 304). 503 `embed_not_built` "
                      "when the bundle has not been built on this server.",
-         media_type=JAVASCRIPT,
+         media_type=JAVASCRIPT_MEDIA_TYPE,
          responses={
              200: ResponseSpec(str, media_type=JAVASCRIPT, description="The loader (JavaScript)", generate_examples=False),
              304: ResponseSpec(None, description="Not modified (If-None-Match names the current ETag)"),

@@ -81,7 +81,7 @@ def test_embed_js_is_the_built_loader_served_as_javascript(client: TestClient) -
     response = client.get("/embed.js")
 
     assert response.status_code == 200
-    assert response.headers["content-type"] == "application/javascript; charset=utf-8"
+    assert response.headers["content-type"] == "text/javascript; charset=utf-8"
     assert response.content == (DIST / "embed.js").read_bytes()
 
 
@@ -181,7 +181,7 @@ def test_embed_js_is_served_precompressed_as_the_browser_asks(client: TestClient
     assert plain.content == identity
     for response in (br, gz, plain):
         assert response.headers["vary"] == "Accept-Encoding"
-        assert response.headers["content-type"] == "application/javascript; charset=utf-8"
+        assert response.headers["content-type"] == "text/javascript; charset=utf-8"
     assert len({br.headers["etag"], gz.headers["etag"], plain.headers["etag"]}) == 3, "each representation has its own ETag"
 
 
@@ -263,7 +263,7 @@ def test_hashed_chunk_is_cached_for_a_year_as_immutable(client: TestClient, mani
     response = client.get(f"/embed/{name}", headers={"Accept-Encoding": "identity"})
 
     assert response.status_code == 200
-    assert response.headers["content-type"] == "application/javascript; charset=utf-8"
+    assert response.headers["content-type"] == "text/javascript; charset=utf-8"
     assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert response.headers["cross-origin-resource-policy"] == "cross-origin"
     assert response.headers["x-content-type-options"] == "nosniff"

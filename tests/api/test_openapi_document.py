@@ -236,4 +236,4 @@ def test_response_headers_are_documented(document: dict[str, Any]) -> None:
             if path.startswith("/public/v1/"):
                 assert "Access-Control-Allow-Origin" in response["headers"], f"{method.upper()} {path} {status}"
     embed = paths["/embed.js"]["get"]["responses"]["200"]["content"]
-    assert list(embed) == ["application/javascript; charset=utf-8"]
+    assert list(embed) == ["text/javascript; charset=utf-8"]
