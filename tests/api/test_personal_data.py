@@ -18,7 +18,7 @@ from projections.setup import rebuild_outdated
 from projections.verify import verify_erasures
 from tests.api.conftest import Admin, assert_problem
 from tests.api.public_helpers import conversation_call, conversations_of, event_data, live_widget, started, store_of, sync
-from tests.api.test_visitor_identity import begin, identity_widget
+from tests.api.test_visitor_identity import begin, identity_widget, visitor_list
 from tests.conftest import ALL_WIRINGS
 from tests.visitors import SiteKey
 
@@ -131,7 +131,10 @@ def test_erasing_a_verified_visitor_erases_their_conversations_across_the_organi
     theirs = identity_widget(org_b, app, "optional", key)
     ada = [begin(client, w["id"], visitor_token=key.token(w["id"], sub="ada", name="Ada Byron"))["conversation_id"]
            for w in (one, two)]
-    bob = begin(client, one["id"], visitor_token=key.token(one["id"], sub="bob", name="Bob"))["conversation_id"]
+    bob_token = key.token(one["id"], sub="bob", name="Bob", context={"plan": "pro"})
+    bob_grant = begin(client, one["id"], visitor_token=bob_token, context={"page": "/bob"})
+    bob = bob_grant["conversation_id"]
+    anonymous = begin(client, one["id"], visitor={"name": "Anonymous Annie"})["conversation_id"]
     ada_elsewhere = begin(client, theirs["id"], visitor_token=key.token(theirs["id"], sub="ada", name="Ada B"))["conversation_id"]
     sync(app)
     response = org_a.call("DELETE", "/v1/visitors/ada/personal-data")
@@ -142,6 +145,13 @@ def test_erasing_a_verified_visitor_erases_their_conversations_across_the_organi
         assert [e for e in audit_of(org_a, cid) if e["type"] == "conversation.personal_data_erased"][0]["data"]["reason"] == \
             "visitor_request"
     assert rows[bob]["visitor"]["external_id"] == "bob" and rows[bob]["erased_at"] is None
+    assert rows[anonymous]["visitor"] == {"name": "Anonymous Annie", "verified": False} and rows[anonymous]["erased_at"] is None
+    started_bob = next(e for e in audit_of(org_a, bob) if e["type"] == "conversation.started")["data"]
+    assert started_bob["visitor"]["name"] == "Bob" and started_bob["context"] == {"verified": {"plan": "pro"}, "page": {"page": "/bob"}}
+    # Bob still finds and continues his conversation by his token; Ada finds none of hers.
+    assert [i["conversation_id"] for i in visitor_list(client, one["id"], bob_token).json()["items"]] == [bob]
+    assert visitor_list(client, one["id"], key.token(one["id"], sub="ada")).json()["items"] == []
+    assert conversation_call(client, one["id"], bob, "resume", {"visitor_token": bob_token}).status_code == 200
     assert conversations_of(org_b, app, theirs["id"])[ada_elsewhere]["visitor"]["external_id"] == "ada"
     services = app.state.services
     from api.admin_lists import verified_visitor_conversations

@@ -9,6 +9,7 @@ import pytest
 from application.store import EventStore
 from tests.api.conftest import Admin, assert_problem
 from tests.conftest import ALL_WIRINGS
+from tests.visitors import SiteKey
 
 pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
@@ -25,6 +26,8 @@ CALLS_ON_ANOTHER_ORGANIZATIONS_RESOURCES: list[tuple[str, str, Any]] = [
     ("PATCH", "/v1/widgets/{id}/config", {"v1": {"branding": {"display_name": "Intruder"}}}),
     ("POST", "/v1/widgets/{id}/publish", None),
     ("POST", "/v1/widgets/{id}/unpublish", None),
+    ("POST", "/v1/widgets/{id}/identity-keys", {"jwk": "{intruder_jwk}"}),
+    ("DELETE", "/v1/widgets/{id}/identity-keys/{kid}", None),
     ("DELETE", "/v1/widgets/{id}", None),
     ("GET", "/v1/agents/{agent_id}", None),
     ("POST", "/v1/agents/{agent_id}/versions", {"label": "intruder"}),
@@ -36,6 +39,8 @@ CALLS_ON_ANOTHER_ORGANIZATIONS_RESOURCES: list[tuple[str, str, Any]] = [
 
 def fill(template: Any, ids: dict[str, Any]) -> Any:
     if isinstance(template, str):
+        if template.startswith("{") and template.endswith("}") and not isinstance(ids.get(template[1:-1], ""), str):
+            return ids[template[1:-1]]  # a whole value (an object) put in place
         return template.format(**ids)
     if isinstance(template, dict):
         return {k: fill(v, ids) for k, v in template.items()}
@@ -49,6 +54,10 @@ def test_another_organizations_token_finds_nothing_and_changes_nothing(
     owner, intruder = (org_a, org_b) if direction == "b_on_a" else (org_b, org_a)
     # A live widget, so that publish/unpublish/pin would each change something if let through.
     widget = owner.widget(published=True, domains=["owner.example.com"])
+    # An identity key of the owner's, so that removing it would change something, and one the intruder would add.
+    added = owner.call("POST", f"/v1/widgets/{widget['id']}/identity-keys", json={"jwk": SiteKey.generate("ES256", "owners").public_jwk})
+    assert added.status_code == 201, added.text
+    widget = {**added.json(), "kid": "owners", "intruder_jwk": SiteKey.generate("EdDSA", "intruders").public_jwk}
     intruders_own = intruder.widget(published=True)  # the intruder has widgets and agents of their own
     agent_before = owner.call("GET", f"/v1/agents/{widget['agent_id']}").json()
     events_before = store.recorder.max_notification_id()
@@ -63,7 +72,8 @@ def test_another_organizations_token_finds_nothing_and_changes_nothing(
 
     assert store.recorder.max_notification_id() == events_before
     after = owner.get_widget(widget["id"])
-    assert after == widget
+    assert after == {k: v for k, v in widget.items() if k not in ("kid", "intruder_jwk")}
+    assert [k["kid"] for k in after["identity_keys"]] == ["owners"]
     assert after["version"] == widget["version"]
     assert owner.call("GET", f"/v1/agents/{widget['agent_id']}").json() == agent_before
     assert intruder.get_widget(intruders_own["id"]) == intruders_own
