@@ -120,6 +120,7 @@ class Services:
         self.stopping.set()
         self.read_models.stop()
         if self._dispatching is not None:
+            self.dispatcher.wake()  # it sees `stopping` at once, not at its next poll
             self._dispatching.join(timeout=15)
         self.installation_store.close()
         self.db.close()

@@ -206,3 +206,36 @@ def test_the_delivery_log_is_the_organizations_own(org_a: Admin, org_b: Admin, a
                    "invalid_request")
     reader = org_a.with_scopes("audit:read")
     assert org_a.call("GET", f"{PATH}/{hook['id']}/deliveries", headers=reader).status_code == 403
+
+
+def test_after_a_rotation_the_old_and_the_new_secret_both_verify(org_a: Admin, app: Litestar, receiver: Receiver) -> None:
+    hook = endpoint(org_a, receiver.url("/rotated"), ["agent.created"])
+    rotated = org_a.call("POST", f"{PATH}/{hook['id']}/rotate-secret")
+    assert rotated.status_code == 200, rotated.text
+    sync(app)
+    org_a.agent()
+    request = receiver.wait_for("/rotated", 1)[0]
+    assert verified(hook["secret"], request) == verified(rotated.json()["secret"], request)
+
+
+def test_a_name_resolving_to_loopback_is_never_connected(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.test_webhook_sender import Listener, resolving_to
+
+    listener = Listener()
+    resolving_to(monkeypatch, {"hooks.rebinding.example": ["127.0.0.1"]})
+    app = create_app(dataclasses.replace(settings, webhook_retry_schedule="0.2"))  # the switch is off, as in production
+    try:
+        with client_for(app) as client:
+            admin = Admin(client, settings, "org_a", "alice")
+            hook = endpoint(admin, f"https://hooks.rebinding.example:{listener.port}/in", ["agent.created"])
+            sync(app)
+            admin.agent()
+            eventually(lambda: deliveries(admin, hook["id"])["items"][:1] != [] and
+                       deliveries(admin, hook["id"])["items"][0]["status"] == "failed", timeout=10, what="failed")
+            item = deliveries(admin, hook["id"])["items"][0]
+            assert item["attempts"] == 2 and item["last_error"] == "address_not_allowed" and item["last_response_status"] is None
+    finally:
+        listener.close()
+    assert listener.accepted == 0
