@@ -22,6 +22,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from psycopg_pool import PoolTimeout
 
+from api.middleware import loggable_path
 from application.errors import (
     ConflictError,
     ForbiddenError,
@@ -150,7 +151,7 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
         case WebhookRejectedError():
             return problem(401, exc.code, "Webhook signature not valid", str(exc))
         case _ if isinstance(exc, STORE_DOWN):
-            log.warning("store_unavailable", error_type=type(exc).__name__, path=request.url.path)
+            log.warning("store_unavailable", error_type=type(exc).__name__, path=loggable_path(request.scope))
             return problem(503, "store_unavailable", "Service unavailable", "A store this request needs is unavailable; retry shortly.",
                            headers={"Retry-After": RETRY_AFTER_SECONDS})
         case UnicodeDecodeError():  # the JSON decoder met a body that is not UTF-8: bad input, not a server error
@@ -176,7 +177,7 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
         case HTTPException() if exc.status_code < 500:
             code = {400: "invalid_request", 429: "rate_limited"}.get(exc.status_code, "client_error")
             return problem(exc.status_code, code, exc.detail or "Client error", headers=exc.headers)
-    log.error("unhandled_error", error_type=type(exc).__name__, path=request.url.path, exc_info=exc)
+    log.error("unhandled_error", error_type=type(exc).__name__, path=loggable_path(request.scope), exc_info=exc)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Internal server error")
 
 

@@ -19,6 +19,9 @@ QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # Public config reads happen on every page view of every customer site: their successes are
 # counted in metrics and logged at debug level only; refusals and errors are logged as usual.
 HOT_ROUTE = "/public/v1/widgets/{widget_id}"  # as Litestar writes scope["path_template"]
+# Path parameters that are personal data (a verified visitor's external id): where a route has one, the log line
+# names the route's template instead of the path.
+PERSONAL_PATH_PARAMETERS = ("{external_id}",)
 _requests: dict[tuple[str, str, int], Any] = {}
 _latency: dict[tuple[str, str], Any] = {}
 
@@ -38,6 +41,14 @@ def observe(route: str, method: str, status: int, elapsed: float) -> None:
     counter, histogram = request_metrics(route, method, status)
     counter.inc()
     histogram.observe(elapsed)
+
+
+def loggable_path(scope: dict[str, Any]) -> str:
+    """The request's path, or its route template where the path carries personal data."""
+    route = scope.get("path_template")
+    if route and any(parameter in route for parameter in PERSONAL_PATH_PARAMETERS):
+        return str(route)
+    return str(scope["path"])
 
 
 class RequestContextMiddleware:
@@ -82,7 +93,7 @@ class RequestContextMiddleware:
                 log.info(
                     "request",
                     method=scope["method"],
-                    path=path,
+                    path=loggable_path(scope),
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
                 )

@@ -21,6 +21,8 @@ from uuid import UUID
 import psycopg
 import structlog
 
+from infrastructure.pg_horizon import wait_for_older_snapshots
+
 log = structlog.get_logger("data_keys")
 BATCH = 1000
 Rewrite = Callable[[str, bytes], bytes | None]  # (topic, state) -> the new state, or None to leave the event as it is
@@ -128,7 +130,7 @@ class PostgresKeyTable:
                                  [new_state, originator_id, row["originator_version"]], prepare=False)
                     changed += 1
         if changed:
-            self.scrub(self.events_table_name)
+            self.scrub(self.events_table_name, full=True)  # the old versions held plaintext: no page may keep it
         return changed
 
     def scrub(self, table: str, full: bool = False) -> None:
@@ -136,8 +138,12 @@ class PostgresKeyTable:
         write the cleaned pages to the table files now rather than at the next checkpoint, where the role may.
 
         Plain VACUUM marks a dead tuple's space free but leaves its bytes in the page (seen on PostgreSQL 15); `full`
-        rewrites the table, so none survive. The key table takes it: a destroyed key's wrapped bytes must go."""
+        rewrites the table, so none survive. The key table takes it (a destroyed key's wrapped bytes must go), and
+        the event table after an in-place rewrite (the old versions held plaintext; the scan test found the like in
+        a read model's page after a plain VACUUM). It holds an exclusive lock on the table while it runs."""
         with self.datastore.get_connection() as conn:
+            if full:
+                wait_for_older_snapshots(conn)  # VACUUM keeps what an older snapshot may still see
             conn.execute(f"VACUUM {'FULL ' if full else ''}{self._qualified(table)}", prepare=False)
             try:
                 conn.execute("CHECKPOINT", prepare=False)

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from infrastructure.pg_horizon import wait_for_older_snapshots
 from infrastructure.settings import Settings
 
 
@@ -77,16 +78,23 @@ class Database:
                 return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
         return list(self._sqlite().execute(sql, params).fetchall())
 
-    def scrub(self, tables: Sequence[str]) -> None:
+    def scrub(self, tables: Sequence[str], full: bool = False) -> None:
         """Leave no deleted or overwritten row's bytes behind: PostgreSQL `VACUUM` (dead tuples; it cannot run in a
-        transaction), SQLite a truncating WAL checkpoint (its free pages are zeroed already: `secure_delete`)."""
+        transaction), SQLite a truncating WAL checkpoint (its free pages are zeroed already: `secure_delete`).
+
+        Plain VACUUM frees a dead tuple's space but leaves its bytes in the page until something overwrites them:
+        enough for sealed values (noise once their key is gone), not for plaintext. `full` (for rows that held
+        personal values in the clear: written before encryption) rewrites the tables, which holds an exclusive
+        lock on each while it runs."""
         if self._pool is not None:
             with self._pool.connection() as conn:
                 conn.autocommit = True
                 try:
+                    if full:
+                        wait_for_older_snapshots(conn)
                     for table in tables:
                         name = f"{self._search_path}.{table}" if self._search_path else table
-                        conn.execute(f"VACUUM {name}", prepare=False)
+                        conn.execute(f"VACUUM {'FULL ' if full else ''}{name}", prepare=False)
                 finally:
                     conn.autocommit = False
         else:

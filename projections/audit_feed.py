@@ -97,6 +97,11 @@ class AuditFeedView(SqlView):
     def scrubs(self, changes: Changes) -> bool:
         return bool(changes[2])
 
+    def scrubs_fully(self, changes: Changes) -> bool:
+        """An erasure that rewrote events in the clear: the feed held those values in the clear too."""
+        return any(e.type == t.CONVERSATION_PERSONAL_DATA_ERASED and (e.data or {}).get("rewritten_events")
+                   for _, e in changes[1])
+
     def owners(self, ids: set[str]) -> dict[str, str]:
         return dict(self.select_in("SELECT aggregate_id, organization_id FROM audit_owners WHERE aggregate_id IN", ids))
 

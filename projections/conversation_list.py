@@ -86,6 +86,7 @@ class ConversationChanges(msgspec.Struct):
     rows: dict[str, ConversationRow]
     refs: dict[str, str]
     unlinked: set[str] = set()  # conversations whose visitor lookup row goes (erased)
+    plaintext: bool = False  # an erased conversation's rows held its values in the clear (stored before encryption)
 
 
 class VisitorConversation(msgspec.Struct):
@@ -117,9 +118,10 @@ class ConversationListProjection:
         self.changed: dict[str, ConversationRow] = {}
         self.refs: dict[str, str] = {}
         self.unlinked: set[str] = set()
+        self.plaintext = False
         for event in events:
             self.process_event(event)
-        return ConversationChanges(self.changed, self.refs, self.unlinked)
+        return ConversationChanges(self.changed, self.refs, self.unlinked, self.plaintext)
 
     def _touch(self, row: ConversationRow, event: Any) -> None:
         row.updated_at, row.version = event.timestamp, event.originator_version
@@ -171,6 +173,8 @@ class ConversationListProjection:
     def _(self, event: Conversation.PersonalDataErased) -> None:
         self.refs.pop(str(event.originator_id), None)
         self.unlinked.add(str(event.originator_id))
+        if getattr(event, "rewritten_events", 0):  # its events were in the clear: so were its rows
+            self.plaintext = True
         if row := self.rows.get(str(event.originator_id)):
             row.visitor = {}
             row.forms = [SubmittedForm(f.form_id, {}, f.submitted_at) for f in row.forms]
@@ -194,6 +198,9 @@ class ConversationListView(SqlView):
 
     def scrubs(self, changes: ConversationChanges) -> bool:
         return bool(changes.unlinked)
+
+    def scrubs_fully(self, changes: ConversationChanges) -> bool:
+        return changes.plaintext
 
     def load(self, ids: set[str]) -> dict[str, ConversationRow]:
         rows = [_decode(j) for (j,) in self.select_in("SELECT row_json FROM conversation_list WHERE id IN", ids)]

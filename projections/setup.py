@@ -109,7 +109,7 @@ def rebuild_outdated(store: EventLog, db: Database) -> list[str]:
         if stored is not None and stored < view_class.format:
             log.info("read_model_format_outdated", projection=name, stored=stored, format=view_class.format)
             rebuild_sql(store, db, name)
-            db.scrub(view_class.tables)
+            db.scrub(view_class.tables, full=True)  # the old rows held personal values in the clear
             rebuilt.append(name)
         if stored != view_class.format:
             view_class.record_format(db)

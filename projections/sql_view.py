@@ -67,6 +67,11 @@ class SqlView:
         """Whether a committed page overwrote personal values, so the old bytes must be scrubbed from the files."""
         return False
 
+    def scrubs_fully(self, changes: Any) -> bool:
+        """Whether the overwritten values were in the clear (rows from before encryption): then the tables are
+        rewritten (`Database.scrub(full=True)`), since a plain VACUUM leaves a dead tuple's bytes in its page."""
+        return False
+
     def position(self) -> int:
         return int(self.db.query("SELECT position FROM projection_positions WHERE name = ?", [self.name])[0][0])
 
@@ -79,7 +84,7 @@ class SqlView:
         with self.db.transaction() as tx:
             result = self._commit_in(tx, changes, first, last)
         if result == APPLIED and self.scrubs(changes):
-            self.db.scrub(self.tables)
+            self.db.scrub(self.tables, full=self.scrubs_fully(changes))
         return result
 
     def _commit_in(self, tx: Executor, changes: Any, first: int, last: int) -> int:
