@@ -37,12 +37,13 @@ from infrastructure.personal_data import DeploymentKeys
 from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from infrastructure.webhook_sender import TIMEOUT, Attempt, WebhookSender
+from projections.runner import is_unavailable
 from projections.webhook_endpoints import DeliveryTarget, endpoint_target
 from projections.webhook_outbox import Due, claim, due_deliveries
 
 log = structlog.get_logger("webhooks")
 
-PER_ENDPOINT = 4  # attempts in flight per endpoint
+PER_ENDPOINT = 8  # attempts in flight per endpoint
 BATCH = 200
 POLL = 1.0  # how often the outbox is looked at when nothing wakes the dispatcher (other processes' retries)
 LEASE = TIMEOUT + 30.0
@@ -90,26 +91,29 @@ class WebhookDispatcher:
 
     async def run(self, stopping: threading.Event) -> None:
         self._loop, self._wakeup = asyncio.get_running_loop(), asyncio.Event()
-        sender = self.sender or WebhookSender(allow_private=self.allow_private)
+        sender = self.sender or WebhookSender(allow_private=self.allow_private, per_endpoint=PER_ENDPOINT)
         tasks: set[asyncio.Task[None]] = set()
+        self._results: list[tuple[Due, Attempt]] = []
+        self._recorded = asyncio.Event()
+        recorder = asyncio.create_task(self._record_results(stopping))
         backoff = 0.2
         try:
             while not stopping.is_set():
                 self._wakeup.clear()
                 try:
-                    taken = await asyncio.to_thread(self._claim)
+                    ready = await asyncio.to_thread(self._claim_and_prepare, dict(self._inflight))
                     backoff = 0.2
                 except Exception as error:  # noqa: BLE001 - the database is unreachable for now: try again
                     log.warning("webhook_outbox_unavailable", error=type(error).__name__, retry_in=backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                for due in taken:
+                for due, target, body in ready:
                     self._inflight[due.endpoint_id] += 1
-                    task = asyncio.create_task(self._attempt(sender, due))
+                    task = asyncio.create_task(self._attempt(sender, due, target, body))
                     tasks.add(task)
                     task.add_done_callback(lambda done, endpoint=due.endpoint_id: self._finished(tasks, done, endpoint))
-                if taken:
+                if ready:
                     continue  # there may be more due: look again before waiting
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), POLL)
@@ -118,6 +122,8 @@ class WebhookDispatcher:
         finally:
             if tasks:
                 await asyncio.wait(tasks, timeout=TIMEOUT + 1)  # attempts in flight finish, or their leases run out
+            self._recorded.set()
+            await recorder
             if self.sender is None:
                 await sender.close()
 
@@ -131,40 +137,67 @@ class WebhookDispatcher:
         assert self._wakeup is not None
         self._wakeup.set()  # a slot is free
 
-    def _claim(self) -> list[Due]:
+    async def _attempt(self, sender: WebhookSender, due: Due, target: DeliveryTarget, body: bytes) -> None:
+        attempt = await sender.send(target.url, due.message_id, int(self.clock()), body, target.signing_secrets, due.endpoint_id)
+        self._results.append((due, attempt))
+        self._recorded.set()
+
+    async def _record_results(self, stopping: threading.Event) -> None:
+        """Write the attempts' results, as many as have come in, one transaction at a time."""
+        while True:
+            await self._recorded.wait()
+            self._recorded.clear()
+            batch, self._results = self._results, []
+            if batch:
+                try:
+                    await asyncio.to_thread(self._record, batch)
+                except Exception as error:  # noqa: BLE001 - unrecorded: the leases run out and the attempts are repeated
+                    log.warning("webhook_results_not_recorded", attempts=len(batch), error=type(error).__name__)
+            if stopping.is_set() and not self._results:
+                return
+
+    # Claiming, in one worker thread: the leases, then each delivery's target and body.
+
+    def _claim_and_prepare(self, inflight: dict[str, int]) -> list[tuple[Due, DeliveryTarget, bytes]]:
         now = self.clock()
-        busy = sorted(e for e, n in self._inflight.items() if n >= PER_ENDPOINT)
-        room = dict(self._inflight)
+        busy = sorted(e for e, n in inflight.items() if n >= PER_ENDPOINT)
+        room = dict(inflight)
         chosen = []
         for due in due_deliveries(self.db, now, BATCH, busy):
             if room.get(due.endpoint_id, 0) < PER_ENDPOINT:
                 room[due.endpoint_id] = room.get(due.endpoint_id, 0) + 1
                 chosen.append(due)
-        return claim(self.db, chosen, now, now + LEASE) if chosen else []
-
-    # One attempt
-
-    async def _attempt(self, sender: WebhookSender, due: Due) -> None:
-        lease = await asyncio.to_thread(self._prepare, due)
-        if lease is None:
-            return
-        target, body = lease
-        attempt = await sender.send(target.url, due.message_id, int(self.clock()), body, target.signing_secrets)
-        await asyncio.to_thread(self._record, due, attempt)
-
-    def _prepare(self, due: Due) -> tuple[DeliveryTarget, bytes] | None:
-        """Where the delivery goes and its body, or None when it is not to be sent now (the row says why)."""
-        now = self.clock()
-        row, target = self._target(due.endpoint_id, now)
-        if row is None:  # the endpoints' read model has not reached this endpoint yet: in a moment
-            self._release(due, now + 1.0)
-            return None
-        if target is None or not target.signing_secrets:
-            reason = "endpoint_deleted" if row.deleted else "endpoint_disabled" if row.disabled else "no_signing_secret"
-            self._finish(due, "failed", None, reason, now, counted=False)
-            log.info("webhook_not_sent", endpoint_id=due.endpoint_id, message_id=due.message_id, reason=reason)
-            return None
-        return target, self.render(due.position)
+        taken = claim(self.db, chosen, now, now + LEASE) if chosen else []
+        ready, bodies = [], {}
+        later, not_sent = [], []
+        for due in taken:
+            row, target = self._target(due.endpoint_id, now)
+            if row is None:  # the endpoints' read model has not reached this endpoint yet: in a moment
+                later.append(due)
+                continue
+            if target is None or not target.signing_secrets:
+                reason = "endpoint_deleted" if row.deleted else "endpoint_disabled" if row.disabled else "no_signing_secret"
+                not_sent.append((due, reason))
+                continue
+            if due.position not in bodies:  # one rendering per event, however many endpoints it goes to
+                try:
+                    bodies[due.position] = self.render(due.position)
+                except Exception as error:  # the lease runs out and the attempt is made again later
+                    if is_unavailable(error):
+                        raise
+                    log.error("webhook_not_rendered", message_id=due.message_id, position=due.position, error=type(error).__name__)
+                    continue
+            ready.append((due, target, bodies[due.position]))
+        if later or not_sent:
+            with self.db.transaction() as tx:
+                tx.executemany("UPDATE webhook_outbox SET lease_until = NULL, next_attempt_at = ? WHERE message_id = ?",
+                               [(now + 1.0, due.message_id) for due in later])
+                tx.executemany("UPDATE webhook_outbox SET status = 'failed', last_error = ?, last_attempt_at = ?, "
+                               "next_attempt_at = NULL, lease_until = NULL WHERE message_id = ? AND status = 'pending'",
+                               [(reason, now, due.message_id) for due, reason in not_sent])
+            for due, reason in not_sent:
+                log.info("webhook_not_sent", endpoint_id=due.endpoint_id, message_id=due.message_id, reason=reason)
+        return ready
 
     def _target(self, endpoint_id: str, now: float) -> tuple[Any, DeliveryTarget | None]:
         cached = self._targets.get(endpoint_id)
@@ -186,56 +219,50 @@ class WebhookDispatcher:
         data = {f"{record.aggregate_type}_id": record.aggregate_id, **record.data}
         return _encode({"type": record.type, "timestamp": record.occurred_at, "data": data})
 
-    def _record(self, due: Due, attempt: Attempt) -> None:
+    def _record(self, results: Sequence[tuple[Due, Attempt]]) -> None:
+        """The attempts' results in the outbox, in one transaction; then the endpoints a 410 or 5 days of failures
+        disable."""
         now = self.clock()
-        attempts = due.attempts + 1
-        if attempt.succeeded:
-            self._finish(due, "succeeded", attempt.status, None, now, delivered=True)
-            self._healthy(due.endpoint_id)
-            WEBHOOK_DELIVERIES.labels("succeeded").inc()
-            WEBHOOK_DELIVERY_LAG.observe(max(0.0, now - due.committed_at))
-            return
-        log.info("webhook_attempt_failed", endpoint_id=due.endpoint_id, message_id=due.message_id, attempt=attempts,
-                 status=attempt.status, error=attempt.error)
-        if attempt.status == 410:
-            self._finish(due, "failed", attempt.status, None, now)
-            WEBHOOK_DELIVERIES.labels("failed").inc()
-            self._disable(due.endpoint_id, DISABLED_GONE)
-            return
-        if attempts <= len(self.schedule):
-            self._finish(due, "pending", attempt.status, attempt.error, now, next_at=now + self.schedule[attempts - 1])
-            WEBHOOK_DELIVERIES.labels("retrying").inc()
-        else:
-            self._finish(due, "failed", attempt.status, attempt.error, now)
-            WEBHOOK_DELIVERIES.labels("failed").inc()
-        if now - self._failing_since(due.endpoint_id, now) >= self.disable_after_failing:
-            self._disable(due.endpoint_id, DISABLED_FAILING)
-
-    # The outbox's delivery columns
-
-    def _finish(self, due: Due, status: str, response: int | None, error: str | None, now: float,
-                next_at: float | None = None, delivered: bool = False, counted: bool = True) -> None:
+        rows, succeeded, failing, gone = [], set(), set(), set()
+        for due, attempt in results:
+            attempts = due.attempts + 1
+            if attempt.succeeded:
+                rows.append(("succeeded", attempt.status, None, now, None, now, due.message_id))
+                succeeded.add(due.endpoint_id)
+                WEBHOOK_DELIVERIES.labels("succeeded").inc()
+                WEBHOOK_DELIVERY_LAG.observe(max(0.0, now - due.committed_at))
+                continue
+            log.info("webhook_attempt_failed", endpoint_id=due.endpoint_id, message_id=due.message_id, attempt=attempts,
+                     status=attempt.status, error=attempt.error)
+            if attempt.status == 410:
+                rows.append(("failed", attempt.status, None, now, None, None, due.message_id))
+                gone.add(due.endpoint_id)
+                WEBHOOK_DELIVERIES.labels("failed").inc()
+            elif attempts <= len(self.schedule):
+                rows.append(("pending", attempt.status, attempt.error, now, now + self.schedule[attempts - 1], None, due.message_id))
+                failing.add(due.endpoint_id)
+                WEBHOOK_DELIVERIES.labels("retrying").inc()
+            else:
+                rows.append(("failed", attempt.status, attempt.error, now, None, None, due.message_id))
+                failing.add(due.endpoint_id)
+                WEBHOOK_DELIVERIES.labels("failed").inc()
+        failing -= succeeded  # one success in the batch: the endpoint is not failing
         with self.db.transaction() as tx:
-            tx.execute(
-                """UPDATE webhook_outbox SET status = ?, attempts = attempts + ?, last_response_status = ?, last_error = ?,
+            tx.executemany(
+                """UPDATE webhook_outbox SET status = ?, attempts = attempts + 1, last_response_status = ?, last_error = ?,
                    last_attempt_at = ?, next_attempt_at = ?, delivered_at = ?, lease_until = NULL
-                   WHERE message_id = ? AND status = 'pending'""",
-                [status, int(counted), response, error, now, next_at, now if delivered else None, due.message_id])
-
-    def _release(self, due: Due, next_at: float) -> None:
-        with self.db.transaction() as tx:
-            tx.execute("UPDATE webhook_outbox SET lease_until = NULL, next_attempt_at = ? WHERE message_id = ?",
-                       [next_at, due.message_id])
-
-    def _healthy(self, endpoint_id: str) -> None:
-        with self.db.transaction() as tx:
-            tx.execute("DELETE FROM webhook_endpoint_health WHERE endpoint_id = ?", [endpoint_id])
-
-    def _failing_since(self, endpoint_id: str, now: float) -> float:
-        with self.db.transaction() as tx:
-            tx.execute("INSERT INTO webhook_endpoint_health (endpoint_id, failing_since) VALUES (?, ?) ON CONFLICT (endpoint_id) "
-                       "DO NOTHING", [endpoint_id, now])
-            return float(tx.query("SELECT failing_since FROM webhook_endpoint_health WHERE endpoint_id = ?", [endpoint_id])[0][0])
+                   WHERE message_id = ? AND status = 'pending'""", rows)
+            tx.executemany("DELETE FROM webhook_endpoint_health WHERE endpoint_id = ?", [(e,) for e in sorted(succeeded)])
+            tx.executemany("INSERT INTO webhook_endpoint_health (endpoint_id, failing_since) VALUES (?, ?) "
+                           "ON CONFLICT (endpoint_id) DO NOTHING", [(e, now) for e in sorted(failing)])
+            since = {e: float(f) for e, f in tx.query(
+                f"SELECT endpoint_id, failing_since FROM webhook_endpoint_health WHERE endpoint_id IN ({','.join('?' * len(failing))})",
+                sorted(failing))} if failing else {}
+        for endpoint_id in sorted(gone):
+            self._disable(endpoint_id, DISABLED_GONE)
+        for endpoint_id, failing_since in sorted(since.items()):
+            if now - failing_since >= self.disable_after_failing:
+                self._disable(endpoint_id, DISABLED_FAILING)
 
     def _disable(self, endpoint_id: str, reason: str) -> None:
         if disable_endpoint(self.store, UUID(endpoint_id), reason):

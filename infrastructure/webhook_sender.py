@@ -22,6 +22,7 @@ import ipaddress
 import socket
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,19 +125,38 @@ class Attempt:
 
 
 class WebhookSender:
-    """Sends attempts over one connection pool (keep-alive per origin); at most `per_origin` connections each."""
+    """Sends attempts over one small connection pool per endpoint (keep-alive, at most `per_endpoint` connections).
+
+    One pool per endpoint rather than one for all: httpcore matches each request against every connection of
+    its pool, which costs O(connections) per request, and an endpoint's own attempts are bounded anyway."""
+
+    MAX_POOLS = 2000
 
     def __init__(self, allow_private: bool = False, timeout: float = TIMEOUT, resolver: Resolver = system_resolver,
-                 ssl_context: ssl.SSLContext | None = None, max_connections: int = 500) -> None:
+                 ssl_context: ssl.SSLContext | None = None, per_endpoint: int = 4) -> None:
         self.timeout = timeout
         self.allow_private = allow_private
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or ssl.create_default_context(), max_connections=max_connections,
-            max_keepalive_connections=max_connections, keepalive_expiry=30.0, retries=0,
-            network_backend=CheckedBackend(allow_private, resolver),
-        )
+        self.per_endpoint = per_endpoint
+        self._ssl = ssl_context or ssl.create_default_context()
+        self._backend = CheckedBackend(allow_private, resolver)
+        self._pools: OrderedDict[str, httpcore.AsyncConnectionPool] = OrderedDict()
 
-    async def send(self, url: str, message_id: str, timestamp: int, body: bytes, secrets: Sequence[bytes]) -> Attempt:
+    def _pool(self, key: str) -> httpcore.AsyncConnectionPool:
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = httpcore.AsyncConnectionPool(
+                ssl_context=self._ssl, max_connections=self.per_endpoint, max_keepalive_connections=self.per_endpoint,
+                keepalive_expiry=30.0, retries=0, network_backend=self._backend)
+            while len(self._pools) > self.MAX_POOLS:  # the least recently used goes (its idle connections close)
+                _, old = self._pools.popitem(last=False)
+                if not old.connections or all(c.is_idle() for c in old.connections):
+                    asyncio.get_running_loop().create_task(old.aclose())
+        else:
+            self._pools.move_to_end(key)
+        return pool
+
+    async def send(self, url: str, message_id: str, timestamp: int, body: bytes, secrets: Sequence[bytes],
+                   endpoint: str = "") -> Attempt:
         started = time.monotonic()
         scheme = url.split(":", 1)[0].lower()
         if scheme != "https" and not (self.allow_private and scheme == "http"):
@@ -148,7 +168,7 @@ class WebhookSender:
         ]
         try:
             async with asyncio.timeout(self.timeout):
-                async with self._pool.stream("POST", url, headers=headers, content=body, extensions={
+                async with self._pool(endpoint or url).stream("POST", url, headers=headers, content=body, extensions={
                         "timeout": {"connect": self.timeout, "read": self.timeout, "write": self.timeout, "pool": self.timeout}}) as response:
                     read = 0
                     async for chunk in response.aiter_stream():
@@ -171,4 +191,6 @@ class WebhookSender:
                            time.monotonic() - started)
 
     async def close(self) -> None:
-        await self._pool.aclose()
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            await pool.aclose()

@@ -29,7 +29,7 @@ import msgspec
 from domain.webhook_endpoint import SUBSCRIBABLE_EVENT_TYPES, WebhookEndpoint, subscribes_to
 from infrastructure.sql import Database, Executor
 from projections.cursor import decode_cursor, encode_cursor
-from projections.sql_view import APPLIED, SqlView
+from projections.sql_view import APPLIED, IN_CHUNK, SqlView
 
 NAME = "webhook_outbox"
 MESSAGE_IDS = uuid.UUID("7b0e3f52-9c61-4d7a-a1f4-2f6c1e0b8d45")
@@ -238,14 +238,18 @@ def due_deliveries(db: Database, now: float, limit: int, busy: Sequence[str] = (
 
 
 def claim(db: Database, deliveries: Sequence[Due], now: float, until: float) -> list[Due]:
-    """Take a lease on each delivery no other process holds; returns those taken (a crash lets the lease run out)."""
-    taken = []
+    """Take a lease on each delivery no other process holds; returns those taken (a crash lets the lease run out).
+    One statement per chunk: `RETURNING` names the rows this process took."""
+    by_id = {d.message_id: d for d in deliveries}
+    taken: list[Due] = []
+    ids = list(by_id)
     with db.transaction() as tx:
-        for due in deliveries:
-            moved = tx.execute("UPDATE webhook_outbox SET lease_until = ? WHERE message_id = ? AND status = 'pending' AND "
-                               "(lease_until IS NULL OR lease_until < ?)", [until, due.message_id, now])
-            if moved.rowcount == 1:
-                taken.append(due)
+        for i in range(0, len(ids), IN_CHUNK):
+            chunk = ids[i : i + IN_CHUNK]
+            found = tx.query(f"""UPDATE webhook_outbox SET lease_until = ? WHERE message_id IN ({','.join('?' * len(chunk))})
+                                 AND status = 'pending' AND (lease_until IS NULL OR lease_until < ?) RETURNING message_id""",
+                             [until, *chunk, now])
+            taken += [by_id[m] for (m,) in found]
     return taken
 
 
