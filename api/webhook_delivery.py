@@ -68,6 +68,7 @@ class WebhookDispatcher:
         self._wakeup: asyncio.Event | None = None
         self._targets: dict[str, tuple[float, Any, DeliveryTarget | None]] = {}
         self._inflight: dict[str, int] = defaultdict(int)
+        self._soonest: float | None = None  # the earliest retry recorded since the last claim
 
     @classmethod
     def from_settings(cls, settings: Settings, store: EventStore, db: Database) -> WebhookDispatcher:
@@ -115,8 +116,11 @@ class WebhookDispatcher:
                     task.add_done_callback(lambda done, endpoint=due.endpoint_id: self._finished(tasks, done, endpoint))
                 if ready:
                     continue  # there may be more due: look again before waiting
+                # Until woken, or the soonest retry this process scheduled, or the poll (other processes' rows).
+                soonest, self._soonest = self._soonest, None
+                timeout = POLL if soonest is None else min(POLL, max(0.01, soonest - self.clock()))
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), POLL)
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
                 except TimeoutError:
                     pass
         finally:
@@ -239,7 +243,10 @@ class WebhookDispatcher:
                 gone.add(due.endpoint_id)
                 WEBHOOK_DELIVERIES.labels("failed").inc()
             elif attempts <= len(self.schedule):
-                rows.append(("pending", attempt.status, attempt.error, now, now + self.schedule[attempts - 1], None, due.message_id))
+                next_at = now + self.schedule[attempts - 1]
+                rows.append(("pending", attempt.status, attempt.error, now, next_at, None, due.message_id))
+                soonest = self._soonest
+                self._soonest = next_at if soonest is None else min(soonest, next_at)
                 failing.add(due.endpoint_id)
                 WEBHOOK_DELIVERIES.labels("retrying").inc()
             else:
