@@ -39,7 +39,7 @@ from infrastructure.sql import Database
 from infrastructure.webhook_sender import TIMEOUT, Attempt, WebhookSender
 from projections.runner import is_unavailable
 from projections.webhook_endpoints import DeliveryTarget, endpoint_target
-from projections.webhook_outbox import Due, claim, due_deliveries
+from projections.webhook_outbox import Due, claim, due_deliveries, prune
 
 log = structlog.get_logger("webhooks")
 
@@ -48,6 +48,8 @@ BATCH = 200
 POLL = 1.0  # how often the outbox is looked at when nothing wakes the dispatcher (other processes' retries)
 LEASE = TIMEOUT + 30.0
 DISABLE_AFTER_FAILING = 5 * 86400.0
+KEEP_FINISHED = 30 * 86400.0  # a finished delivery stays in the delivery log this long
+PRUNE_EVERY = 3600.0
 TARGET_CACHE = 1.0  # seconds an endpoint's URL and secrets are reused between attempts
 _encode = msgspec.json.Encoder().encode
 
@@ -98,9 +100,18 @@ class WebhookDispatcher:
         self._recorded = asyncio.Event()
         recorder = asyncio.create_task(self._record_results(stopping))
         backoff = 0.2
+        pruned_at = 0.0
         try:
             while not stopping.is_set():
                 self._wakeup.clear()
+                if self.clock() - pruned_at >= PRUNE_EVERY:
+                    pruned_at = self.clock()
+                    try:
+                        gone = await asyncio.to_thread(prune, self.db, pruned_at - KEEP_FINISHED)
+                        if gone:
+                            log.info("webhook_deliveries_pruned", deliveries=gone)
+                    except Exception as error:  # noqa: BLE001 - next hour, then
+                        log.warning("webhook_prune_failed", error=type(error).__name__)
                 try:
                     ready = await asyncio.to_thread(self._claim_and_prepare, dict(self._inflight))
                     backoff = 0.2

@@ -48,6 +48,8 @@ SCHEMA = [
         events_json TEXT NOT NULL, active BOOLEAN NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS webhook_routes_by_org ON webhook_routes (organization_id)",
     "CREATE TABLE IF NOT EXISTS webhook_owners (aggregate_id TEXT PRIMARY KEY, organization_id TEXT NOT NULL)",
+    # The position up to which finished deliveries were pruned: a replay queues nothing at or below it again.
+    "CREATE TABLE IF NOT EXISTS webhook_outbox_horizon (id INTEGER PRIMARY KEY, position BIGINT NOT NULL)",
     # The dispatcher's: since when each endpoint has failed without a success (an endpoint failing 5 days is disabled).
     "CREATE TABLE IF NOT EXISTS webhook_endpoint_health (endpoint_id TEXT PRIMARY KEY, failing_since DOUBLE PRECISION)",
 ]
@@ -78,6 +80,7 @@ class WebhookOutboxProjection:
 
     def apply(self, events: Sequence[Any], source: WebhookOutboxView, positions: Sequence[int] = ()) -> OutboxChanges:
         changes = OutboxChanges()
+        horizon = source.horizon()
         owners = source.owners({str(e.originator_id) for e in events})
         for event in events:
             organization = getattr(event, "organization_id", None) if event.originator_version == 1 else None
@@ -90,7 +93,7 @@ class WebhookOutboxProjection:
             if organization is None:
                 continue
             event_type = type(event).TOPIC
-            if event_type in SUBSCRIBABLE_EVENT_TYPES:
+            if event_type in SUBSCRIBABLE_EVENT_TYPES and position > horizon:
                 at = event.timestamp.timestamp()
                 for route in routes.values():
                     if route.active and route.organization_id == organization and subscribes_to(route.events, event_type):
@@ -160,6 +163,10 @@ class WebhookOutboxView(SqlView):
 
     def owners(self, ids: set[str]) -> dict[str, str]:
         return dict(self.select_in("SELECT aggregate_id, organization_id FROM webhook_owners WHERE aggregate_id IN", ids))
+
+    def horizon(self) -> int:
+        found = self.db.query("SELECT position FROM webhook_outbox_horizon WHERE id = 1")
+        return int(found[0][0]) if found else 0
 
     def routes(self, organizations: set[str]) -> dict[str, Route]:
         found = self.select_in("SELECT endpoint_id, organization_id, events_json, active FROM webhook_routes WHERE organization_id IN",
@@ -253,6 +260,18 @@ def claim(db: Database, deliveries: Sequence[Due], now: float, until: float) -> 
     return taken
 
 
-def next_due_at(db: Database) -> float | None:
-    found = db.query("SELECT MIN(next_attempt_at) FROM webhook_outbox WHERE status = 'pending'")
-    return None if not found or found[0][0] is None else float(found[0][0])
+def prune(db: Database, before: float) -> int:
+    """Forget deliveries that finished (succeeded or failed) before `before`, and raise the horizon past them so
+    that no replay queues them again; pending ones are kept, whatever their age. Returns how many went."""
+    with db.transaction() as tx:
+        found = tx.query("SELECT MAX(position), COUNT(*) FROM webhook_outbox WHERE status <> 'pending' AND last_attempt_at < ?",
+                         [before])
+        highest, count = found[0]
+        if not count:
+            return 0
+        tx.execute("DELETE FROM webhook_outbox WHERE status <> 'pending' AND last_attempt_at < ? AND position <= ?",
+                   [before, highest])
+        tx.execute("INSERT INTO webhook_outbox_horizon (id, position) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET "
+                   "position = CASE WHEN excluded.position > webhook_outbox_horizon.position THEN excluded.position "
+                   "ELSE webhook_outbox_horizon.position END", [highest])
+        return int(count)

@@ -275,3 +275,27 @@ def test_one_success_resets_the_failing_clock(org_a: Admin, app: Litestar, recei
     eventually(lambda: deliveries(org_a, hook["id"])["items"][0]["status"] == "failed", what="failed")
     sync(app)
     assert org_a.call("GET", f"{PATH}/{hook['id']}").json()["disabled"] is False
+
+
+def test_a_rebuild_delivers_nothing_again_even_after_old_deliveries_were_pruned(
+    org_a: Admin, app: Litestar, receiver: Receiver
+) -> None:
+    from projections.rebuild import rebuild_sql
+    from projections.webhook_outbox import prune
+
+    services = app.state.services
+    hook = endpoint(org_a, receiver.url("/kept"), ["agent.created"])
+    sync(app)
+    org_a.agent("First")
+    org_a.agent("Second")
+    receiver.wait_for("/kept", 2)
+    eventually(lambda: all(d["status"] == "succeeded" for d in all_deliveries(org_a, hook["id"])), what="succeeded")
+    rebuild_sql(services.store, services.db, "webhook_outbox")  # statuses kept, nothing queued twice
+    assert [d["status"] for d in all_deliveries(org_a, hook["id"])] == ["succeeded", "succeeded"]
+    assert prune(services.db, time.time() + 1) == 2  # as the hourly prune does with deliveries 30 days old
+    rebuild_sql(services.store, services.db, "webhook_outbox")
+    assert all_deliveries(org_a, hook["id"]) == []
+    org_a.agent("Third")
+    receiver.wait_for("/kept", 3)
+    time.sleep(0.5)
+    assert [r.json()["data"]["name"] for r in receiver.at("/kept")] == ["First", "Second", "Third"]
