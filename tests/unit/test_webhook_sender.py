@@ -160,3 +160,29 @@ def _at(timestamp: int) -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def test_a_response_body_is_read_only_up_to_the_bound() -> None:
+    """An endpoint that announces 100 MB and then trickles: the status is taken after 1 KiB, well before the timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\n" + b"x" * 4096)
+        stop.wait(10)  # the rest never comes
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        attempt = send(WebhookSender(allow_private=True, timeout=5.0), f"http://127.0.0.1:{port}/big")
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert attempt.status == 200 and attempt.error is None
