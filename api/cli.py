@@ -94,11 +94,12 @@ def project() -> None:
     from api.retention import RetentionSweep
 
     RetentionSweep(store, db).start(stopping)
-    from api.webhook_delivery import WebhookDispatcher
+    if settings.webhook_deliveries:
+        from api.webhook_delivery import WebhookDispatcher
 
-    dispatcher = WebhookDispatcher.from_settings(settings, store, db)
-    models.webhook_outbox_view.on_queued = dispatcher.wake
-    dispatcher.start(stopping)
+        dispatcher = WebhookDispatcher.from_settings(settings, store, db)
+        models.webhook_outbox_view.on_queued = dispatcher.wake
+        dispatcher.start(stopping)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     threads = []

@@ -110,11 +110,15 @@ class Services:
             from api.retention import RetentionSweep
 
             RetentionSweep(self.store, self.db).start(self.stopping)
-            from api.webhook_delivery import WebhookDispatcher
+            if self.settings.webhook_deliveries:
+                self._start_dispatcher()
 
-            self.dispatcher = WebhookDispatcher.from_settings(self.settings, self.store, self.db)
-            self.read_models.webhook_outbox_view.on_queued = self.dispatcher.wake
-            self._dispatching = self.dispatcher.start(self.stopping)
+    def _start_dispatcher(self) -> None:
+        from api.webhook_delivery import WebhookDispatcher
+
+        self.dispatcher = WebhookDispatcher.from_settings(self.settings, self.store, self.db)
+        self.read_models.webhook_outbox_view.on_queued = self.dispatcher.wake
+        self._dispatching = self.dispatcher.start(self.stopping)
 
     def close(self) -> None:
         self.stopping.set()

@@ -31,6 +31,7 @@ class Settings:
     data_key: str = setting(DEV_DATA_KEY, "Deployment key (base64 of 32 bytes) that wraps every conversation's data key; required off loopback")
     data_key_previous: str = setting("", "The deployment key before the last rotation, still accepted for reading while `widgets rotate-data-key` rewraps")
     webhook_allow_private: bool = setting(False, "Development only: allow http:// webhook URLs and loopback or private addresses")
+    webhook_deliveries: bool = setting(True, "Whether the projection process sends webhook deliveries; false queues them only (for a staging copy restored from production, which must not call customers' systems)")
     webhook_retry_schedule: str = setting("5,300,1800,7200,18000,36000,36000", "Seconds between webhook delivery attempts, comma-separated; after the last, a delivery is failed")
     livekit_url: str = setting("ws://localhost:7880", "LiveKit server URL handed to browsers")
     livekit_api_key: str = setting("devkey", "LiveKit API key that signs participant tokens")

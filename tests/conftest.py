@@ -124,7 +124,9 @@ def redis_prefix(redis_server_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def embedded_settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=str(tmp_path / "var"), log_format="json", log_level="warning")
+    # Webhook deliveries only where a test asks for them (to its own receiver on loopback): an endpoint made by
+    # another test names a host on the internet.
+    return Settings(data_dir=str(tmp_path / "var"), log_format="json", log_level="warning", webhook_deliveries=False)
 
 
 @pytest.fixture
@@ -138,6 +140,7 @@ def production_settings(tmp_path: Path, pg_server_url: str, pg_schema: str, redi
         projections="inprocess",
         log_format="json",
         log_level="warning",
+        webhook_deliveries=False,
     )
 
 

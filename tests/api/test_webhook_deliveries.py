@@ -31,7 +31,8 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def app(settings: Settings) -> Litestar:
     # Loopback receivers need the development switch; retries come fast.
-    return create_app(dataclasses.replace(settings, webhook_allow_private=True, webhook_retry_schedule="0.2,0.2,0.2"))
+    return create_app(dataclasses.replace(settings, webhook_allow_private=True, webhook_retry_schedule="0.2,0.2,0.2",
+                                          webhook_deliveries=True))
 
 
 @pytest.fixture
@@ -228,7 +229,8 @@ def test_a_name_resolving_to_loopback_is_never_connected(
 
     listener = Listener()
     resolving_to(monkeypatch, {"hooks.rebinding.example": ["127.0.0.1"]})
-    app = create_app(dataclasses.replace(settings, webhook_retry_schedule="0.2"))  # the switch is off, as in production
+    # The development switch is off, as in production.
+    app = create_app(dataclasses.replace(settings, webhook_retry_schedule="0.2", webhook_deliveries=True))
     try:
         with client_for(app) as client:
             admin = Admin(client, settings, "org_a", "alice")
@@ -264,12 +266,12 @@ def test_an_endpoint_failing_without_a_success_for_the_bound_is_disabled(org_a: 
 
 def test_one_success_resets_the_failing_clock(org_a: Admin, app: Litestar, receiver: Receiver) -> None:
     receiver.statuses["/shaky"] = [500, 200, 500]
-    app.state.services.dispatcher.disable_after_failing = 2.0
+    app.state.services.dispatcher.disable_after_failing = 5.0
     hook = endpoint(org_a, receiver.url("/shaky"), ["agent.created"])
     sync(app)
     org_a.agent()
     receiver.wait_for("/shaky", 2)  # failed once, then succeeded
-    time.sleep(2.2)  # counted from that first failure, the bound would be past by the next one
+    time.sleep(5.2)  # counted from that first failure, the bound would be past by the next one
     org_a.agent("Later")
     receiver.wait_for("/shaky", 6, timeout=20)  # its four attempts all fail, well within the bound of each other
     eventually(lambda: deliveries(org_a, hook["id"])["items"][0]["status"] == "failed", what="failed")

@@ -29,7 +29,7 @@ EVENTS = 40
 def projector(settings: Settings) -> subprocess.Popen[bytes]:
     env = {**os.environ, **{env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(settings)
                             if f.name in {"database_url", "database_schema", "redis_url", "redis_prefix", "data_dir",
-                                          "webhook_allow_private", "webhook_retry_schedule", "log_level", "log_format"}}}
+                                          "webhook_allow_private", "webhook_retry_schedule", "webhook_deliveries", "log_level", "log_format"}}}
     env["WIDGETS_METRICS_PORT"] = "0"
     return subprocess.Popen([sys.executable, "-m", "api.cli", "project"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -45,7 +45,7 @@ def receiver() -> Iterator[Receiver]:
 def test_every_event_is_delivered_across_sigkills_and_repeats_keep_their_id(
     production_settings: Settings, receiver: Receiver
 ) -> None:
-    settings = dataclasses.replace(production_settings, projections="external", webhook_allow_private=True,
+    settings = dataclasses.replace(production_settings, projections="external", webhook_allow_private=True, webhook_deliveries=True,
                                    webhook_retry_schedule="0.2,0.5,1,1,1,1,1,1", log_level="critical")
     app = create_app(settings)
     rng = random.Random(16)
