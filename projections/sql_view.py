@@ -63,6 +63,10 @@ class SqlView:
             tx.execute("INSERT INTO projection_formats (name, format) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET "
                        "format = excluded.format", [cls.name, cls.format])
 
+    @classmethod
+    def prepare_replay(cls, live: Database, scratch: Database) -> None:
+        """Carry over what a replay into `scratch` must know of the live model that the log does not say."""
+
     def scrubs(self, changes: Any) -> bool:
         """Whether a committed page overwrote personal values, so the old bytes must be scrubbed from the files."""
         return False

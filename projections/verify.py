@@ -161,7 +161,9 @@ def verify(settings: Settings, store: EventLog, db: Database) -> tuple[list[Diff
     with scratch_database(settings) as scratch:
         for name, (view_class, projection_class) in SQL_PROJECTIONS.items():
             live_view = view_class(db)
-            runner = ProjectionRunner(f"verify-{name}", store, view_class(scratch), projection_factory=projection_class)
+            replayed = view_class(scratch)
+            view_class.prepare_replay(db, scratch)
+            runner = ProjectionRunner(f"verify-{name}", store, replayed, projection_factory=projection_class)
             differences += _converge(name, live_view.position, lambda n=name: dump_sql(db, n), runner,
                                      lambda n=name: dump_sql(scratch, n))
             checked.append(name)

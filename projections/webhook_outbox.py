@@ -161,6 +161,14 @@ class WebhookOutboxView(SqlView):
     tables = ("webhook_routes", "webhook_owners")  # a rebuild replays these; the outbox itself is kept (see above)
     on_queued: Callable[[], None] | None = None  # the dispatcher in this process, woken after a page queued deliveries
 
+    @classmethod
+    def prepare_replay(cls, live: Database, scratch: Database) -> None:
+        """The horizon: deliveries pruned from the live outbox are not queued by the replay either."""
+        found = live.query("SELECT position FROM webhook_outbox_horizon WHERE id = 1")
+        if found:
+            with scratch.transaction() as tx:
+                tx.execute("INSERT INTO webhook_outbox_horizon (id, position) VALUES (1, ?)", [found[0][0]])
+
     def owners(self, ids: set[str]) -> dict[str, str]:
         return dict(self.select_in("SELECT aggregate_id, organization_id FROM webhook_owners WHERE aggregate_id IN", ids))
 

@@ -283,6 +283,7 @@ def test_a_rebuild_delivers_nothing_again_even_after_old_deliveries_were_pruned(
     org_a: Admin, app: Litestar, receiver: Receiver
 ) -> None:
     from projections.rebuild import rebuild_sql
+    from projections.verify import verify
     from projections.webhook_outbox import prune
 
     services = app.state.services
@@ -297,6 +298,8 @@ def test_a_rebuild_delivers_nothing_again_even_after_old_deliveries_were_pruned(
     assert prune(services.db, time.time() + 1) == 2  # as the hourly prune does with deliveries 30 days old
     rebuild_sql(services.store, services.db, "webhook_outbox")
     assert all_deliveries(org_a, hook["id"]) == []
+    differences, _ = verify(services.settings, services.store, services.db)
+    assert [d for d in differences if d.model == "webhook_outbox"] == []  # the replay stops at the horizon too
     org_a.agent("Third")
     receiver.wait_for("/kept", 3)
     time.sleep(0.5)
