@@ -79,7 +79,14 @@ class WebhookDispatcher:
     # Running
 
     def start(self, stopping: threading.Event) -> threading.Thread:
-        thread = threading.Thread(target=lambda: asyncio.run(self.run(stopping)), name="webhook-dispatcher", daemon=True)
+        def run() -> None:
+            try:
+                asyncio.run(self.run(stopping))
+            except BaseException as error:
+                log.error("webhook_dispatcher_stopped", error=repr(error))  # what is queued waits for the next process
+                raise
+
+        thread = threading.Thread(target=run, name="webhook-dispatcher", daemon=True)
         thread.start()
         return thread
 
