@@ -94,12 +94,13 @@ def project() -> None:
     from api.retention import RetentionSweep
 
     RetentionSweep(store, db).start(stopping)
+    dispatcher, dispatching = None, None
     if settings.webhook_deliveries:
         from api.webhook_delivery import WebhookDispatcher
 
         dispatcher = WebhookDispatcher.from_settings(settings, store, db)
         models.webhook_outbox_view.on_queued = dispatcher.wake
-        dispatcher.start(stopping)
+        dispatching = dispatcher.start(stopping)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     threads = []
@@ -114,7 +115,14 @@ def project() -> None:
             click.echo(f"Projection {failed[0].name} stopped: {failed[0].failure!r}", err=True)
             models.stop()
             raise SystemExit(1)
+        if dispatching is not None and not dispatching.is_alive() and not stopping.is_set():
+            click.echo("The webhook dispatcher stopped (see the log); exiting so that the process is restarted", err=True)
+            models.stop()
+            raise SystemExit(1)
     models.stop()
+    if dispatcher is not None and dispatching is not None:
+        dispatcher.wake()  # it sees `stopping` at once; attempts in flight finish (10 s at most)
+        dispatching.join(timeout=15)
     db.close()
     store.close()
 
