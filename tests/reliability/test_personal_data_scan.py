@@ -7,7 +7,10 @@ tables, their indexes and TOAST tables (`pg_relation_filepath` under
 read too); every WAL segment in `pg_wal` (recycled ones too); every file under
 the data folder (SQLite's databases with their free pages, `-wal` and `-shm`);
 every Redis key of the test's prefix, its `DUMP` and its decoded members
-(`DUMP` compresses long strings); every log line; every error answer.
+(`DUMP` compresses long strings); every log line; every error answer. Webhooks
+are delivered first, to an endpoint that accepts and one that fails (bodies are
+rendered from the log when sent: the outbox, its errors and the delivery logs
+must hold none of the values the bodies carried).
 
 Before trusting a clean result, the test plants control values of its own the
 scanner must find: a live row and a dead (deleted) row in PostgreSQL and in
@@ -32,7 +35,7 @@ import sqlite3
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,7 @@ from tests.api.conftest import Admin
 from tests.api.public_helpers import CONFIG, conversation_call, conversations_of, live_widget, start, sync
 from tests.api.test_visitor_identity import CONTEXT
 from tests.visitors import SiteKey
+from tests.webhook_receiver import Receiver, receiving
 
 Found = dict[str, set[str]]
 
@@ -224,10 +228,18 @@ def matched(found: Found, expected: set[str]) -> set[str]:
     return {prefix for prefix in expected if any(where.startswith(prefix) for where in found)}
 
 
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving() as running:
+        yield running
+
+
 def test_no_visitor_value_is_at_rest_anywhere_before_or_after_erasure(
-    settings: Settings, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    settings: Settings, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, receiver: Receiver
 ) -> None:
-    settings = dataclasses.replace(settings, log_format="json", log_level="debug")
+    # Webhooks go to a receiver on loopback (the development switch), one endpoint answering 200, one 500.
+    settings = dataclasses.replace(settings, log_format="json", log_level="debug", webhook_allow_private=True,
+                                   webhook_retry_schedule="0.2,0.2")
     values = {name: token(name.replace(" ", "")[:6]) for name in (
         "name", "email", "note", "comment", "page context", "bad form value",
         "verified id", "verified name", "verified email", "token context", "verified page context", "verified comment")}
@@ -241,6 +253,10 @@ def test_no_visitor_value_is_at_rest_anywhere_before_or_after_erasure(
         client.event_hooks = {"request": [], "response": [answers.append]}
         admin = Admin(client, settings, "org_a", "alice")
         widget = live_widget(admin, app)
+        for path in ("/ok", "/fail"):
+            created = admin.call("POST", "/v1/webhook-endpoints", json={"url": receiver.url(path), "events": ["*"]})
+            assert created.status_code == 201, created.text
+        receiver.statuses["/fail"] = [500]
         verified_widget = live_widget(admin, app, config={"v1": {**CONFIG["v1"], "identity": {"mode": "optional"}, "context": CONTEXT}})
         assert admin.call("POST", f"/v1/widgets/{verified_widget['id']}/identity-keys", json={"jwk": key.public_jwk}).status_code == 201
         sync(app)
@@ -279,6 +295,15 @@ def test_no_visitor_value_is_at_rest_anywhere_before_or_after_erasure(
         assert rows[vcid]["visitor"]["external_id"] == f"ext-{values['verified id']}"
         assert conversations_of(admin, app, widget["id"])[str(old)]["visitor"]["name"] == f"Old {legacy['legacy name']}"
 
+        # The webhooks were rendered (bodies are made from the log at send time, the one place values leave in
+        # the clear) and attempted, successfully and not, before anything is scanned.
+        def delivered(path: str) -> bool:
+            return any(cid.encode() in r.body for r in receiver.at(path))
+
+        from tests.api.public_helpers import eventually
+        eventually(lambda: delivered("/ok") and len([r for r in receiver.at("/fail") if cid.encode() in r.body]) >= 2,
+                   timeout=30, what="the conversation's webhooks delivered and failed")
+        assert any(values["name"].encode() in r.body for r in receiver.at("/ok")), "webhook bodies carry the opened values"
         controls = plant_controls(settings)
 
         def scan(needles: dict[str, str], wal: bool = True) -> Found:
