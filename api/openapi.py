@@ -31,6 +31,7 @@ from litestar.typing import FieldDefinition
 
 from api import openapi_examples
 from domain.config import WidgetConfig
+from domain.widget import MAX_RETENTION_DAYS
 
 # What the server checks these values against (api/admin.py, api/admin_lists.py); the document says the same.
 ETAG_PATTERN = r'^(\*|(W/)?"[0-9]{1,12}")$'
@@ -92,6 +93,16 @@ def _header(description: str, schema: dict[str, Any], required: bool = False) ->
 REQUEST_ID = _header("This request's id, as logged (taken from the request's own `X-Request-Id` when well-formed)",
                      {"type": "string", "pattern": r"^[A-Za-z0-9._-]{8,64}$"})
 RETRY_AFTER = _header("Seconds to wait before retrying", {"type": "string", "pattern": r"^[0-9]+$"}, required=True)
+PUBLIC_ID = {"type": "string", "pattern": UUID_PATTERN,
+             "description": "A UUID in its canonical form, as the embed loader sends it (other spellings of the same UUID "
+                            "are read as it; anything else is a 404)"}
+PUBLIC_ID_PARAMETERS = ("widget_id", "cid")
+# The public config read's caching headers: Litestar drops a route's `response_headers` when its 200 is declared.
+PUBLIC_CONFIG_HEADERS = {
+    "ETag": _header("The config's version (`\"3\"`), for `If-None-Match`", {"type": "string", "pattern": r'^"[0-9]{1,12}"$'},
+                    required=True),
+    "Cache-Control": _header("How long a browser may reuse the answer", {"type": "string"}, required=True),
+}
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": _header("The page's origin, when the widget allows it", {"type": "string"}),
     "Vary": _header("`Origin`: answers differ by origin", {"type": "string"}),
@@ -164,6 +175,9 @@ REF = "#/components/schemas/"
 # documented with the schema the domain checks them against (domain/config.py).
 BODY_SCHEMAS = {"replace_widget_config": "WidgetConfig", "patch_widget_config": "WidgetConfigPatch"}
 PROPERTY_SCHEMAS = {
+    # Litestar leaves out a bound of 0 (`ge=0`) on a nullable field; the server refuses a negative count of days.
+    ("RetentionChange", "days"): {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_RETENTION_DAYS}, {"type": "null"}],
+                                  "description": "Days after a conversation's last activity (0: until it ends); null: until erased"},
     ("WidgetCreate", "config"): {"anyOf": [{"$ref": REF + "WidgetConfig"}, {"type": "null"}]},
     ("WidgetOut", "config"): {"$ref": REF + "WidgetConfig"},
     ("PublicConfig", "config"): {"$ref": REF + "WidgetConfig"},
@@ -217,6 +231,19 @@ def _admits_null(schema: dict[str, Any]) -> bool:
     return any(option.get("type") == "null" for option in schema.get("oneOf", []) + schema.get("anyOf", []))
 
 
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`X | None` as a parameter's schema: the `null` left out, the one option left merged with the constraints beside it."""
+    for key in ("oneOf", "anyOf"):
+        options = schema.get(key)
+        if options and any(option.get("type") == "null" for option in options):
+            rest = [option for option in options if option.get("type") != "null"]
+            outer = {k: v for k, v in schema.items() if k != key}
+            if len(rest) == 1 and "$ref" not in rest[0]:
+                return {**rest[0], **outer}
+            return {**outer, key: rest}
+    return schema
+
+
 def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
     """The generated document with what Litestar cannot say itself (see the module docstring); the input is untouched."""
     document = copy.deepcopy(generated)
@@ -231,6 +258,10 @@ def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
             node["pattern"] = pattern[:-2] + "$"
     ids = {operation["operationId"]: (path, method) for path, method, operation in _operations(document)}
     for path, _, operation in _operations(document):
+        for parameter in operation.get("parameters", []):
+            parameter["schema"] = _not_null(parameter["schema"])  # a query, path or header value is never JSON null
+            if path.startswith("/public/v1/") and parameter["in"] == "path" and parameter["name"] in PUBLIC_ID_PARAMETERS:
+                parameter["schema"] = dict(PUBLIC_ID)
         body = operation.get("requestBody")
         if operation["operationId"] in BODY_SCHEMAS:
             body["content"]["application/json"]["schema"] = {"$ref": REF + BODY_SCHEMAS[operation["operationId"]]}
@@ -248,6 +279,8 @@ def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
                 headers["Retry-After"] = RETRY_AFTER
             if path.startswith("/public/v1/"):
                 headers.update(CORS_HEADERS)
+            if operation["operationId"] == "get_public_widget_config" and status in ("200", "304"):
+                headers.update(PUBLIC_CONFIG_HEADERS)
             for name, (target, parameters, *body) in LINKS.get((operation["operationId"], status), {}).items():
                 if target in ids:
                     link: dict[str, Any] = {"operationId": target, "parameters": parameters}

@@ -9,6 +9,7 @@ and api/admin.py for the helpers).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api.openapi import UUID_PATTERN
 from api.openapi_examples import SCHEMA_EXAMPLES
 from infrastructure.settings import Settings
 
@@ -192,6 +194,9 @@ def test_headers_ids_and_cursors_have_patterns(document: dict[str, Any]) -> None
                 assert schema.get("pattern") == "^msg_[0-9a-f]{32}$" and schema.get("maxLength") == 36, where
             elif parameter["in"] == "path" and name.endswith("_id") and not path.startswith("/public/"):
                 assert schema.get("format") == "uuid", f"{where} is not a UUID"
+            elif parameter["in"] == "path" and name in ("widget_id", "cid"):  # public ids: the canonical form the loader sends
+                assert schema.get("pattern") == UUID_PATTERN, f"{where} has no UUID pattern"
+            assert "null" not in json.dumps(schema).replace('"nullable"', ""), f"{where} admits null, which no URL or header can carry"
 
 
 def test_patterns_are_json_schema_patterns(document: dict[str, Any]) -> None:
@@ -235,5 +240,12 @@ def test_response_headers_are_documented(document: dict[str, Any]) -> None:
             assert "X-Request-Id" in response.get("headers", {}), f"{method.upper()} {path} {status}"
             if path.startswith("/public/v1/"):
                 assert "Access-Control-Allow-Origin" in response["headers"], f"{method.upper()} {path} {status}"
+    for status in ("200", "304"):  # the public config read is cacheable: what to revalidate with, and for how long
+        headers = paths["/public/v1/widgets/{widget_id}"]["get"]["responses"][status]["headers"]
+        assert headers["ETag"]["required"] and headers["Cache-Control"]["required"], status
+    for path, method, operation in operations(document):
+        for status, response in operation["responses"].items():
+            if status in ("429", "503"):
+                assert response["headers"]["Retry-After"]["required"], f"{method.upper()} {path} {status}"
     embed = paths["/embed.js"]["get"]["responses"]["200"]["content"]
     assert list(embed) == ["text/javascript; charset=utf-8"]
