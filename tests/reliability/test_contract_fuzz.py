@@ -126,7 +126,8 @@ def real_path_parameters(path: str, tenants: tuple[Tenant, Tenant]) -> list[dict
             for version_id in (ids["version_id"], ids["draft_version_id"]):
                 values = {"agent_id": ids["agent_id"], "version_id": version_id, "widget_id": widget_id,
                           "cid": ids["cid"], "form_id": ids["form_id"], "kid": "no-such-key",
-                          "endpoint_id": ids["endpoint_id"], "conversation_id": ids["cid"], "external_id": "visitor-1"}
+                          "endpoint_id": ids["endpoint_id"], "conversation_id": ids["cid"], "external_id": "visitor-1",
+                          "message_id": "msg_" + "0" * 32}
                 candidate = {name: values[name] for name in names}
                 if candidate not in found:
                     found.append(candidate)
