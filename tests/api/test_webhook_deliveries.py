@@ -303,4 +303,4 @@ def test_a_rebuild_delivers_nothing_again_even_after_old_deliveries_were_pruned(
     org_a.agent("Third")
     receiver.wait_for("/kept", 3)
     time.sleep(0.5)
-    assert [r.json()["data"]["name"] for r in receiver.at("/kept")] == ["First", "Second", "Third"]
+    assert sorted(r.json()["data"]["name"] for r in receiver.at("/kept")) == ["First", "Second", "Third"]  # once each
