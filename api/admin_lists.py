@@ -16,6 +16,7 @@ from api.errors import ApiError, ProblemField
 from api.openapi import CURSOR_PATTERN
 from api.schemas import IdentityKeyOut, WidgetOut, WidgetPage
 from api.services import Services
+from domain.errors import NotFoundError
 from infrastructure.personal_data import Opener
 from projections.conversation_list import ConversationRow
 from projections.cursor import decode_cursor
@@ -95,7 +96,8 @@ class ConversationPage(Struct):
 def list_conversations(request: Request[Any, Any, Any], widget_id: UUID, cursor: str | None, limit: int) -> ConversationPage:
     services, caller = services_from(request), caller_from(request)
     caller.require("widgets:read")
-    services.widgets.load(caller, widget_id)  # another organization's widget is not found
+    if services.widgets.load(caller, widget_id).deleted:  # another organization's widget, or a deleted one: not found
+        raise NotFoundError("Widget", widget_id)
     check_cursor(cursor)
     rows, next_cursor = services.read_models.conversation_view.page(caller.organization_id, str(widget_id), limit, cursor)
     return ConversationPage(items=conversations_out(services, rows), next_cursor=next_cursor)

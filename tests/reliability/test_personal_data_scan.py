@@ -239,7 +239,7 @@ def test_no_visitor_value_is_at_rest_anywhere_before_or_after_erasure(
 ) -> None:
     # Webhooks go to a receiver on loopback (the development switch), one endpoint answering 200, one 500.
     settings = dataclasses.replace(settings, log_format="json", log_level="debug", webhook_allow_private=True,
-                                   webhook_retry_schedule="0.2,0.2")
+                                   webhook_retry_schedule="0.2,0.2", webhook_deliveries=True)
     values = {name: token(name.replace(" ", "")[:6]) for name in (
         "name", "email", "note", "comment", "page context", "bad form value",
         "verified id", "verified name", "verified email", "token context", "verified page context", "verified comment")}
