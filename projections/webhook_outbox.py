@@ -155,6 +155,14 @@ def _time(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def _delivery(row: Sequence[Any]) -> Delivery:
+    """A delivery from (message_id, event_type, attempts, status, last_response_status, next_attempt_at, delivered_at,
+    committed_at, last_attempt_at, last_error); `next_attempt_at` only while it is pending."""
+    message, event_type, attempts, status, response, next_at, delivered, committed, attempted, error = row
+    return Delivery(message, event_type, attempts, status, response, _time(next_at) if status == PENDING else None,
+                    _time(delivered), datetime.fromtimestamp(committed, UTC), _time(attempted), error)
+
+
 class WebhookOutboxView(SqlView):
     name = NAME
     schema = SCHEMA
@@ -213,8 +221,7 @@ class WebhookOutboxView(SqlView):
             f"""SELECT message_id, event_type, attempts, status, last_response_status, next_attempt_at, delivered_at, committed_at,
                 last_attempt_at, last_error, position FROM webhook_outbox WHERE {where} ORDER BY position DESC, message_id DESC LIMIT ?""",
             [*params, limit + 1])
-        items = [Delivery(m, e, a, s, r, _time(n) if s == PENDING else None, _time(d), _time(c) or datetime.now(UTC), _time(la), err)
-                 for m, e, a, s, r, n, d, c, la, err, _ in found[:limit]]
+        items = [_delivery(row[:10]) for row in found[:limit]]
         next_cursor = encode_cursor(str(found[limit - 1][10]), found[limit - 1][0]) if len(found) > limit else None
         return items, next_cursor
 
@@ -229,8 +236,7 @@ class WebhookOutboxView(SqlView):
             f"""SELECT endpoint_id, message_id, event_type, attempts, status, last_response_status, next_attempt_at, delivered_at,
                 committed_at, last_attempt_at, last_error FROM webhook_outbox WHERE {where} ORDER BY position DESC, message_id DESC
                 LIMIT ?""", [*params, limit])
-        return [(ep, Delivery(m, e, a, s, r, _time(n) if s == PENDING else None, _time(d), _time(c) or datetime.now(UTC), _time(la),
-                              err)) for ep, m, e, a, s, r, n, d, c, la, err in found]
+        return [(row[0], _delivery(row[1:])) for row in found]
 
     def retry(self, endpoint_id: str, message: str, now: float) -> bool:
         """Bring one delivery forward (or back from failed or succeeded) to be attempted at once; False if there is none."""
