@@ -33,7 +33,7 @@ from projections.sql_view import APPLIED, IN_CHUNK, SqlView
 
 NAME = "webhook_outbox"
 MESSAGE_IDS = uuid.UUID("7b0e3f52-9c61-4d7a-a1f4-2f6c1e0b8d45")
-PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+PENDING = "pending"
 MESSAGE_ID_PATTERN = "^msg_[0-9a-f]{32}$"
 
 SCHEMA = [
