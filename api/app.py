@@ -32,10 +32,11 @@ from api.webhook_endpoints import WebhookEndpointController
 from infrastructure.logging import configure_logging
 from infrastructure.redis_clients import async_client
 from infrastructure.settings import Settings
-from infrastructure.tasks import stop_task
+from infrastructure.tasks import every, stop_task
 from projections.public_reader import InProcessPublicReader, RedisPublicReader
 
 ADMIN_BODY_LIMIT = 64 * 1024
+METRICS_FLUSH_INTERVAL = 1.0  # seconds between the hand-overs of the hot path's request metrics to Prometheus
 
 
 def build_reader(services: Services) -> InProcessPublicReader | RedisPublicReader:
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     configure_logging(settings.log_level, settings.log_format)
     owned = services is None
     built = services or Services.build(settings)
-    flusher: list[asyncio.Task[None] | None] = [None]
+    flusher: list[asyncio.Task[None] | None] = [None, None]
 
     async def start(app: Litestar) -> None:
         if owned:
@@ -76,9 +77,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await built.reader.start()
         await built.rate_limits.start()
         flusher[0] = asyncio.create_task(built.installations.run(settings.installations_flush_interval), name="installations-flush")
+        flusher[1] = asyncio.create_task(every(METRICS_FLUSH_INTERVAL, app.front.flush_metrics), name="metrics-flush")
 
     async def stop(app: Litestar) -> None:
         await stop_task(flusher[0])
+        await stop_task(flusher[1])
+        app.front.flush_metrics()
         with contextlib.suppress(Exception):  # logged; a store that is down loses this process's last seconds of counts
             await built.installations.flush_now()
         await built.rate_limits.close()

@@ -20,7 +20,9 @@ nothing, so nothing is counted twice. What it answers is what that controller,
 for byte: status, headers in the same order, body, `X-Request-Id`, the
 installation count, the rate-limit hit, the request metrics and the request
 log line (`tests/api/test_hot_path.py` compares the two over a matrix of
-requests).
+requests). The request metrics of what it answers are kept in plain numbers
+and added to Prometheus every second and before `/metrics` answers
+(`flush_metrics`); a served read or preflight logs no line, on either side.
 
 The headers of each (widget entry, origin) are built once and kept in a
 bounded table, checked against the entry they were built from, so a change of
@@ -34,13 +36,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from litestar import Litestar
 
 from api.middleware import HOT_ROUTE, INCOMING_ID, request_metrics
 from api.public import ALLOW_METHODS, PREFLIGHT_MAX_AGE, client_address_of, etag_matches
 from domain.origin import Origin, parse_origin
-from infrastructure.logging import request_id as request_id_var
+from infrastructure.metrics import RequestTally
 from projections.public_entry import PublicEntry
 
 ASGIApp = Any
@@ -49,7 +50,6 @@ ID_LENGTH = 36  # the canonical form the loader sends; any other form goes to Li
 TABLE_SIZE = 10_000  # (widget, origin) answers kept; a flood of forged origins clears it, nothing more
 ORIGIN_CACHE_SIZE = 4096
 JSON = b"application/json"
-log = structlog.get_logger("access")  # the same logger, name and fields as RequestContextMiddleware's
 
 
 class Answer:
@@ -94,7 +94,7 @@ class PublicConfigFront:
         self._allow = b""
         self._answers: dict[tuple[str, bytes], Answer] = {}
         self._origins: dict[bytes, Origin | None] = {}
-        self._metrics: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._tallies: dict[tuple[str, int], RequestTally] = {}  # flushed every second and before /metrics answers
 
     def services(self) -> Any:
         if self._services is None:
@@ -126,11 +126,16 @@ class PublicConfigFront:
         found = self._answers[key] = Answer(entry, str(origin), services.public_cache_control, self._allow)
         return found
 
-    def metrics(self, method: str, status: int) -> tuple[Any, Any]:
-        found = self._metrics.get((method, status))
+    def tally(self, method: str, status: int) -> RequestTally:
+        found = self._tallies.get((method, status))
         if found is None:
-            found = self._metrics[(method, status)] = request_metrics(HOT_ROUTE, method, status)
+            found = self._tallies[(method, status)] = RequestTally(*request_metrics(HOT_ROUTE, method, status))
         return found
+
+    def flush_metrics(self) -> None:
+        """Add the requests answered here since the last call to the Prometheus metrics (on the event loop)."""
+        for tally in self._tallies.values():
+            tally.flush()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope["path"] if scope["type"] == "http" else ""
@@ -186,17 +191,9 @@ class PublicConfigFront:
         self.answered += 1
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send(body)
-        elapsed = time.perf_counter() - started
-        # As on Litestar's side, where MethodsFront has turned a HEAD into the GET it stands for.
-        counter, histogram = self.metrics("OPTIONS" if preflight else "GET", status)
-        counter.inc()
-        histogram.observe(elapsed)
-        if preflight:  # a served config read is counted, not logged (api/middleware.py); a preflight is logged
-            token = request_id_var.set(request_id.decode("latin-1"))
-            try:
-                log.info("request", method=method, path=path, status=status, duration_ms=round(elapsed * 1000, 2))
-            finally:
-                request_id_var.reset(token)
+        # As on Litestar's side, where MethodsFront has turned a HEAD into the GET it stands for. A served config
+        # read and its preflight are counted, not logged (api/middleware.py).
+        self.tally("OPTIONS" if preflight else "GET", status).observe(time.perf_counter() - started)
 
 
 class WidgetsApp(Litestar):

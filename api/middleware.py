@@ -16,8 +16,8 @@ from infrastructure.metrics import LATENCY, REQUESTS
 log = structlog.get_logger("access")
 INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-# Public config reads happen on every page view of every customer site: their successes are
-# counted in metrics and logged at debug level only; refusals and errors are logged as usual.
+# Public config reads happen on every page view of every customer site: their successes (and their
+# preflights') are counted in metrics and not logged; refusals and errors are logged as usual.
 HOT_ROUTE = "/public/v1/widgets/{widget_id}"  # as Litestar writes scope["path_template"]
 # Path parameters that are personal data (a verified visitor's external id): where a route has one, the log line
 # names the route's template instead of the path.
@@ -87,8 +87,10 @@ class RequestContextMiddleware:
             route = scope.get("path_template") or "unmatched"
             observe(route, scope["method"], status, elapsed)
             path = scope["path"]
-            # A served config read is counted in the metrics above; a log line per page view would cost more than the answer.
-            served_config = route == HOT_ROUTE and status in (200, 304) and scope["method"] == "GET"
+            # A served config read (or its CORS preflight) is counted in the metrics above; a log line per page
+            # view would cost more than the answer. Refusals, misses and errors are logged as every request is.
+            served_config = route == HOT_ROUTE and (status in (200, 304) and scope["method"] == "GET"
+                                                    or status == 204 and scope["method"] == "OPTIONS")
             if not served_config and path not in QUIET_PATHS:
                 log.info(
                     "request",

@@ -70,11 +70,17 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Readiness]:
     return Response(Readiness("unavailable", False, False, {}), status_code=503)
 
 
-@get("/metrics", tags=["operations"], operation_id="get_metrics", summary="Prometheus metrics", sync_to_thread=True,
+@get("/metrics", tags=["operations"], operation_id="get_metrics", summary="Prometheus metrics",
      description="Request counts and latencies, projection positions and lag, in the Prometheus text format.",
      responses={200: ResponseSpec(str, media_type=CONTENT_TYPE_LATEST, description="Prometheus text format", generate_examples=False)})
-def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services: Services = request.app.state.services
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    front = getattr(request.app, "front", None)
+    if front is not None:  # the hot path's latest requests, on the loop that counts them (api/hot_path.py)
+        front.flush_metrics()
+    return await anyio.to_thread.run_sync(_metrics, request.app.state.services)
+
+
+def _metrics(services: Services) -> Response[bytes]:
     try:
         head = services.store.recorder.max_notification_id() or 0
         for name, position in services.read_models.positions().items():

@@ -150,7 +150,9 @@ class SharedWindowCounter:
 
         The hot path's front (api/hot_path.py) asks this first; on False it hands the request to the
         handler, which calls `hit`, so every request is counted once and decided as `hit` decides it."""
-        self._roll(time.time())  # a new window starts here as in `hit` (no I/O either way)
+        now = time.time()
+        if now // self.window != self.current:
+            self._roll(now)  # a new window starts here as in `hit` (no I/O either way)
         total = self.known.get(key, 0) + self.unsynced.get(key, 0)
         if total >= self.limit or (self.client is not None and (self.limit <= self.EXACT_UP_TO or total + 1 >= self.limit * self.NEAR)):
             return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import suppress
 
 import structlog
@@ -24,3 +25,13 @@ async def stop_task(task: asyncio.Task[None] | None, timeout: float = 2.0) -> No
         await asyncio.wait({task}, timeout=min(0.2, remaining))
     with suppress(asyncio.CancelledError, Exception):
         task.result()
+
+
+async def every(interval: float, work: Callable[[], None]) -> None:
+    """Call `work` (quick, synchronous, on the event loop) every `interval` seconds until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            work()
+        except Exception:
+            log.exception("periodic_task_failed", work=getattr(work, "__qualname__", repr(work)))
