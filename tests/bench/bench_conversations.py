@@ -3,6 +3,7 @@
     uv run python -m tests.bench.bench_conversations            # full: 20 s per row, in 80 slices of 0.25 s
     uv run python -m tests.bench.bench_conversations --quick    # 1 s per row
     uv run python -m tests.bench.bench_conversations --profile  # also cProfile 2,000 starts (wall and CPU clocks)
+    uv run python -m tests.bench.bench_conversations --pooler   # every row through a PgBouncer in transaction mode
 
 A conversation start is one event append (the `Conversation` aggregate's
 `conversation.started`, its visitor sealed under a new data key whose wrapped
@@ -37,7 +38,19 @@ flight costs next to nothing: a start signs its token during the INSERT's round
 trip (`EventStore.save(meanwhile=...)`), so `start` can beat `aggregate +
 store.save` alone.
 
-Everything runs on 127.0.0.1; the schema is dropped at the end, even on failure.
+With `--pooler`, this script starts Debian's PgBouncer (transaction mode, run
+as the `postgres` user, tests/servers.py) in front of the `--pg` server, and
+every row goes through it: the store is wired as `WIDGETS_DATABASE_POOLER=
+transaction` wires it (no session state, nothing prepared: the one-event insert
+is sent unprepared through libpq), and the raw INSERTs are sent unprepared too
+(a statement prepared on one server connection is not there on the next, so
+a transaction pooler leaves no other way). A start opens no LISTEN (that is the
+projector's, over `WIDGETS_DATABASE_LISTEN_URL`, direct). Two more diagnostic
+rows then give the pooler's own cost: the raw INSERT (prepared) and the start
+on direct connections to the same PostgreSQL.
+
+Everything runs on 127.0.0.1; the schema is dropped at the end, even on failure
+(and the PgBouncer stopped).
 """
 
 from __future__ import annotations
@@ -59,6 +72,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.bench.common import load_average, run_main
+from tests.servers import PrivatePgBouncer
 
 DEFAULT_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RATIO_TARGET = 0.6
@@ -115,7 +129,7 @@ class Row:
 class Bench:
     """A fresh schema, the production-wired store and service, and a raw psycopg connection."""
 
-    def __init__(self, pg_url: str, run_id: str) -> None:
+    def __init__(self, pg_url: str, run_id: str, pooler_url: str | None = None) -> None:
         import psycopg
 
         from application.conversations import ConversationService, LiveWidget
@@ -126,6 +140,8 @@ class Bench:
         from infrastructure.settings import Settings
 
         self.pg_url = pg_url
+        self.pooled = pooler_url is not None  # every row through a transaction-mode pooler at `pooler_url`
+        url = pooler_url or pg_url
         self.schema = f"benchconv_{run_id}"
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{self.schema}"')
@@ -134,7 +150,7 @@ class Bench:
             url=defaults.livekit_url, api_key=defaults.livekit_api_key, api_secret=defaults.livekit_api_secret,
             agent_name=defaults.livekit_agent_name, ttl_seconds=defaults.livekit_token_ttl,
         )
-        self.env = postgres_env(pg_url, pool_size=2, schema=self.schema)
+        self.env = postgres_env(url, pool_size=2, schema=self.schema, pooler=self.pooled)
         # As `open_event_store` wires it: personal fields sealed under a new data key per conversation, whose wrapped
         # key row is written by the same insert.
         self.store = EventStore(env=self.env, personal_data=PersonalDataVault(DeploymentKeys.from_settings(defaults)))
@@ -150,7 +166,14 @@ class Bench:
             widget_id=str(uuid.uuid4()), organization_id=ORG, agent_id=str(uuid.uuid4()),
             agent_version_id=str(uuid.uuid4()), config={},
         )
-        self.conn = psycopg.connect(pg_url, autocommit=True)
+        # Behind the pooler, nothing is prepared: psycopg's own statements neither (`prepare_threshold=None`).
+        self.conn = psycopg.connect(url, autocommit=True, **({"prepare_threshold": None} if self.pooled else {}))
+        # The direct rows beside the pooled ones: the same INSERT and start on direct connections.
+        self.direct_conn = psycopg.connect(pg_url, autocommit=True) if self.pooled else self.conn
+        self.store_direct = EventStore(env=postgres_env(pg_url, pool_size=2, schema=self.schema),
+                                       personal_data=PersonalDataVault(DeploymentKeys.from_settings(defaults))) \
+            if self.pooled else self.store
+        self.service_direct = ConversationService(self.store_direct, self.issuer)
         self.topic, self.state_size, self.events_per_start = self._measure_row()
         self.state = secrets.token_bytes(self.state_size)
         self.conn.execute(
@@ -164,7 +187,9 @@ class Bench:
                           "autovacuum_analyze_threshold = 1000, autovacuum_analyze_scale_factor = 0.01)")
         insert = f'INSERT INTO "{self.schema}".raw_events (originator_id, originator_version, topic, state) VALUES'
         self.insert_sql = f"{insert} (%s, 1, %s, %s)"
-        self.conn.pgconn.prepare(b"bench_raw_insert", f"{insert} ($1, 1, $2, $3)".encode())  # for the libpq-level row
+        self.insert_libpq = f"{insert} ($1, 1, $2, $3)".encode()
+        if not self.pooled:
+            self.conn.pgconn.prepare(b"bench_raw_insert", self.insert_libpq)  # for the libpq-level row
         # The statement the store sends for a one-event save (infrastructure/pg_recorder.py): its plpgsql
         # function, which locks the table, NOTIFYs and INSERTs into the event store's own table; sent here
         # from the raw connection, without the library.
@@ -183,20 +208,28 @@ class Bench:
         return rows[0][0], int(rows[0][1]), len(rows)
 
     def raw_insert(self) -> None:
-        self.conn.execute(self.insert_sql, (uuid.uuid4(), self.topic, self.state), prepare=True)
+        self.conn.execute(self.insert_sql, (uuid.uuid4(), self.topic, self.state), prepare=not self.pooled)
+
+    def raw_direct(self) -> None:
+        self.direct_conn.execute(self.insert_sql, (uuid.uuid4(), self.topic, self.state), prepare=True)
 
     def raw_libpq(self) -> None:
         from psycopg import generators, pq
 
         pgconn = self.conn.pgconn
-        pgconn.send_query_prepared(b"bench_raw_insert", [str(uuid.uuid4()).encode(), self.topic.encode(), self.state],
-                                   [pq.Format.TEXT, pq.Format.TEXT, pq.Format.BINARY])
+        params = [str(uuid.uuid4()).encode(), self.topic.encode(), self.state]
+        formats = [pq.Format.TEXT, pq.Format.TEXT, pq.Format.BINARY]
+        if self.pooled:  # Parse, Bind and Execute in one message, as the store sends its own behind a pooler
+            pgconn.send_query_params(self.insert_libpq, params, param_formats=formats)
+        else:
+            pgconn.send_query_prepared(b"bench_raw_insert", params, formats)
         (result,) = self.conn.wait(generators.execute(pgconn))
         if result.status != pq.ExecStatus.COMMAND_OK:
             raise RuntimeError(result.get_error_field(pq.DiagnosticField.MESSAGE_PRIMARY))
 
     def raw_function(self) -> None:
-        self.conn.execute(self.function_sql, (uuid.uuid4(), 1, self.topic, self.state, self.wrapped_key), prepare=True).fetchall()
+        self.conn.execute(self.function_sql, (uuid.uuid4(), 1, self.topic, self.state, self.wrapped_key),
+                          prepare=not self.pooled).fetchall()
 
     def recorder_only(self) -> None:
         from infrastructure.personal_data import KeyedStoredEvent
@@ -208,6 +241,9 @@ class Bench:
 
     def start_plain(self) -> None:
         self.service_plain.start(self.widget, ORIGIN, VISITOR)
+
+    def start_direct(self) -> None:
+        self.service_direct.start(self.widget, ORIGIN, VISITOR)
 
     def start_no_ping(self) -> None:
         self.service_no_ping.start(self.widget, ORIGIN, VISITOR)
@@ -235,8 +271,15 @@ class Bench:
         self.store.save(conversation)
 
     def rows(self) -> list[Row]:
+        through = ", through PgBouncer, unprepared" if self.pooled else ""
+        direct = [
+            Row("raw_direct", "raw psycopg INSERT on a direct connection, prepared (diagnostic: the pooler's cost)",
+                self.raw_direct, is_part=True),
+            Row("start_direct", "start on direct connections (diagnostic: the pooler's cost)", self.start_direct,
+                is_part=True),
+        ] if self.pooled else []
         return [
-            Row("raw", f"raw psycopg INSERT ({self.state_size} B state)", self.raw_insert),
+            Row("raw", f"raw psycopg INSERT ({self.state_size} B state{through})", self.raw_insert),
             Row("raw_libpq", "raw INSERT sent through psycopg's libpq layer, as the store sends its own (diagnostic)",
                 self.raw_libpq, is_part=True),
             Row("raw_function", "raw call of the store's insert function (diagnostic)", self.raw_function, is_part=True),
@@ -248,6 +291,7 @@ class Bench:
             Row("start_no_ping", "start with POSTGRES_PRE_PING=n (diagnostic)", self.start_no_ping, is_part=True),
             Row("start_plain", "start without encryption or key row, as before personal data was sealed (the old figure)",
                 self.start_plain, is_part=True),
+            *direct,
         ]
 
     def stored_rows(self) -> tuple[int, int]:
@@ -258,13 +302,29 @@ class Bench:
     def close(self) -> None:
         import psycopg
 
-        for closing in (self.store.close, self.store_no_ping.close, self.store_plain.close, self.conn.close):
+        closings = [self.store.close, self.store_no_ping.close, self.store_plain.close, self.conn.close]
+        if self.pooled:
+            closings += [self.store_direct.close, self.direct_conn.close]
+        for closing in closings:
             try:
                 closing()
             except Exception:
                 pass
         with psycopg.connect(self.pg_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+
+def start_pgbouncer(pg_url: str) -> PrivatePgBouncer:
+    """Debian's PgBouncer in transaction mode in front of the PostgreSQL at `pg_url` (on loopback), as the tests run it."""
+    import shutil
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(pg_url)
+    if parts.hostname not in (None, "127.0.0.1", "localhost"):
+        raise SystemExit(f"--pooler fronts a PostgreSQL on 127.0.0.1, not {parts.hostname}")
+    if not (shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer")):
+        raise SystemExit("--pooler needs PgBouncer: apt-get install -y pgbouncer")
+    return PrivatePgBouncer(parts.port or 5432).start()
 
 
 def schema_exists(pg_url: str, schema: str) -> bool:
@@ -335,8 +395,9 @@ def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 def markdown(results: dict[str, Any]) -> str:
     rows = results["rows"]
+    where = "through PgBouncer (transaction mode, every row)" if results.get("pooler") else "on PostgreSQL"
     lines = [
-        f"Conversation starts on PostgreSQL: single thread, {results['seconds']:g} s per row in {results['rounds']} "
+        f"Conversation starts {where}: single thread, {results['seconds']:g} s per row in {results['rounds']} "
         f"alternated slices of {results['slice']:g} s. Row size: `{results['topic']}`, {results['state_bytes']} B of state, "
         f"{results['events_per_start']} row(s) per start. Load average {results['load_before']} -> {results['load_after']}.",
         "",
@@ -355,6 +416,11 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{rows['start']['per_s'] / rows['raw_libpq']['per_s']:.2f}. The same start without sealing personal "
                   f"data and without the key row (the path before encryption), same run: "
                   f"{rows['start_plain']['ratio']:.2f}."]
+    if results.get("pooler"):
+        lines += ["", f"The pooler's own cost, same run: raw INSERT through PgBouncer / direct (prepared) "
+                      f"{rows['raw']['per_s'] / rows['raw_direct']['per_s']:.2f}; start through PgBouncer / direct "
+                      f"{rows['start']['per_s'] / rows['start_direct']['per_s']:.2f}; start / raw INSERT, both direct: "
+                      f"{rows['start_direct']['per_s'] / rows['raw_direct']['per_s']:.2f}."]
     return "\n".join(lines)
 
 
@@ -367,6 +433,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     parser.add_argument("--profile", action="store_true", help="also cProfile starts and print the top functions")
     parser.add_argument("--profile-count", type=int, default=2000, help="starts under the profiler (default 2000)")
     parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL URL (a fresh schema is made and dropped)")
+    parser.add_argument("--pooler", action="store_true",
+                        help="every row through a PgBouncer (transaction mode) this script starts in front of --pg")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -379,8 +447,14 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
 
     run_id = uuid.uuid4().hex[:10]
     results: dict[str, Any] = {"run_id": run_id, "rounds": rounds, "seconds": seconds, "slice": slice_seconds,
-                               "load_before": load_average()}
-    bench = Bench(args.pg, run_id)
+                               "load_before": load_average(), "pooler": args.pooler}
+    bouncer = start_pgbouncer(args.pg) if args.pooler else None
+    try:
+        bench = Bench(args.pg, run_id, pooler_url=bouncer.url if bouncer else None)
+    except BaseException:
+        if bouncer is not None:
+            bouncer.stop()
+        raise
     results["schema"] = bench.schema
     try:
         results.update(topic=bench.topic, state_bytes=bench.state_size, events_per_start=bench.events_per_start)
@@ -423,7 +497,11 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
         if args.profile:
             results["profile"] = profile_starts(bench, args.profile_count)
     finally:
-        bench.close()
+        try:
+            bench.close()
+        finally:
+            if bouncer is not None:
+                bouncer.stop()
     results["load_after"] = load_average()
     results["markdown"] = markdown(results)
     if results.get("profile"):

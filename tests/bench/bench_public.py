@@ -3,6 +3,7 @@
     uv run python -m tests.bench.bench_public             # full: 3 rounds x 10 s per target
     uv run python -m tests.bench.bench_public --quick     # 1 round x 1 s per target (the CI smoke size)
     uv run python -m tests.bench.bench_public --profile   # also profile the apps in-process (no server)
+    uv run python -m tests.bench.bench_public --cluster --wirings production   # the production read on a Redis Cluster too
 
 These are measurements, not tests: nothing asserts on time. Each target is a
 granian server (the production server: ASGI, one worker, no access log), pinned
@@ -19,6 +20,12 @@ it over loopback with an allowed `Origin` header. Targets:
   starts; the server reads them through its in-process cache in front of Redis.
 - **embedded** wiring: the same app on SQLite in a temporary folder, with its
   in-process read model and projections.
+- **cluster** wiring (`--cluster`, beside production): the production wiring
+  with `WIDGETS_REDIS_URL=redis+cluster://...` on a Redis Cluster this script
+  starts (6 `redis-server` processes on loopback, 3 primaries and 3 replicas,
+  tests/servers.py) and stops; its own schema, its own `widgets project`.
+  Its config read is compared with the production read on the single Redis in
+  the same run (target 0.95: the in-process cache absorbs the cluster's hops).
 
 On each wiring's server: its own `/healthz` (a Litestar route that touches no
 store), the config read of two widgets with the same public body size, one
@@ -74,6 +81,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.common import free_port, group_cpu_seconds, load_average, parse_wrk, pinned, run_main
+from tests.servers import PrivateRedisCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -88,6 +96,8 @@ RATIO_TARGET = 0.8  # of the raw ASGI app
 HEALTHZ_TARGET = 0.9  # of the same server's /healthz
 PREFLIGHT_SCRIPT = 'wrk.method = "OPTIONS"\nwrk.headers["Access-Control-Request-Method"] = "POST"\n'
 DOMAINS_RATIO_TARGET = 0.95
+CLUSTER_RATIO_TARGET = 0.95  # the config read on a Redis Cluster, of the same read on a single Redis
+WIRINGS = ("production", "embedded", "cluster")
 ORG = "org_bench"
 CONFIG = {
     "v1": {
@@ -312,12 +322,13 @@ class Scratch:
 
     def cleanup(self) -> None:
         import psycopg
-        import redis
+
+        from infrastructure.redis_clients import sync_client
 
         try:
             with psycopg.connect(self.pg_url, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
-            client = redis.Redis.from_url(self.redis_url)
+            client = sync_client(self.redis_url)  # one Redis, or every primary of a cluster
             try:
                 keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
                 for start in range(0, len(keys), 1000):
@@ -331,12 +342,13 @@ class Scratch:
 def leftovers(pg_url: str, redis_url: str, run_id: str, folder: str | Path) -> tuple[list[str], int, bool]:
     """What a finished run left behind: its schema (if still present), its Redis keys, whether its folder remains."""
     import psycopg
-    import redis
+
+    from infrastructure.redis_clients import sync_client
 
     schema, prefix = f"benchpub_{run_id}", f"benchpub{run_id}:"
     with psycopg.connect(pg_url, autocommit=True) as conn:
         rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = %s", [schema]).fetchall()
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     try:
         keys = sum(1 for _ in client.scan_iter(match=f"{prefix}*", count=1000))
     finally:
@@ -375,12 +387,11 @@ def embedded_env(scratch: Scratch) -> dict[str, str]:
     }
 
 
-def prepare_production(scratch: Scratch, many: int, say: Callable[[str], None]) -> tuple[str, str, Process]:
-    """Seed the PostgreSQL schema, then project it into Redis with `widgets project` (which keeps running)."""
-    import redis
-
+def prepare_production(scratch: Scratch, many: int, say: Callable[[str], None], wiring: str = "production") -> tuple[str, str, Process]:
+    """Seed the PostgreSQL schema, then project it into Redis (one, or a cluster) with `widgets project` (which keeps running)."""
     from application.store import EventStore
     from infrastructure.eventstore import postgres_env
+    from infrastructure.redis_clients import sync_client
 
     scratch.make_schema()
     store = EventStore(env=postgres_env(scratch.pg_url, pool_size=2, schema=scratch.schema))
@@ -388,9 +399,9 @@ def prepare_production(scratch: Scratch, many: int, say: Callable[[str], None]) 
         one, many_id = seed(store, many)
     finally:
         store.close()
-    projector = Process("widgets project", [sys.executable, "-m", "api.cli", "project"], production_env(scratch),
-                        scratch.folder / "project.log").start()
-    client = redis.Redis.from_url(scratch.redis_url)
+    projector = Process(f"widgets project ({wiring})", [sys.executable, "-m", "api.cli", "project"], production_env(scratch),
+                        scratch.folder / f"{wiring}-project.log").start()
+    client = sync_client(scratch.redis_url)
 
     def projected() -> bool:
         from projections.public_views import RedisKeys
@@ -405,7 +416,7 @@ def prepare_production(scratch: Scratch, many: int, say: Callable[[str], None]) 
         wait_until(projected, "the public read model in Redis", projector)
     finally:
         client.close()
-    say(f"production: schema {scratch.schema}, Redis prefix {scratch.prefix}, projected by `widgets project`")
+    say(f"{wiring}: schema {scratch.schema}, Redis {scratch.redis_url} prefix {scratch.prefix}, projected by `widgets project`")
     return one, many_id, projector
 
 
@@ -683,7 +694,8 @@ def markdown(results: dict[str, Any]) -> str:
         "so the ratio of each target's least CPU per request over the rounds (*least-disturbed rounds*) is shown too.",
         "",
         f"Socket errors and non-2xx answers over all runs: {errors}. "
-        f"Event-store fallbacks logged by the production server: {results.get('fallbacks', 0)}.",
+        "Event-store fallbacks logged by the Redis-backed servers: "
+        + (", ".join(f"{w} {n}" for w, n in results.get("fallbacks_by_wiring", {}).items()) or "none measured") + ".",
     ]
     lines.append("A served config read or preflight is counted in `/metrics` (in batches, every second) and not logged "
                  "(api/middleware.py, api/hot_path.py); refusals, misses and errors log their request line.")
@@ -698,7 +710,9 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     parser.add_argument("--warmup", type=int, default=None, help="wrk seconds of warm-up per target, once (default 3; quick 1)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--domains", type=int, default=1000, help="allowed domains of the large widget (default 1000)")
-    parser.add_argument("--wirings", default="production,embedded", help="comma-separated: production, embedded")
+    parser.add_argument("--wirings", default="production,embedded", help="comma-separated: production, embedded, cluster")
+    parser.add_argument("--cluster", action="store_true",
+                        help="also the cluster wiring: production on a Redis Cluster this script starts (beside production)")
     parser.add_argument("--profile", action="store_true", help="also time and cProfile the apps' ASGI callables in-process")
     parser.add_argument("--profile-requests", type=int, default=20000, help="requests per app under --profile (default 20000)")
     parser.add_argument("--top", type=int, default=30, help="functions listed per profile (default 30)")
@@ -713,8 +727,14 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     rounds = args.rounds or (1 if args.quick else 3)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     wirings = [w for w in args.wirings.split(",") if w]
-    if not set(wirings) <= {"production", "embedded"} or not wirings:
-        raise SystemExit(f"--wirings takes production and/or embedded, not {args.wirings!r}")
+    if args.cluster and "cluster" not in wirings:
+        wirings.append("cluster")
+    if not set(wirings) <= set(WIRINGS) or not wirings:
+        raise SystemExit(f"--wirings takes {', '.join(WIRINGS)}, not {args.wirings!r}")
+    if "cluster" in wirings and "production" not in wirings:
+        raise SystemExit("the cluster wiring is measured against the production one (single Redis): add production")
+    if "cluster" in wirings and not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        raise SystemExit("the cluster wiring needs redis-server and redis-cli (apt-get install -y redis-server)")
 
     scratch = Scratch(args.pg, args.redis)
     results: dict[str, Any] = {"run_id": scratch.run_id, "schema": scratch.schema, "prefix": scratch.prefix,
@@ -723,14 +743,25 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
     processes: list[Process] = []
     targets: list[Target] = []
     ids: dict[str, tuple[str, str]] = {}
+    cluster: PrivateRedisCluster | None = None
+    scratches = {"production": scratch, "embedded": scratch}
     try:
-        if "production" in wirings:
-            one, many, projector = prepare_production(scratch, args.domains, say)
-            ids["production"] = (one, many)
-            processes.append(projector)
+        if "cluster" in wirings:
+            cluster = PrivateRedisCluster().start()
+            folder = scratch.folder / "cluster"
+            folder.mkdir()
+            scratches["cluster"] = Scratch(args.pg, cluster.url, run_id=f"{scratch.run_id}c", folder=folder)
+            results.update(cluster_run_id=scratches["cluster"].run_id, cluster_url=cluster.url)
+        for wiring in ("production", "cluster"):
+            if wiring in wirings:
+                one, many, projector = prepare_production(scratches[wiring], args.domains, say, wiring)
+                ids[wiring] = (one, many)
+                processes.append(projector)
         if "embedded" in wirings:
             ids["embedded"] = prepare_embedded(scratch, args.domains, say)
         envs = {"production": production_env(scratch), "embedded": embedded_env(scratch)}
+        if "cluster" in wirings:
+            envs["cluster"] = production_env(scratches["cluster"])
         preflight_script = scratch.folder / "preflight.lua"
         preflight_script.write_text(PREFLIGHT_SCRIPT)
         for wiring in wirings:
@@ -773,8 +804,10 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
         for server in processes:
             if not server.alive():
                 raise RuntimeError(f"{server.label} died during the run:\n{server.log_tail()}")
-        if "production" in wirings:
-            results["fallbacks"] = (scratch.folder / "production.log").read_text(errors="replace").count("public_read_fallback")
+        results["fallbacks_by_wiring"] = {
+            wiring: (scratch.folder / f"{wiring}.log").read_text(errors="replace").count("public_read_fallback")
+            for wiring in ("production", "cluster") if wiring in wirings}
+        results["fallbacks"] = sum(results["fallbacks_by_wiring"].values())
 
         by_key = {t.key: t for t in targets}
         results["targets"] = {t.key: summarise(t) for t in targets}
@@ -791,6 +824,11 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
         for wiring in wirings:
             ratios[f"{wiring}, {args.domains:,} domains / 1 domain"] = ratio_entry(
                 by_key[f"{wiring}-{args.domains}"], by_key[f"{wiring}-1"], DOMAINS_RATIO_TARGET)
+        if "cluster" in wirings:
+            for route in ("1", str(args.domains), "healthz"):
+                name = {"1": "1 domain", "healthz": "/healthz"}.get(route, f"{args.domains:,} domains")
+                ratios[f"cluster / production (single Redis), {name}"] = ratio_entry(
+                    by_key[f"cluster-{route}"], by_key[f"production-{route}"], CLUSTER_RATIO_TARGET)
         results["ratios"] = ratios
         results["load_after"] = load_average()
         results["markdown"] = markdown(results)
@@ -799,7 +837,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
             process.stop()
         if args.profile:
             say(f"profiling {args.profile_requests:,} in-process requests per app")
-            profile = run_profile(scratch, ids, body_file, answer_file, args.profile_requests, args.top)
+            profile = run_profile(scratch, {w: i for w, i in ids.items() if w != "cluster"}, body_file, answer_file,
+                                  args.profile_requests, args.top)
             results["profile"] = profile
             results["markdown"] += "\n\n" + profile_markdown(profile)
     finally:
@@ -808,7 +847,13 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = 
                 process.stop()
             except Exception as error:  # keep cleaning up
                 say(f"could not stop {process.label}: {error!r}")
-        scratch.cleanup()
+        try:
+            if "cluster" in scratches:
+                scratches["cluster"].cleanup()  # its schema and keys (the folder is inside the main one)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+            scratch.cleanup()
 
     if "profile" in results:
         for name, text in results["profile"]["text"].items():
