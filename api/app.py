@@ -25,6 +25,7 @@ from api.operations import ReadModelController, healthz, metrics, readyz
 from api.personal_data import PersonalDataController
 from api.public import PublicWidgetController, livekit_webhook
 from api.public_fallback import EventStoreFallback
+from api.request_limits import RequestLimits
 from api.services import Services
 from api.stats import WidgetStatsController
 from api.strict_json import StrictJSONRequest
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     methods = app.asgi_handler = MethodsFront(app, app.asgi_handler)  # HEAD wherever GET is; a correct Allow (api/methods.py)
     # Before Litestar's own entry point: the public config read, answered when it can be (api/hot_path.py).
-    app.front = PublicConfigFront(app, functools.partial(Litestar.__call__, app), methods.allow_for)
+    # Litestar's side refuses a request over the URI or header limit first, as a problem (api/request_limits.py).
+    app.front = PublicConfigFront(app, RequestLimits(functools.partial(Litestar.__call__, app)), methods.allow_for)
     app.state.services = built
     return app

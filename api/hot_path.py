@@ -11,9 +11,10 @@ I/O and no await before the response:
 - for `GET` and `HEAD`, a rate-limit decision this process can take alone
   (`config_read_decided_here`: far from the limit, in the current window).
 
-Anything else (a cache miss, a widget that is not live, no `Origin`, a refused
-origin, a rate limit near or over its bound, Redis down, a non-canonical id,
-any other path or method) goes to Litestar unchanged, where
+Anything else (a request near or over the limits of api/request_limits.py, a
+cache miss, a widget that is not live, no `Origin`, a refused origin, a rate
+limit near or over its bound, Redis down, a non-canonical id, any other path
+or method) goes to Litestar unchanged, where
 `PublicWidgetController` answers as it always has; the front has then counted
 nothing, so nothing is counted twice. What it answers is what that controller,
 `MethodsFront` and `RequestContextMiddleware` answer for the same request, byte
@@ -40,6 +41,7 @@ from litestar import Litestar
 
 from api.middleware import HOT_ROUTE, INCOMING_ID, request_metrics
 from api.public import ALLOW_METHODS, PREFLIGHT_MAX_AGE, client_address_of, etag_matches
+from api.request_limits import HEADERS_LIMIT, URI_LIMIT
 from domain.origin import Origin, parse_origin
 from infrastructure.metrics import RequestTally
 from projections.public_entry import PublicEntry
@@ -78,6 +80,7 @@ class Answer:
 NO_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
 HOT_PATH_LENGTH = len(PREFIX) + ID_LENGTH
 HOT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+QUERY_ROOM = URI_LIMIT - 3 * HOT_PATH_LENGTH  # a query this long is within the limit even beside a fully percent-encoded path
 
 
 class PublicConfigFront:
@@ -140,7 +143,8 @@ class PublicConfigFront:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope["path"] if scope["type"] == "http" else ""
         method: str = scope.get("method", "")
-        if len(path) != HOT_PATH_LENGTH or method not in HOT_METHODS or not path.startswith(PREFIX) or not self.enabled:
+        if (len(path) != HOT_PATH_LENGTH or method not in HOT_METHODS or not path.startswith(PREFIX) or not self.enabled
+                or len(scope["query_string"]) > QUERY_ROOM):  # near the URI limit: decided exactly behind (api/request_limits.py)
             await self.fallback(scope, receive, send)
             return
         started = time.perf_counter()
@@ -151,7 +155,9 @@ class PublicConfigFront:
             await self.fallback(scope, receive, send)
             return
         raw_origin = if_none_match = incoming = None
+        size = 0
         for name, value in scope["headers"]:
+            size += len(name) + len(value)
             if name == b"origin":
                 if raw_origin is None:
                     raw_origin = value
@@ -160,6 +166,9 @@ class PublicConfigFront:
                     if_none_match = value
             elif name == b"x-request-id" and incoming is None:
                 incoming = value
+        if size > HEADERS_LIMIT:  # refused behind, by RequestLimits
+            await self.fallback(scope, receive, send)
+            return
         answer = self.answer_for(services, widget_id, entry, raw_origin) if raw_origin is not None else None
         if answer is None:  # no Origin (a Referer may stand for it), or one that is refused: Litestar answers
             await self.fallback(scope, receive, send)

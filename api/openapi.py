@@ -8,7 +8,8 @@ it cannot say on its own:
   documented with `additionalProperties: false`.
 - `finish_document`, run once over the generated document before it is served:
   the headers every answer carries (`X-Request-Id`; `Retry-After` on 429 and
-  503; CORS on public calls), optional bodies marked optional, links that let a
+  503; CORS on public calls), the 414 and 431 every operation can answer
+  (api/request_limits.py), optional bodies marked optional, links that let a
   client (or schemathesis' stateful phase) follow an answer's ids to the next
   call, examples on the main bodies, and patterns rewritten from Python's `\\Z`
   (end of text) to JSON Schema's `$`, which means the same there.
@@ -30,6 +31,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.typing import FieldDefinition
 
 from api import openapi_examples
+from api.request_limits import HEADERS_LIMIT, URI_LIMIT
 from domain.config import WidgetConfig
 from domain.widget import MAX_RETENTION_DAYS
 
@@ -67,12 +69,14 @@ TAGS = [
     Tag(name="operations", description="Health, readiness, metrics and read-your-writes waiting."),
 ]
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 The Anyreach web widget service. Admin calls (`/v1/...`) take `Authorization: Bearer <jwt>`; public calls
 (`/public/v1/...`) come from a browser page whose `Origin` the widget allows. Every error is an RFC 9457
 problem (`application/problem+json`) with a stable `code`. Every command's answer carries
 `X-Event-Position`; `GET /v1/read-models/wait?position=N` answers once the read models have reached it.
 `HEAD` is answered wherever `GET` is, and `OPTIONS` lists the allowed methods in `Allow`.
+Any call is refused with 414 `uri_too_long` when its path and query are over {URI_LIMIT} bytes, and with 431
+`request_header_fields_too_large` when its header names and values are over {HEADERS_LIMIT} bytes in total.
 """
 
 
@@ -106,6 +110,20 @@ PUBLIC_CONFIG_HEADERS = {
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": _header("The page's origin, when the widget allows it", {"type": "string"}),
     "Vary": _header("`Origin`: answers differ by origin", {"type": "string"}),
+}
+
+# What every operation can answer before it is routed (api/request_limits.py).
+LIMIT_RESPONSES = {
+    str(status): {
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        "headers": {"X-Request-Id": REQUEST_ID},
+    }
+    for status, description in (
+        (414, f"URI too long (`uri_too_long`): the path and query are over {URI_LIMIT} bytes"),
+        (431, f"Request header fields too large (`request_header_fields_too_large`): the header names and values "
+              f"are over {HEADERS_LIMIT} bytes in total"),
+    )
 }
 
 # Where an answer's ids lead: (operation id, status) -> {link name: (target operation id, {parameter: expression}[, body])}.
@@ -287,6 +305,8 @@ def finish_document(generated: dict[str, Any]) -> dict[str, Any]:
                     if body:
                         link["requestBody"] = body[0]
                     response.setdefault("links", {})[name] = link
+        for status, response in LIMIT_RESPONSES.items():  # answered before routing: no CORS, no route's own headers
+            operation["responses"].setdefault(status, copy.deepcopy(response))
     for name, examples in openapi_examples.SCHEMA_EXAMPLES.items():
         if name in schemas:
             schemas[name]["examples"] = examples

@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY
 from api.app import create_app
 from api.hot_path import PublicConfigFront
 from api.middleware import HOT_ROUTE
+from api.request_limits import HEADERS_LIMIT, URI_LIMIT
 from infrastructure.settings import Settings
 from tests.api.conftest import Admin, client_for
 from tests.api.conftest import _started as started_listening
@@ -301,3 +302,24 @@ def test_a_cache_miss_goes_to_litestar_which_fills_the_cache_for_the_front(
     assert front.answered == answered  # that one went to Litestar, which cached the entry
     assert hot_client.get(path, headers={"Origin": ALLOWED}).status_code == 200
     assert front.answered == answered + 1
+
+
+def test_requests_over_the_limits_are_refused_alike_and_near_them_answered_by_litestar(
+    hot_client: TestClient[Litestar], hot_app: Litestar, widgets: dict[str, str], log_lines: LogLines
+) -> None:
+    """The front sums the header sizes in the loop that reads them and checks the query's length beside the path's;
+    over either limit (api/request_limits.py) it leaves the request to Litestar's side, which refuses it."""
+    path = widget_path(widgets["live"])
+    padding = {"Origin": ALLOWED, "X-Padding": "p" * HEADERS_LIMIT}
+    target = f"{path}?q={'a' * (URI_LIMIT - len(path) - 2)}"  # one byte over
+    for method, url, headers, status in [("GET", target, {"Origin": ALLOWED}, 414), ("HEAD", target, {"Origin": ALLOWED}, 414),
+                                         ("GET", path, padding, 431), ("HEAD", path, padding, 431),
+                                         ("OPTIONS", path, {**padding, "Access-Control-Request-Method": "GET"}, 431)]:
+        refused, by_front = compare(hot_client, hot_app, log_lines, method, url, headers)
+        assert refused.status == status and not by_front, (method, status)
+        assert dict(refused.headers)["content-type"] == "application/problem+json"
+        assert [line["status"] for line in refused.logged] == [status] and "path" not in refused.logged[0]
+    near, by_front = compare(hot_client, hot_app, log_lines, "GET", target[:-1], {"Origin": ALLOWED})  # at the limit
+    assert near.status == 200 and not by_front
+    short, by_front = compare(hot_client, hot_app, log_lines, "GET", f"{path}?q=1", {"Origin": ALLOWED})
+    assert short.status == 200 and by_front

@@ -28,6 +28,7 @@ from infrastructure.settings import Settings
 
 OPERATION_ID = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")  # verb_noun: create_widget, erase_conversation_personal_data
 PROBLEM_REF = "#/components/schemas/Problem"
+BEFORE_ROUTING = {"414": "uri_too_long", "431": "request_header_fields_too_large"}  # status -> code, on every operation
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 # The main bodies a client reads or writes: each must come with an example.
 MAIN_BODIES = ("AgentCreate", "AgentOut", "VersionOut", "WidgetCreate", "WidgetOut", "WidgetPage", "PublicConfig",
@@ -180,6 +181,17 @@ def test_every_error_answer_is_a_problem_document(document: dict[str, Any]) -> N
                 assert response["headers"]["Retry-After"]["required"] is True, f"{method.upper()} {path} {status}: Retry-After"
 
 
+def test_every_operation_declares_the_request_limits(document: dict[str, Any]) -> None:
+    """Any request can be too long or carry too many header bytes (api/request_limits.py): every operation says so."""
+    for path, method, operation in operations(document):
+        for status, code in BEFORE_ROUTING.items():
+            response = operation["responses"].get(status)
+            assert response is not None, f"{method.upper()} {path} does not declare {status}"
+            assert response["content"]["application/problem+json"]["schema"] == {"$ref": PROBLEM_REF}, f"{method.upper()} {path} {status}"
+            assert f"`{code}`" in response["description"], f"{method.upper()} {path} {status}: {response['description']}"
+            assert list(response["headers"]) == ["X-Request-Id"], f"{method.upper()} {path} {status}"
+
+
 def test_headers_ids_and_cursors_have_patterns(document: dict[str, Any]) -> None:
     for path, method, operation in operations(document):
         for parameter in operation.get("parameters", []):
@@ -238,7 +250,7 @@ def test_response_headers_are_documented(document: dict[str, Any]) -> None:
     for path, method, operation in operations(document):
         for status, response in operation["responses"].items():
             assert "X-Request-Id" in response.get("headers", {}), f"{method.upper()} {path} {status}"
-            if path.startswith("/public/v1/"):
+            if path.startswith("/public/v1/") and status not in BEFORE_ROUTING:  # refused before the origin is looked at
                 assert "Access-Control-Allow-Origin" in response["headers"], f"{method.upper()} {path} {status}"
     for status in ("200", "304"):  # the public config read is cacheable: what to revalidate with, and for how long
         headers = paths["/public/v1/widgets/{widget_id}"]["get"]["responses"][status]["headers"]
