@@ -191,7 +191,7 @@ class PublicConfigFront:
         if preflight:
             status, headers, body = 204, [*answer.preflight, (b"x-request-id", request_id), answer.allow], NO_BODY
         else:
-            services.installations.record(widget_id, answer.origin, True)
+            services.installations.record_load(widget_id, answer.origin)
             if if_none_match is not None and (if_none_match == answer.etag_bytes or
                                               etag_matches(if_none_match.decode("latin-1"), answer.etag)):
                 status, headers, body = 304, [*answer.not_modified, (b"x-request-id", request_id)], NO_BODY

@@ -116,6 +116,10 @@ class SharedWindowCounter:
         self.current = -1
         self.unsynced: dict[str, int] = {}
         self.known: dict[str, int] = {}
+        # `hit_locally` decides alone while a key's total is below this: the limit without Redis; with it, the
+        # total from which `hit` asks Redis (never, for small limits, which always take the shared total).
+        self.local_bound = (self.limit if client is None else
+                            0 if self.limit <= self.EXACT_UP_TO else min(self.limit, self.limit * self.NEAR - 1))
 
     def _roll(self, now: float) -> int:
         window = int(now // self.window)
@@ -153,12 +157,13 @@ class SharedWindowCounter:
         now = time.time()
         if now // self.window != self.current:
             self._roll(now)  # a new window starts here as in `hit` (no I/O either way)
-        total = self.known.get(key, 0) + self.unsynced.get(key, 0)
-        if total >= self.limit or (self.client is not None and (self.limit <= self.EXACT_UP_TO or total + 1 >= self.limit * self.NEAR)):
+        unsynced = self.unsynced
+        mine = unsynced.get(key, 0)
+        if self.known.get(key, 0) + mine >= self.local_bound:
             return False
-        if len(self.unsynced) >= self.MAX_KEYS and key not in self.unsynced:
+        if not mine and len(unsynced) >= self.MAX_KEYS:
             return False
-        self.unsynced[key] = self.unsynced.get(key, 0) + 1
+        unsynced[key] = mine + 1
         return True
 
     async def sync(self, keys: list[str] | None = None) -> None:
