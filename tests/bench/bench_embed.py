@@ -2,6 +2,7 @@
 
     uv run python -m tests.bench.bench_embed            # 5 alternated runs of each measurement
     uv run python -m tests.bench.bench_embed --quick    # 1 run each: proves it runs (CI)
+    uv run python -m tests.bench.bench_embed --trace /tmp/embed-traces --runs 3   # traced loads, which tasks are ours
 
 In Debian's Chromium (headless, through Playwright), against the real service on loopback, a fresh
 browser profile per run (cold caches), each run of the page with the snippet alternated with one of
@@ -166,6 +167,52 @@ def measure_open(chromium: Any, url: str, snippet: bool, warm: bool) -> float:
         return float(page.evaluate("() => window.__benchOpened"))
 
 
+TRACE_CATEGORIES = ["devtools.timeline", "toplevel", "v8.execute", "blink.user_timing"]
+TASKS = ("ThreadControllerImpl::RunTask", "BlinkScheduler_PerformMicrotaskCheckpoint")
+
+
+def our_tasks(trace: dict[str, Any], ours: str) -> list[tuple[str, float]]:
+    """The renderer main thread's tasks that ran our scripts: (what ran, as the long-animation-frame
+    attribution names it, and the task's milliseconds), in order."""
+    events = trace["traceEvents"]
+    main = {(e["pid"], e["tid"]) for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"
+            and e["args"].get("name") == "CrRendererMain"}
+    tasks = [e for e in events if (e.get("pid"), e.get("tid")) in main and e.get("ph") == "X" and e["name"] in TASKS]
+    found = []
+    for e in events:
+        info = (e.get("args") or {}).get("animation_frame_script_timing_info")
+        if e.get("name") != "AnimationFrame::Script::Execute" or e.get("ph") != "b" or not info:
+            continue
+        if not info.get("source_location_url", "").startswith(ours + "/"):
+            continue
+        around = [t for t in tasks if t["ts"] - 200 <= e["ts"] <= t["ts"] + t["dur"]]
+        if around:
+            what = f"{info['invoker_type']} {info['class_like_name']}.{info['property_like_name']}".rstrip(" .")
+            found.append((what, max(t["dur"] for t in around) / 1000))
+    return found
+
+
+def trace_loads(chromium: Any, url: str, api: str, runs: int, out: Path, log: Callable[[str], None]) -> None:
+    """Cold loads of the page with the snippet at 4x, each traced (the trace slows them: no figures
+    from these); writes each trace to `out` and logs the tasks that ran our scripts and the long tasks."""
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(runs):
+        with fresh_page(chromium, LONG_TASKS) as (page, cdp):
+            cdp.send("Emulation.setCPUThrottlingRate", {"rate": THROTTLE})
+            chromium.start_tracing(page=page, categories=TRACE_CATEGORIES)
+            page.goto(url)
+            deadline = time.monotonic() + TIMEOUT_MS / 1000
+            while not page.evaluate(LAUNCHER_SHOWN):
+                assert time.monotonic() < deadline, "the launcher did not appear"
+                page.wait_for_timeout(20)
+            settle(page, 1000)
+            long_tasks = page.evaluate("() => window.__benchLongTasks")
+            raw = chromium.stop_tracing()
+        (out / f"load-{i + 1}.json").write_bytes(raw)
+        tasks = ", ".join(f"{what} {ms:.1f} ms" for what, ms in our_tasks(json.loads(raw), api))
+        log(f"traced load {i + 1}: our tasks: {tasks or 'none found'}; long tasks: {[round(d) for d in long_tasks]} ms")
+
+
 BUSY = "<script>{ const end = performance.now() + 120; while (performance.now() < end); }</script>"
 
 
@@ -186,11 +233,14 @@ def setup(api: ApiServer, site: HostSite) -> tuple[str, str, str, str]:
     )
 
 
-def run(runs: int, log: Callable[[str], None]) -> dict[str, Any]:
+def run(runs: int, log: Callable[[str], None], trace: Path | None = None) -> dict[str, Any]:
     site = HostSite("127.0.0.1").start()
     try:
         with tempfile.TemporaryDirectory() as data, running_api(Path(data), "org_bench") as api, browser() as chromium:
             with_url, without_url, native_url, busy_url = setup(api, site)
+            if trace:
+                trace_loads(chromium, with_url, api.base, runs, trace, log)
+                return {}
             control = measure_load(chromium, busy_url, api.base, snippet=False)["long_task_ms"]
             loads: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
             opens: dict[str, list[float]] = {"cold": [], "warm": [], "native": []}
@@ -247,9 +297,14 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> d
     parser.add_argument("--quick", action="store_true", help="one run of each measurement (CI smoke)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--trace", type=Path, metavar="DIR",
+                        help="instead of the figures: trace --runs loads with the snippet into DIR and name the tasks running our scripts")
     args = parser.parse_args(argv)
     runs = 1 if args.quick else args.runs
     log(f"load average at start: {load_average()}")
+    if args.trace:
+        run(runs, log, args.trace)
+        return {}
     results = run(runs, log)
     log(f"load average at end: {load_average()}")
     log(results["markdown"])
