@@ -43,6 +43,12 @@ def observe(route: str, method: str, status: int, elapsed: float) -> None:
     histogram.observe(elapsed)
 
 
+def request_id_of(scope: dict[str, Any]) -> str:
+    """The request's id: the caller's `X-Request-Id` when well-formed, else a new one."""
+    incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
+    return incoming if incoming and INCOMING_ID.match(incoming) else f"req_{random.getrandbits(64):016x}"
+
+
 def loggable_path(scope: dict[str, Any]) -> str:
     """The request's path, or its route template where the path carries personal data."""
     route = scope.get("path_template")
@@ -61,8 +67,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
-        request_id = incoming if incoming and INCOMING_ID.match(incoming) else f"req_{random.getrandbits(64):016x}"
+        request_id = request_id_of(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500

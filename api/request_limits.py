@@ -26,7 +26,6 @@ than one length check and one pass over its headers.
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
@@ -34,7 +33,7 @@ import msgspec
 import structlog
 
 from api.errors import PROBLEM_JSON, Problem
-from api.middleware import INCOMING_ID, observe
+from api.middleware import observe, request_id_of
 from infrastructure.logging import request_id as request_id_var
 
 ASGIApp = Any
@@ -76,8 +75,7 @@ def headers_size(headers: list[tuple[bytes, bytes]]) -> int:
 async def refuse(scope: dict[str, Any], send: Any, answer: tuple[int, list[tuple[bytes, bytes]], bytes]) -> None:
     started = time.perf_counter()
     status, headers, body = answer
-    incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
-    request_id = incoming if incoming and INCOMING_ID.match(incoming) else f"req_{random.getrandbits(64):016x}"
+    request_id = request_id_of(scope)
     await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"x-request-id", request_id.encode())]})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body, "more_body": False})
     elapsed = time.perf_counter() - started
