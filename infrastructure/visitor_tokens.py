@@ -6,7 +6,11 @@ is the one that key's type fixes (ES256 for P-256, EdDSA for Ed25519): a header 
 another curve cannot pass. The keys are loaded by PyJWT's `PyJWK` once per widget and
 set of keys, kept in a bounded cache, and the signature is checked by `cryptography`
 on that key object: ES256 with one prebuilt `ECDSA(SHA256)`, its raw r||s (64 bytes,
-as JWS has it) turned into DER as PyJWT does; EdDSA with `Ed25519PublicKey.verify`.
+as JWS has it) turned into DER as PyJWT does. EdDSA signatures are checked by libsodium
+(PyNaCl) on the key's raw 32 bytes: OpenSSL 3's Ed25519 verify costs about twice
+libsodium's here (106-128 µs against 60-65), more than the rest of a conversation's
+start would allow (tests/bench/bench_visitor_tokens.py). libsodium is the stricter of
+the two (it also refuses small-order keys and points), so nothing OpenSSL refuses passes.
 
 The compact form is parsed here rather than by `jwt.decode`: PyJWT 2.15 parses a token
 twice when the `kid` is read first (`get_unverified_header`, then `decode`) and checks
@@ -38,6 +42,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from application.visitors import VerifiedVisitor, VisitorTokenInvalidError
 from domain.identity import IdentityKey
@@ -84,15 +91,16 @@ class _Keyring:
 
 
 def _load(key: IdentityKey) -> Any:
-    """The public key object of a JWK, loaded by PyJWT, or None if it is not the type its algorithm needs."""
+    """The verifying key of a JWK (loaded by PyJWT; for EdDSA, libsodium's on its raw bytes), or None if it is not the
+    type its algorithm needs."""
     try:
         loaded = jwt.PyJWK(key.jwk, algorithm=key.alg).key
     except Exception:
         return None
     if key.alg == "ES256":
         return loaded if isinstance(loaded, ec.EllipticCurvePublicKey) and isinstance(loaded.curve, ec.SECP256R1) else None
-    if key.alg == "EdDSA":
-        return loaded if isinstance(loaded, ed25519.Ed25519PublicKey) else None
+    if key.alg == "EdDSA" and isinstance(loaded, ed25519.Ed25519PublicKey):
+        return VerifyKey(loaded.public_bytes(Encoding.Raw, PublicFormat.Raw))
     return None
 
 
@@ -141,8 +149,8 @@ class VisitorTokenVerifier:
                 der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
                 public_key.verify(der, signing_input, _ECDSA_SHA256)
             else:
-                public_key.verify(signature, signing_input)
-        except InvalidSignature:
+                public_key.verify(signing_input, signature)
+        except (InvalidSignature, BadSignatureError):
             raise VisitorTokenInvalidError() from None
         claims = _decode_json(_segment(parts.group(2)))
         if type(claims) is not dict:
