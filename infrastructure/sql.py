@@ -132,5 +132,18 @@ class Executor:
         else:
             self.conn.executemany(sql, rows)
 
+    def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert rows that are new (a conflict fails the transaction): on PostgreSQL one COPY, a stream instead of a
+        statement a row."""
+        if not rows:
+            return
+        if self.postgres:
+            with self.conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            self.conn.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+
 
 OperationalErrors = (psycopg.OperationalError, sqlite3.OperationalError)

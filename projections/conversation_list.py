@@ -86,6 +86,7 @@ class ConversationChanges(msgspec.Struct):
     rows: dict[str, ConversationRow]
     refs: dict[str, str]
     unlinked: set[str] = set()  # conversations whose visitor lookup row goes (erased)
+    started: set[str] = set()  # conversations started in the page (their rows were not read from the model)
     plaintext: bool = False  # an erased conversation's rows held its values in the clear (stored before encryption)
 
 
@@ -113,15 +114,17 @@ class ConversationListProjection:
     )
 
     def apply(self, events: Sequence[Any], source: ConversationListView, positions: Sequence[int] = ()) -> ConversationChanges:
-        ids = {str(e.originator_id) for e in events if not isinstance(e, Conversation.Created)}
-        self.rows = source.load(ids)
+        started = {str(e.originator_id) for e in events if isinstance(e, Conversation.Created)}
+        # A conversation started in this page has its row here already: only the others are read.
+        self.rows = source.load({str(e.originator_id) for e in events} - started)
         self.changed: dict[str, ConversationRow] = {}
         self.refs: dict[str, str] = {}
         self.unlinked: set[str] = set()
         self.plaintext = False
+        process = self.process_event  # bound once a page: binding a singledispatchmethod costs as much as a handler
         for event in events:
-            self.process_event(event)
-        return ConversationChanges(self.changed, self.refs, self.unlinked, self.plaintext)
+            process(event)
+        return ConversationChanges(self.changed, self.refs, unlinked=self.unlinked, plaintext=self.plaintext, started=started)
 
     def _touch(self, row: ConversationRow, event: Any) -> None:
         row.updated_at, row.version = event.timestamp, event.originator_version
@@ -190,6 +193,23 @@ class ConversationListProjection:
             self._touch(row, event)
 
 
+LIST_COLUMNS = ("id", "widget_id", "organization_id", "started_at", "row_json")
+VISITOR_COLUMNS = ("id", "organization_id", "widget_id", "visitor_ref", "started_at")
+ACTIVITY_COLUMNS = ("id", "organization_id", "widget_id", "last_active_at", "ended", "erased")
+
+
+def _list_row(r: ConversationRow) -> tuple[Any, ...]:
+    return (r.id, r.widget_id, r.organization_id, r.started_at.isoformat(), _encode(r).decode())
+
+
+def _visitor_row(r: ConversationRow, ref: str) -> tuple[Any, ...]:
+    return (r.id, r.organization_id, r.widget_id, ref, r.started_at.isoformat())
+
+
+def _activity_row(r: ConversationRow) -> tuple[Any, ...]:
+    return (r.id, r.organization_id, r.widget_id, sortable(r.updated_at), int(r.ended), int(r.erased_at is not None))
+
+
 class ConversationListView(SqlView):
     name = NAME
     schema = SCHEMA
@@ -207,25 +227,42 @@ class ConversationListView(SqlView):
         return {row.id: row for row in rows}
 
     def write(self, tx: Executor, changes: ConversationChanges) -> None:
+        if self.fresh:
+            self._write_fresh(tx, changes)
+            return
         rows = changes.rows
         tx.executemany(
             """INSERT INTO conversation_list (id, widget_id, organization_id, started_at, row_json) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (id) DO UPDATE SET row_json = excluded.row_json""",
-            [(r.id, r.widget_id, r.organization_id, r.started_at.isoformat(), _encode(r).decode()) for r in rows.values()],
+            [_list_row(r) for r in rows.values()],
         )
         tx.executemany(
             """INSERT INTO conversation_visitors (id, organization_id, widget_id, visitor_ref, started_at) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (id) DO NOTHING""",
-            [(i, rows[i].organization_id, rows[i].widget_id, ref, rows[i].started_at.isoformat()) for i, ref in changes.refs.items()],
+            [_visitor_row(rows[i], ref) for i, ref in changes.refs.items()],
         )
         tx.executemany("DELETE FROM conversation_visitors WHERE id = ?", [(i,) for i in sorted(changes.unlinked)])
         tx.executemany(
             """INSERT INTO conversation_activity (id, organization_id, widget_id, last_active_at, ended, erased)
                VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_active_at = excluded.last_active_at,
                ended = excluded.ended, erased = excluded.erased""",
-            [(r.id, r.organization_id, r.widget_id, sortable(r.updated_at), int(r.ended), int(r.erased_at is not None))
-             for r in rows.values()],
+            [_activity_row(r) for r in rows.values()],
         )
+
+    def _write_fresh(self, tx: Executor, changes: ConversationChanges) -> None:
+        """The same rows as `write`, into a model emptied in this transaction: a conversation started in the page has
+        no row yet, so its rows are inserted in bulk (COPY on PostgreSQL); only the others are updated."""
+        new = [r for i, r in changes.rows.items() if i in changes.started]
+        old = [r for i, r in changes.rows.items() if i not in changes.started]
+        tx.insert_many("conversation_list", LIST_COLUMNS, [_list_row(r) for r in new])
+        tx.executemany("UPDATE conversation_list SET row_json = ? WHERE id = ?", [(_encode(r).decode(), r.id) for r in old])
+        # Visitor lookup values come from starts only; one erased in the same page was dropped from `refs` already.
+        tx.insert_many("conversation_visitors", VISITOR_COLUMNS,
+                       [_visitor_row(changes.rows[i], ref) for i, ref in changes.refs.items() if i in changes.started])
+        tx.executemany("DELETE FROM conversation_visitors WHERE id = ?", [(i,) for i in sorted(changes.unlinked)])
+        tx.insert_many("conversation_activity", ACTIVITY_COLUMNS, [_activity_row(r) for r in new])
+        tx.executemany("UPDATE conversation_activity SET last_active_at = ?, ended = ?, erased = ? WHERE id = ?",
+                       [(*_activity_row(r)[3:], r.id) for r in old])
 
     def past_retention(self, widget_id: str, days: int, now: datetime) -> list[tuple[str, str]]:
         """(conversation id, organization id) of a widget's unerased conversations last active more than `days` ago;

@@ -20,6 +20,8 @@ from infrastructure.sql import Database
 from projections.public_views import RedisKeys, RedisPublicView, current_generation
 from projections.runner import EventLog, ProjectionRunner
 
+# Larger pages than the live runner's: fewer round trips and statements, still one page of events in memory.
+REBUILD_PAGE_SIZE = 2000
 Progress = Callable[[int, int], None]  # (position reached, events applied)
 
 # KEYS: current pointer, building pointer, invalidation channel (one slot). ARGV: the new generation, the
@@ -74,7 +76,8 @@ def drop_generation(client: redis.Redis, prefix: str, generation: int) -> int:
     return dropped
 
 
-def rebuild_sql(store: EventLog, db: Database, name: str = "widget_list", on_page: Progress | None = None) -> int:
+def rebuild_sql(store: EventLog, db: Database, name: str = "widget_list", on_page: Progress | None = None,
+                page_size: int = REBUILD_PAGE_SIZE) -> int:
     """Replay one SQL read model inside one transaction; returns the position reached.
 
     Readers keep seeing the old model until the commit; the live runner's next
@@ -86,7 +89,9 @@ def rebuild_sql(store: EventLog, db: Database, name: str = "widget_list", on_pag
     view_class.create_tables(db)
     with db.transaction() as tx:
         view_class.reset(tx)
-        runner = ProjectionRunner(f"rebuild-{name}", store, view_class(tx, create=False), projection_factory=projection_class)
+        view = view_class(tx, create=False, fresh=True)
+        runner = ProjectionRunner(f"rebuild-{name}", store, view, projection_factory=projection_class,
+                                  page_size=page_size)
         runner.catch_up(on_page=on_page)
         return runner.position
 

@@ -26,8 +26,11 @@ class SqlView:
     generation = 1
     format = 1  # raise it when rows written by older code must be rewritten (`rebuild_outdated`)
 
-    def __init__(self, db: Database | Executor, create: bool = True) -> None:
+    def __init__(self, db: Database | Executor, create: bool = True, fresh: bool = False) -> None:
+        """`fresh`: the model was emptied in the transaction `db` is (a rebuild's), so a row that a page creates does
+        not exist yet, and a model may insert it in bulk instead of upserting it."""
         self.db = db
+        self.fresh = fresh
         if create and isinstance(db, Database):
             self.create_tables(db)
 
