@@ -194,3 +194,22 @@ def test_on_signed_tokens_of_any_claims_we_answer_as_pyjwt_with_our_rules(site: 
         if data.draw(st.booleans()):
             claims[name] = data.draw(json_values | st.just({"plan": "pro"}) | offsets.map(lambda o: t + o))
     refused(site.sign({k: v for k, v in claims.items() if v is not None}))
+
+
+def test_an_eddsa_token_under_a_small_order_key_is_refused_where_openssl_would_pass_it() -> None:
+    """Under the neutral point as public key, [S]B = R holds for any message, so R = [S]B with any S is a signature
+    of anything that a cofactorless check without a small-order test accepts (OpenSSL's, as PyJWT checks it).
+    libsodium refuses small-order keys: no such key verifies a token here, even if a widget registered one."""
+    from nacl.bindings import crypto_scalarmult_ed25519_base_noclamp
+
+    neutral = b"\x01" + bytes(31)
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": base64url_encode(neutral).decode(), "kid": "neutral"}
+    now = int(time.time())
+    signing_input = b".".join(base64url_encode(json.dumps(part, separators=(",", ":")).encode()) for part in (
+        {"alg": "EdDSA", "kid": "neutral"}, {"aud": WIDGET, "sub": "anyone", "iat": now, "exp": now + 600}))
+    scalar = (12345).to_bytes(32, "little")
+    token = (signing_input + b"." + base64url_encode(crypto_scalarmult_ed25519_base_noclamp(scalar) + scalar)).decode()
+    keys = (parse_identity_key(jwk),)
+    assert pyjwt_accepts(token, keys, WIDGET)  # the forgery is real: OpenSSL's check passes it
+    with pytest.raises(VisitorTokenInvalidError):
+        VisitorTokenVerifier(DEV_DATA_KEY).verify(token, WIDGET, keys)
