@@ -5,7 +5,7 @@ in one script and tell every reader; the live runner's next write to the old
 generation is refused, and it carries on in the new one. The old generation is
 deleted afterwards. SQL: replay inside one transaction, so that readers see the
 old model until the commit and the new one after it. Either way, memory holds
-one page of events at a time, however long the log.
+two pages of events at a time (the one applied, and the next, read ahead), however long the log.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from infrastructure.sql import Database
 from projections.public_views import RedisKeys, RedisPublicView, current_generation
 from projections.runner import EventLog, ProjectionRunner
 
-# Larger pages than the live runner's: fewer round trips and statements, still one page of events in memory.
+# Larger pages than the live runner's: fewer round trips and statements, still two pages of events in memory.
 REBUILD_PAGE_SIZE = 2000
 Progress = Callable[[int, int], None]  # (position reached, events applied)
 
@@ -47,7 +47,7 @@ def rebuild_redis(
     keys = RedisKeys(prefix, new)
     client.set(keys.building, new)
     view = RedisPublicView(client, prefix, new, building=True)
-    runner = ProjectionRunner(f"rebuild-g{new}", store, view)
+    runner = ProjectionRunner(f"rebuild-g{new}", store, view, read_ahead=True)
     runner.catch_up(on_page=on_page)
     runner.catch_up(on_page=on_page)  # what arrived during the first pass, so the live runner has little left
     if not client.register_script(SWITCH)(keys=[keys.current, keys.building, keys.channel], args=[str(new), view.publish]):
@@ -91,7 +91,7 @@ def rebuild_sql(store: EventLog, db: Database, name: str = "widget_list", on_pag
         view_class.reset(tx)
         view = view_class(tx, create=False, fresh=True)
         runner = ProjectionRunner(f"rebuild-{name}", store, view, projection_factory=projection_class,
-                                  page_size=page_size)
+                                  page_size=page_size, read_ahead=True)
         runner.catch_up(on_page=on_page)
         return runner.position
 

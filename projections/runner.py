@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -68,6 +70,18 @@ class View(RowSource, Protocol):
     def commit(self, changes: Changes, first: int, last: int) -> int: ...
 
 
+@dataclass
+class _Page:
+    """Notifications `first`..`last` of the projection's topics, and their events (or why one cannot be decoded)."""
+
+    first: int
+    last: int
+    notifications: list[Any]
+    events: list[Any] = field(default_factory=list)
+    error: Exception | None = None
+    undecodable: int | None = None  # the notification being decoded when `error` was raised
+
+
 class ProjectionFailedError(Exception):
     """A page of events could not be applied; the runner stopped at this position."""
 
@@ -82,6 +96,7 @@ class ProjectionRunner:
         page_size: int = PAGE_SIZE,
         reopen: Callable[[], View] | None = None,
         listen_url: str = "",
+        read_ahead: bool = False,
     ) -> None:
         self.name = name
         self.store = store
@@ -90,6 +105,7 @@ class ProjectionRunner:
         self.page_size = page_size
         self.reopen = reopen
         self.listen_url = listen_url  # a direct PostgreSQL URL for LISTEN (the store's may go through a pooler)
+        self.read_ahead = read_ahead  # read the next page while applying this one (a rebuild's long replay)
         self.topics = tuple(projection_factory().topics)
         self.failure: BaseException | None = None
         self._position = view.position()
@@ -107,36 +123,72 @@ class ProjectionRunner:
         return max(0, (self.store.recorder.max_notification_id() or 0) - self._position)
 
     def catch_up(self, stop_at: int | None = None, on_page: Callable[[int, int], None] | None = None) -> int:
-        """Apply every notification after the view's position (up to `stop_at`); returns events applied."""
+        """Apply every notification after the view's position (up to `stop_at`); returns events applied.
+
+        With `read_ahead`, the next page is read and decoded in a second thread while this one applies and
+        writes the current page: each side's waits on its database overlap with the other's Python work. A page
+        read ahead is used only if it starts where the view got to; otherwise it is dropped and read again."""
         applied = 0
         target = stop_at if stop_at is not None else (self.store.recorder.max_notification_id() or 0)
-        while self._position < target and not self._stop.is_set():
-            # No upper bound in the query: with one, PostgreSQL may scan the whole remaining range for every
-            # page when its statistics are stale (after a restore or bulk load), making a replay quadratic.
-            page = self.store.recorder.select_notifications(start=self._position + 1, limit=self.page_size, topics=self.topics)
-            notifications = [n for n in page if n.id <= target] if stop_at is not None else list(page)
-            full = len(page) == self.page_size and len(notifications) == len(page)
-            last = notifications[-1].id if full else max(target, notifications[-1].id if notifications else 0)
-            self._apply_page(notifications, self._position + 1, last)
-            applied += len(notifications)
-            PROJECTION_LAG.labels(self.name).set(max(0, target - self._position))
-            if on_page:
-                on_page(self._position, applied)
+        bounded = stop_at is not None
+        pool: ThreadPoolExecutor | None = None
+        ahead: tuple[int, Future[_Page]] | None = None
+        try:
+            while self._position < target and not self._stop.is_set():
+                start = self._position + 1
+                if ahead is not None and ahead[0] == start:
+                    page = ahead[1].result()
+                else:
+                    page = self._read_page(start, target, bounded)
+                ahead = None
+                if self.read_ahead and page.last < target:
+                    pool = pool or ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-read-ahead")
+                    ahead = (page.last + 1, pool.submit(self._read_page, page.last + 1, target, bounded))
+                self._apply_page(page)
+                applied += len(page.notifications)
+                PROJECTION_LAG.labels(self.name).set(max(0, target - self._position))
+                if on_page:
+                    on_page(self._position, applied)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)  # a page still being read is dropped (its error, if any, with it)
         if self._position >= target and hasattr(self.view, "mark_caught_up"):
             self.view.mark_caught_up()
         return applied
 
-    def _apply_page(self, notifications: Any, first: int, last: int) -> None:
-        undecodable: int | None = None
+    def _read_page(self, start: int, target: int, bounded: bool) -> _Page:
+        """One page of notifications from `start`, decoded; a notification that cannot be decoded is kept as the
+        page's error, for `_apply_page` to report (this may run in the read-ahead thread)."""
+        # No upper bound in the query: with one, PostgreSQL may scan the whole remaining range for every
+        # page when its statistics are stale (after a restore or bulk load), making a replay quadratic.
+        found = self.store.recorder.select_notifications(start=start, limit=self.page_size, topics=self.topics)
+        notifications = [n for n in found if n.id <= target] if bounded else list(found)
+        full = len(found) == self.page_size and len(notifications) == len(found)
+        last = notifications[-1].id if full else max(target, notifications[-1].id if notifications else 0)
+        page = _Page(start, last, notifications)
         mapper = getattr(self.store, "projection_mapper", self.store.mapper)
+        read = getattr(self.projection_factory, "read_event", None)  # a projection may read its stored events itself
         try:
-            events = []
-            for notification in notifications:
-                undecodable = notification.id
-                events.append(mapper.to_domain_event(notification))
-            undecodable = None
+            if read is not None:
+                for notification in notifications:
+                    page.undecodable = notification.id
+                    page.events.append(read(notification, mapper))
+            else:
+                for notification in notifications:
+                    page.undecodable = notification.id
+                    page.events.append(mapper.to_domain_event(notification))
+            page.undecodable = None
+        except Exception as error:
+            page.error = error
+        return page
+
+    def _apply_page(self, page: _Page) -> None:
+        notifications, first, last = page.notifications, page.first, page.last
+        try:
+            if page.error is not None:
+                raise page.error
             for attempt in range(CONFLICT_RETRIES):
-                changes = self.projection_factory().apply(events, self.view, positions=[n.id for n in notifications])
+                changes = self.projection_factory().apply(page.events, self.view, positions=[n.id for n in notifications])
                 result = self.view.commit(changes, first, last)
                 if result != CONFLICT:
                     break
@@ -147,6 +199,7 @@ class ProjectionRunner:
         except Exception as error:
             if is_unavailable(error):
                 raise  # a store is down: the caller waits and tries the same page again
+            undecodable = page.undecodable if page.error is not None else None
             position = notifications[0].id if notifications else first
             culprit = f" (notification {undecodable} cannot be decoded)" if undecodable is not None else ""
             log.error("projection_failed", projection=self.name, position=position, last=last, undecodable=undecodable,

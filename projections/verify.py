@@ -163,7 +163,7 @@ def verify(settings: Settings, store: EventLog, db: Database) -> tuple[list[Diff
             live_view = view_class(db)
             replayed = view_class(scratch)
             view_class.prepare_replay(db, scratch)
-            runner = ProjectionRunner(f"verify-{name}", store, replayed, projection_factory=projection_class)
+            runner = ProjectionRunner(f"verify-{name}", store, replayed, projection_factory=projection_class, read_ahead=True)
             differences += _converge(name, live_view.position, lambda n=name: dump_sql(db, n), runner,
                                      lambda n=name: dump_sql(scratch, n))
             checked.append(name)
@@ -215,7 +215,7 @@ def verify_redis(client: redis.Redis, prefix: str, store: EventLog) -> list[Diff
     client.set(RedisKeys(scratch_prefix, 1).current, 1)
     scratch = RedisPublicView(client, scratch_prefix, 1)
     try:
-        runner = ProjectionRunner("verify-public_lookup", store, scratch)
+        runner = ProjectionRunner("verify-public_lookup", store, scratch, read_ahead=True)
         return _converge(PUBLIC_LOOKUP, lambda: int(client.get(live_keys.position) or 0),
                          lambda: dump_redis(client, live_keys), runner, lambda: dump_redis(client, scratch.keys))
     finally:
