@@ -7,6 +7,7 @@ empties them here too, and drops the verified visitor's lookup row.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -160,6 +161,7 @@ FACTS: dict[str, type[Fact]] = {
     t.CONVERSATION_FEEDBACK_GIVEN: FeedbackGiven, t.CONVERSATION_ENDED: Ended, t.CONVERSATION_PERSONAL_DATA_ERASED: Erased,
 }
 _READERS = {topic: msgspec.json.Decoder(fact) for topic, fact in FACTS.items()}
+_UUID_HEX = re.compile("[0-9a-f]{32}")  # how the transcoder writes a UUID (`UUID.hex`)
 
 
 def _moment(value: Wrapped) -> datetime:
@@ -187,7 +189,7 @@ def _fits(fact: Fact) -> bool:
         return False
     for name in ("widget_id", "agent_id", "agent_version_id"):
         wrapped = getattr(fact, name, None)
-        if wrapped is not None and (wrapped.type != "uuid_hex" or len(wrapped.data) != 32):
+        if wrapped is not None and (wrapped.type != "uuid_hex" or _UUID_HEX.fullmatch(wrapped.data) is None):
             return False
     for name in ("visitor", "values"):
         value = getattr(fact, name, None)
@@ -223,7 +225,7 @@ class ConversationListProjection:
 
     @staticmethod
     def read_event(notification: Any, mapper: Any) -> Fact | None:
-        """What the projection needs of a stored event, read from its state directly: a tenth of the library's
+        """What the projection needs of a stored event, read from its state directly, without the library's
         decode, which builds every field's object (UUIDs, times) and the event. Anything the fast read does not
         fit (an unexpected shape or wrapped type, a value in the clear nesting others) goes through `mapper`,
         so both give the same fact (a property test holds them equal)."""
