@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from eventsourcing.persistence import DatetimeAsISO, UUIDAsHex
 
 from domain import event_types as t
 from domain.conversation import Conversation
@@ -162,6 +163,7 @@ FACTS: dict[str, type[Fact]] = {
 }
 _READERS = {topic: msgspec.json.Decoder(fact) for topic, fact in FACTS.items()}
 _UUID_HEX = re.compile("[0-9a-f]{32}")  # how the transcoder writes a UUID (`UUID.hex`)
+_UUID, _TIME = UUIDAsHex.name, DatetimeAsISO.name  # the transcodings' names, as the store writes them
 
 
 def _moment(value: Wrapped) -> datetime:
@@ -175,21 +177,21 @@ def _uuid_text(value: Wrapped) -> str:
 
 
 def _wrapped_time(moment: datetime) -> Wrapped:
-    return Wrapped("datetime_iso", moment.isoformat())
+    return Wrapped(_TIME, moment.isoformat())
 
 
 def _wrapped_uuid(value: Any) -> Wrapped:
-    return Wrapped("uuid_hex", value.hex)
+    return Wrapped(_UUID, value.hex)
 
 
 def _fits(fact: Fact) -> bool:
     """Whether the fast read gave what the library's mapper would: its wrapped values are of the types it knows, and no
     value in the clear (written before encryption) nests what the transcoder would have revived."""
-    if fact.timestamp.type != "datetime_iso":
+    if fact.timestamp.type != _TIME:
         return False
     for name in ("widget_id", "agent_id", "agent_version_id"):
         wrapped = getattr(fact, name, None)
-        if wrapped is not None and (wrapped.type != "uuid_hex" or _UUID_HEX.fullmatch(wrapped.data) is None):
+        if wrapped is not None and (wrapped.type != _UUID or _UUID_HEX.fullmatch(wrapped.data) is None):
             return False
     for name in ("visitor", "values"):
         value = getattr(fact, name, None)

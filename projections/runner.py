@@ -168,15 +168,11 @@ class ProjectionRunner:
         page = _Page(start, last, notifications)
         mapper = getattr(self.store, "projection_mapper", self.store.mapper)
         read = getattr(self.projection_factory, "read_event", None)  # a projection may read its stored events itself
+        decode: Callable[[Any], Any] = mapper.to_domain_event if read is None else lambda n: read(n, mapper)
         try:
-            if read is not None:
-                for notification in notifications:
-                    page.undecodable = notification.id
-                    page.events.append(read(notification, mapper))
-            else:
-                for notification in notifications:
-                    page.undecodable = notification.id
-                    page.events.append(mapper.to_domain_event(notification))
+            for notification in notifications:
+                page.undecodable = notification.id
+                page.events.append(decode(notification))
             page.undecodable = None
         except Exception as error:
             page.error = error
