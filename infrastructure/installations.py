@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from infrastructure.redis_clients import queue_script
+
 log = structlog.get_logger("installations")
 
 CAP = 100  # origins kept per widget, allowed and refused each
@@ -293,7 +295,6 @@ class RedisInstallationStore:
         self.client = client
         self.prefix = prefix
         self.cap = cap
-        self._script = client.register_script(ADD_SCRIPT)
 
     def close(self) -> None:
         self.client.close()
@@ -312,7 +313,7 @@ class RedisInstallationStore:
             args.append(len(days))
             for day, loads, refused in days:
                 args += [day, loads, refused]
-            self._script(keys=RedisKeys(self.prefix, widget_id).all, args=args, client=pipe)
+            queue_script(pipe, ADD_SCRIPT, RedisKeys(self.prefix, widget_id).all, args)  # one widget, one slot
         results = pipe.execute()
         return {widget_id: ({o.decode() for o in allowed}, {o.decode() for o in refused})
                 for widget_id, (allowed, refused) in zip(ids, results, strict=True)}

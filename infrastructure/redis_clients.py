@@ -76,3 +76,12 @@ def limits_storage_url(url: str) -> tuple[str, dict[str, Any]]:
     parts = urlsplit(url)
     options = {"ssl": True} if parts.scheme == "rediss+cluster" else {}
     return "async+redis+cluster://" + parts.netloc, options
+
+
+def queue_script(pipe: Any, script: str, keys: list[str], args: list[Any]) -> None:
+    """Queue a Lua script on a pipeline, of one Redis or of a Redis Cluster.
+
+    redis-py's `Script` queues EVALSHA, which a cluster pipeline refuses (RedisClusterException: it could not
+    load a script missing on the node the keys route to). EVAL carries the script itself and is routed by its
+    keys, which must therefore share one hash slot (`{tag}`)."""
+    pipe.execute_command("EVAL", script, len(keys), *keys, *args)

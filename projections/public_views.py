@@ -31,6 +31,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from infrastructure.redis_clients import queue_script
 from projections.public_entry import PublicEntry, decode_entry, encode_entry, entry_for
 from projections.widget_rows import Changes, WidgetRow
 
@@ -241,8 +242,7 @@ class RedisPublicView:
             pipe = self.client.pipeline(transaction=False)
             for applied_key, (keys, args) in group:
                 expected = read.get(applied_key)
-                pipe.execute_command("EVAL", COMMIT_ENTRY, len(keys), *keys,
-                                     "" if expected is None else str(expected), str(last), *args)
+                queue_script(pipe, COMMIT_ENTRY, keys, ["" if expected is None else str(expected), str(last), *args])
             if any(int(result) == CONFLICT for result in pipe.execute()):
                 return CONFLICT  # what was written is at this page's end; the page's next try skips it
         publish = self.publish if self.owner_key == self.keys.current else ""
