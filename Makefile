@@ -2,25 +2,29 @@
 # Each installs what is missing first, so they work on a fresh machine.
 
 SHELL := /bin/bash
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv goes beside the machine's python3 (a pyenv shim or /usr/local/bin), where the PATH already finds it.
+UV_VERSION := 0.13.10
 EMBED := api/static/dist/embed.js
 ARGS ?=
 
-.PHONY: serve test setup embed services chromium pgbouncer lint
+LIVEKIT := .cache/bin/livekit-server
+
+.PHONY: serve test setup embed services lint uv livekit agent
 
 serve: setup
-	$(UV) run --frozen widgets serve $(ARGS)
+	uv run --frozen widgets serve $(ARGS)
 
-test: setup services chromium pgbouncer
-	$(UV) run --frozen lint-imports
-	$(UV) run --frozen ruff check domain application infrastructure projections api
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+test: setup services livekit agent
+	uv run --frozen lint-imports
+	uv run --frozen ruff check domain application infrastructure projections api
+	uv run --frozen pytest $(PYTEST_ARGS)
 
-setup: $(UV) embed
-	$(UV) sync --frozen
+setup: uv embed
+	uv sync --frozen
 
-$(UV):
-	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+uv:
+	@command -v uv >/dev/null || { python3 -m pip install --quiet --root-user-action=ignore uv==$(UV_VERSION) && \
+	  { command -v pyenv >/dev/null && pyenv rehash || true; }; }
 
 embed: $(EMBED)
 
@@ -28,16 +32,19 @@ $(EMBED): $(wildcard api/embed/src/*) api/embed/package-lock.json api/embed/buil
 	npm --prefix api/embed ci --no-audit --no-fund
 	npm --prefix api/embed run build
 
-# The tests use the machine's PostgreSQL and Redis; start them if they are not running.
+# The tests use the machine's PostgreSQL and Redis, and start their own PgBouncer, Redis Cluster and Chromium:
+# install them from Debian and start the first two, if they are not there yet.
 services:
-	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
-	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
-	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL or Redis did not start" >&2; exit 1
+	@bash deploy/dev/machine.sh
 
-# Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
-chromium:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# The LiveKit server the tests, the benchmarks and `--demo` run: built once from the Go module proxy, at the
+# version deploy/livekit/go.mod pins (every module checked against go.sum), into an ignored folder.
+livekit: $(LIVEKIT)
 
-# The pooler tests start Debian's PgBouncer (1.18) themselves, in transaction mode, in front of the tests' PostgreSQL.
-pgbouncer:
-	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }
+$(LIVEKIT): deploy/livekit/go.mod deploy/livekit/go.sum
+	@command -v go >/dev/null || { echo "make livekit needs Go 1.26: https://go.dev/doc/install" >&2; exit 1; }
+	cd deploy/livekit && CGO_ENABLED=0 go build -o ../../$(LIVEKIT) github.com/livekit/livekit-server/cmd/server
+
+# The demo and test agent worker, on livekit-agents in an environment of its own (deploy/agent/uv.lock).
+agent: uv
+	uv sync --project deploy/agent --frozen --quiet
