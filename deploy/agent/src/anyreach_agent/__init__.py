@@ -1,0 +1,1 @@
+"""Anyreach's test-and-demo LiveKit agent worker (see docs/agents.md)."""
