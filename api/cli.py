@@ -61,15 +61,23 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
             os.environ[name] = str(value)
     settings = Settings.from_env()
     refuse_development_secret_off_loopback(settings)
+    stop_livekit = None
     if demo:
-        from api.demo import prepare_demo
+        from api.demo import prepare_demo, start_demo_livekit
 
+        if "WIDGETS_LIVEKIT_URL" not in os.environ:
+            stop_livekit = start_demo_livekit(settings.port)
+            settings = Settings.from_env()
         prepare_demo(settings)
     from api.server import run_server
 
     click.echo(f"Serving on http://{settings.host}:{settings.port} (schema at /schema)", err=True)
-    run_server("api.app:create_app", host=settings.host, port=settings.port, workers=settings.workers,
-               graceful_timeout=settings.shutdown_timeout)
+    try:
+        run_server("api.app:create_app", host=settings.host, port=settings.port, workers=settings.workers,
+                   graceful_timeout=settings.shutdown_timeout)
+    finally:
+        if stop_livekit is not None:
+            stop_livekit()
 
 
 @main.command()

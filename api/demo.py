@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
 import click
 
 from application.agents import AgentService
@@ -50,3 +56,48 @@ def prepare_demo(settings: Settings) -> str:
     click.echo(f"Demo page:   {base}/demo?widget={state.widget.id}", err=True)
     click.echo(f"Admin token (org {DEMO_ORG}, 24 h): {token}", err=True)
     return str(state.widget.id)
+
+
+def start_demo_livekit(port: int) -> Callable[[], None] | None:
+    """A LiveKit server and the demo agent on loopback beside the service, pointed at by WIDGETS_LIVEKIT_*
+    (set here, before the server's workers read their settings); answers how to stop both, or None without Go."""
+    from infrastructure.livekit_dev import AgentWorker, LiveKitUnavailableError, LocalLiveKit, build_server
+
+    try:
+        if not shutil.which("go") and not Path("/usr/local/go/bin/go").exists():
+            build_server()  # raises unless the binary is already there
+        click.echo("Demo: starting LiveKit (the first run builds it from the Go module proxy, about three minutes)...", err=True)
+        livekit = LocalLiveKit(webhook_url=f"http://127.0.0.1:{port}/webhooks/livekit", port=_demo_livekit_port()).start()
+    except LiveKitUnavailableError as e:
+        click.echo(f"Demo: no conversation possible ({e}). Everything else runs.", err=True)
+        return None
+    agent_name = os.environ.get("WIDGETS_LIVEKIT_AGENT_NAME", "anyreach-agent")
+    click.echo("Demo: starting the demo agent (the first run installs livekit-agents, about a minute)...", err=True)
+    worker = AgentWorker(livekit, agent_name)
+    try:
+        worker.start()
+    except (RuntimeError, TimeoutError, LiveKitUnavailableError) as e:
+        livekit.stop()
+        click.echo(f"Demo: the demo agent did not start ({str(e).splitlines()[0]}); see {worker.output}.", err=True)
+        return None
+    os.environ.update({"WIDGETS_LIVEKIT_URL": livekit.url, "WIDGETS_LIVEKIT_API_KEY": livekit.api_key,
+                       "WIDGETS_LIVEKIT_API_SECRET": livekit.api_secret, "WIDGETS_LIVEKIT_AGENT_NAME": agent_name})
+    click.echo(f"Demo: LiveKit at {livekit.url}, agent {agent_name!r} registered (logs in {livekit.folder}).", err=True)
+
+    def stop() -> None:
+        worker.stop()
+        livekit.stop()
+
+    return stop
+
+
+def _demo_livekit_port() -> int:
+    """LiveKit's usual 7880 when it is free, another free port otherwise."""
+    from infrastructure.livekit_dev import free_port
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 7880))
+            return 7880
+        except OSError:
+            return free_port()

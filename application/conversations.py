@@ -53,6 +53,8 @@ class RoomTicket:
     # The dispatch metadata's `visitor` and `context` (API.md, "Visitor identity and context").
     visitor: dict[str, Any] = field(default_factory=lambda: {"verified": False})
     context: dict[str, Any] = field(default_factory=lambda: {"verified": {}, "page": {}})
+    # False in the conversation's first room; true in the fresh room of a resume (docs/agents.md).
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ class ConversationService:
                 token_hash = hash_resume_token(tokens[-1])
             conversation.resume(new_room(conversation.id), new_identity(), UUID(widget.agent_id), UUID(widget.agent_version_id),
                                 token_hash, who.stored_context)
-            tickets.append(self._ticket(conversation, who, conversation.visitor.get("name")))
+            tickets.append(self._ticket(conversation, who, conversation.visitor.get("name"), resumed=True))
             return True
 
         change(self.store, lambda: self._load(widget, conversation_id, resume_token, who), command, None)
@@ -213,7 +215,7 @@ class ConversationService:
         return conversation
 
     @staticmethod
-    def _ticket(conversation: Conversation, who: Identified, stored_name: str | None) -> RoomTicket:
+    def _ticket(conversation: Conversation, who: Identified, stored_name: str | None, resumed: bool = False) -> RoomTicket:
         return RoomTicket(
             conversation_id=str(conversation.id),
             organization_id=conversation.organization_id,
@@ -225,6 +227,7 @@ class ConversationService:
             visitor_name=(who.verified.name if who.verified is not None else None) or stored_name,
             visitor=who.metadata,
             context=who.context,
+            resumed=resumed,
         )
 
 

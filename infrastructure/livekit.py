@@ -93,6 +93,7 @@ class LiveKitIssuer:
                 "channel": "webrtc",
                 "visitor": ticket.visitor,
                 "context": ticket.context,
+                "resumed": ticket.resumed,
             }
         )
         template = self._claims

@@ -132,6 +132,7 @@ def test_the_room_dispatches_the_configured_agent_with_metadata_naming_the_conve
     assert metadata["agent_id"] == widget["agent_id"]
     assert metadata["agent_version_id"] == widget["agent_version_id"]
     assert metadata["conversation_id"] == grant["conversation_id"]
+    assert metadata["resumed"] is False
     assert grant["resume_token"] not in grant["livekit"]["token"]
     assert grant["resume_token"] not in claims.room_config.agents[0].metadata
 
@@ -167,6 +168,7 @@ def test_every_resume_gets_a_fresh_room_and_identity_with_the_same_dispatch(
         assert answer["livekit"]["room"] == claims.video.room
         assert claims.video.can_publish_sources == ["microphone"]
         assert dispatch_metadata(claims)["conversation_id"] == grant["conversation_id"]
+        assert dispatch_metadata(claims)["resumed"] is True, "the agent in a resume's fresh room knows it is a resume"
 
 
 def test_a_token_signed_with_another_secret_or_key_fails_verification(

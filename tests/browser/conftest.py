@@ -142,16 +142,19 @@ WATCH = """(() => {
   }
 })();"""
 
-# The LiveKit side stays a stub: a module with the real chunk's interface, served in its place.
-# It joins at once, has an agent present, echoes every text, and asks for the microphone exactly
-# when the loader switches it on (as livekit-client does).
+# For the tests of the panel alone, the LiveKit side is a stub: a module with the real chunk's interface,
+# served in its place. It joins at once, has an agent present, echoes every text, and asks for the microphone
+# exactly when the loader switches it on (as livekit-client does). tests/browser/test_live_conversation.py
+# runs the real chunk against a real LiveKit server and agent.
 LIVEKIT_STUB = """
-export async function connect(grant, hooks) {
+export function open(hooks) {
   const stub = (window.__lkStub ||= { connects: 0, sent: [], mic: [] });
-  stub.connects++;
-  hooks.agentPresent(true);
   let n = 0;
   return {
+    async join(grant) {
+      stub.connects++;
+      hooks.agentPresent(true);
+    },
     async sendText(text) {
       stub.sent.push(text);
       setTimeout(() => hooks.text('agent-' + ++n, 'agent', 'Echo: ' + text, true), 30);

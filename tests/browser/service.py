@@ -1,7 +1,8 @@
 """The real service on a loopback port, for the browser tests and the embed benchmark.
 
-`create_app` on the embedded wiring, served by uvicorn in a thread. LiveKit points at a loopback
-port where nothing listens: joining a room fails at once, as it does wherever no LiveKit server runs.
+`create_app` on the embedded wiring, served by uvicorn in a thread. Unless a test hands it a real LiveKit
+server (infrastructure/livekit_dev.py), LiveKit points at a loopback port where nothing listens: joining a
+room fails at once, as it does wherever no LiveKit server runs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import httpx
 import uvicorn
 
 from api.app import create_app
+from infrastructure.livekit_dev import LocalLiveKit
 from infrastructure.settings import Settings
 from tests.conftest import admin_headers
 from tests.servers import free_port
@@ -78,18 +80,22 @@ class ApiServer:
 
 
 @contextmanager
-def running_api(data_dir: Path, org: str) -> Iterator[ApiServer]:
-    """The service on a free loopback port until the block ends, with an admin of `org` calling it."""
+def running_api(data_dir: Path, org: str, livekit: LocalLiveKit | None = None, port: int = 0,
+                agent_name: str = "anyreach-agent") -> Iterator[ApiServer]:
+    """The service on a loopback port (free unless given) until the block ends, with an admin of `org` calling it;
+    its LiveKit is `livekit` when given."""
     settings = Settings(
         data_dir=str(data_dir),
         log_format="json",
         log_level="warning",
-        livekit_url=f"ws://127.0.0.1:{free_port()}",
-        livekit_api_secret="browser-tests-livekit-secret-0123456789abcdef",
+        livekit_url=livekit.url if livekit else f"ws://127.0.0.1:{free_port()}",
+        livekit_api_key=livekit.api_key if livekit else "devkey",
+        livekit_api_secret=livekit.api_secret if livekit else "browser-tests-livekit-secret-0123456789abcdef",
+        livekit_agent_name=agent_name,
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2)

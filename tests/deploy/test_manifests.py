@@ -370,7 +370,12 @@ def test_the_projection_runner_is_one_replica_replaced_by_recreate() -> None:
 # ---- every WIDGETS_* name anywhere under deploy/ is a setting ----------------------------------
 
 def deploy_files() -> list[Path]:
-    return sorted(p for p in DEPLOY.rglob("*") if p.is_file())
+    """The deployment's own files, as git has them (not an environment or a cache made beside them)."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "deploy"],
+                            cwd=DEPLOY.parent, capture_output=True, check=True).stdout.decode().split("\0")
+    return sorted(DEPLOY.parent / name for name in listed if name and (DEPLOY.parent / name).is_file())
 
 
 @pytest.mark.parametrize("path", deploy_files(), ids=lambda p: str(p.relative_to(DEPLOY)))

@@ -35,6 +35,7 @@ tickets = st.builds(
     agent_id=st.uuids().map(str), agent_version_id=st.uuids().map(str), room=texts, identity=texts,
     visitor_name=st.none() | texts, visitor=visitors,
     context=st.fixed_dictionaries({"verified": context_values, "page": context_values}),
+    resumed=st.booleans(),
 )
 
 
@@ -43,7 +44,7 @@ def livekit_token(issuer: LiveKitIssuer, ticket: RoomTicket) -> str:
     metadata = json.dumps({"organization_id": ticket.organization_id, "widget_id": ticket.widget_id,
                            "agent_id": ticket.agent_id, "agent_version_id": ticket.agent_version_id,
                            "conversation_id": ticket.conversation_id, "channel": "webrtc", "visitor": ticket.visitor,
-                           "context": ticket.context}, separators=(",", ":"))
+                           "context": ticket.context, "resumed": ticket.resumed}, separators=(",", ":"))
     grants = api.VideoGrants(
         room_join=True, room=ticket.room, can_subscribe=True, can_publish=True, can_publish_sources=["microphone"],
         can_publish_data=True, can_update_own_metadata=False, room_create=False, room_list=False, room_record=False,

@@ -37,6 +37,7 @@ class Chat implements Panel {
   private phase: Phase = 'chat';
   private state: State = 'idle';
   private agentHere = false;
+  private agentLeft = false;
   private micDenied = false;
   private micExplained = false;
 
@@ -104,7 +105,11 @@ class Chat implements Panel {
     for (const el of [ui.composer, ui.quick]) for (const ev of ['focusin', 'pointerover']) el.addEventListener(ev, preload, { once: true });
 
     ui.close.addEventListener('click', () => this.close());
-    ui.retry.addEventListener('click', () => void this.begin());
+    ui.retry.addEventListener('click', () => {
+      void this.begin();
+      this.focusIn();
+    });
+    ui.playAudio.addEventListener('click', () => this.conv.session?.startAudio());
     ui.newConversation.addEventListener('click', () => this.newConversation());
     ui.end.addEventListener('click', () => this.end());
     ui.panel.addEventListener('keydown', (e) => this.onKey(e));
@@ -122,7 +127,7 @@ class Chat implements Panel {
     }
     if (cfg.voice.enabled) {
       this.mic = bindMic(ui.mic, cfg.voice.mode === 'push_to_talk', t, {
-        session: () => this.conv.session,
+        session: () => this.conv.room,
         start: () => void this.begin(),
         blocked: () => !micAllowed() && (this.explainMic(), true),
         allowed: (ok) => {
@@ -141,15 +146,20 @@ class Chat implements Panel {
       link: (s) => {
         if (s === 'unavailable') this.mic?.release();
         this.setState(s);
-        if (s === 'connected') this.mic?.resync();
       },
+      roomOpened: () => this.mic?.reopen(),
       adopted: (conversation_id, status) => {
         this.render();
         this.emit('conversation', { conversation_id, status });
       },
-      agentPresent: (present) => {
+      agent: (present, left) => {
         this.agentHere = present;
+        this.agentLeft = left;
         this.render();
+      },
+      delivery: (id, state) => this.log.delivery(id, state, () => this.resend(id)),
+      audioBlocked: (blocked) => {
+        this.ui.playAudio.hidden = !blocked;
       },
       text: (id, role, text, final) => {
         if (this.log.show(id, role, text, final)) this.emit('message', { id, role, text });
@@ -187,7 +197,9 @@ class Chat implements Panel {
           : shown === 'connected'
             ? this.agentHere
               ? t.connected
-              : t.waiting
+              : this.agentLeft
+                ? t.agentLeft
+                : t.waiting
             : t[shown];
   }
 
@@ -234,7 +246,15 @@ class Chat implements Panel {
     if (!text || this.phase !== 'chat') return;
     const id = `v${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
     if (this.log.show(id, 'visitor', text, true)) this.emit('message', { id, role: 'visitor', text });
-    if (this.conv.send(text, () => this.log.failed(id))) void this.begin();
+    if (this.conv.send(id, text)) void this.begin();
+  }
+
+  /** A message that was not delivered, sent again from its own button; focus goes back to the message box. */
+  private resend(id: string): void {
+    const text = this.log.textOf(id);
+    if (!text || this.phase !== 'chat') return;
+    if (this.conv.send(id, text)) void this.begin();
+    this.focusIn();
   }
 
   private submitInput(): void {

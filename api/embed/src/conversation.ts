@@ -1,7 +1,7 @@
 import { ApiError, type ConversationRef, type PublicApi } from './api';
 import type { Values } from './forms';
 import type { WidgetStore } from './store';
-import type { Grant, LiveHooks, LiveKitChunk, LiveSession } from './types';
+import type { Grant, LiveHooks, LiveKitChunk, LiveRoom } from './types';
 
 /** The hashed file name of the LiveKit chunk, set by the build. */
 declare const __LK_CHUNK__: string;
@@ -51,23 +51,49 @@ export type Link = 'connecting' | 'connected' | 'reconnecting' | 'unavailable';
 /** joined: in a room; gone: the stored conversation no longer exists (now forgotten); left: abandoned meanwhile; failed: try again. */
 export type Outcome = 'joined' | 'gone' | 'left' | 'failed';
 
+/** Where a visitor's message is: held until an agent is present to receive it, sent, or not delivered. */
+export type Delivery = 'held' | 'sent' | 'failed';
+
 /** What a conversation reports to the widget. */
-export interface ConversationEvents extends Omit<LiveHooks, 'state'> {
+export interface ConversationEvents extends Omit<LiveHooks, 'state' | 'agentPresent'> {
   link(state: Link): void;
   adopted(conversationId: string, status: 'started' | 'resumed'): void;
+  /** A room was opened for this conversation (not joined yet): the microphone may start recording into it. */
+  roomOpened(): void;
+  /** The agent is present, or is not (`left`: it was here in this room and has gone). */
+  agent(present: boolean, left: boolean): void;
+  delivery(id: string, state: Delivery): void;
 }
+
+// How long a held message waits for an agent to be present before it is shown as not delivered.
+const AGENT_WAIT_MS = 20000;
+// After the room is lost (the server restarted, the network dropped), resume into a fresh room after these pauses.
+const RECOVERY_MS = [500, 1000, 2000, 4000, 8000, 8000, 8000];
 
 /**
  * One visitor's conversation with the agent: the public API calls, the resume
  * secret kept in the browser, and the LiveKit room (a fresh one on every join).
+ *
+ * What the visitor types is held until an agent is present in the room (LiveKit forwards a text
+ * stream only to those already there, and `sendText` resolves either way), then sent in order,
+ * each message once. A lost room is resumed into a fresh one; held messages wait for it.
  */
 export class Conversation {
   ref: ConversationRef | null;
-  session: LiveSession | null = null;
+  /** The room opened for this conversation, joined or not yet. */
+  room: LiveRoom | null = null;
+  /** The same room once joined. */
+  session: LiveRoom | null = null;
   private joining: Promise<Outcome> | null = null;
   // Bumped whenever the conversation is left, so that late answers for it are ignored.
   private gen = 0;
-  private outbox: [string, () => void][] = [];
+  private outbox: { id: string; text: string }[] = [];
+  private flushing = false;
+  private agentHere = false;
+  private agentSeen = false;
+  private agentWait: ReturnType<typeof setTimeout> | null = null;
+  private recovering = false;
+  private linkDown = false;
   private prechat: { formId: string; values: Values } | null = null;
 
   constructor(
@@ -98,11 +124,12 @@ export class Conversation {
     if (this.session) return Promise.resolve('joined');
     if (this.joining) return this.joining;
     const gen = this.gen;
-    this.events.link('connecting');
+    this.events.link(this.recovering ? 'reconnecting' : 'connecting');
     return (this.joining = this.attempt(gen)
       .catch((): Outcome => {
         if (gen !== this.gen) return 'left';
-        this.events.link('unavailable');
+        this.dropRoom();
+        if (!this.recovering) this.giveUp();
         return 'failed';
       })
       .finally(() => {
@@ -112,13 +139,22 @@ export class Conversation {
 
   private async attempt(gen: number): Promise<Outcome> {
     const created = !this.ref;
+    // The chunk loads, and its room opens, while the conversation is started: a microphone press records from now.
+    const opening = loadChunk(this.base).then((lk) => {
+      if (gen !== this.gen) throw new Error('left');
+      this.room = lk.open(this.hooks(gen));
+      this.events.roomOpened();
+      return this.room;
+    });
+    opening.catch(() => {});
     let grant: Grant;
     if (this.ref) {
       try {
         grant = await this.api.resume(this.ref);
       } catch (e) {
         // 404: unknown here (or the token is wrong); 409: it has ended meanwhile (in another tab, or the room finished).
-        if (!(e instanceof ApiError && (e.status === 404 || e.status === 409)) || gen !== this.gen) throw e;
+        if (!(e instanceof ApiError && (e.status === 404 || e.status === 409 || e.status === 410)) || gen !== this.gen) throw e;
+        this.dropRoom();
         this.forget();
         return 'gone';
       }
@@ -134,14 +170,14 @@ export class Conversation {
     this.events.adopted(grant.conversation_id, created ? 'started' : 'resumed');
     await this.filePrechat();
 
-    const lk = await loadChunk(this.base);
-    if (gen !== this.gen) return 'left';
-    const session = await lk.connect(grant.livekit, this.hooks(gen));
-    if (gen !== this.gen) return void session.disconnect(), 'left';
-    this.session = session;
+    const room = await opening;
+    await room.join(grant.livekit);
+    if (gen !== this.gen) return void room.disconnect(), 'left';
+    this.session = room;
+    this.recovering = false;
     this.events.link('connected');
-    session.startAudio();
-    for (const [text, failed] of this.outbox.splice(0)) this.deliver(text, failed);
+    room.startAudio();
+    this.flush();
     return 'joined';
   }
 
@@ -161,26 +197,126 @@ export class Conversation {
     return {
       state: (s) => {
         if (!live()) return;
-        if (s === 'disconnected') this.session = null;
-        ev.link(s === 'disconnected' ? 'unavailable' : s);
+        if (s === 'disconnected') return this.lost();
+        // While LiveKit reconnects, nothing is sent: what the visitor types waits for the agent on the other side.
+        this.linkDown = s === 'reconnecting';
+        if (this.linkDown && this.agentHere) (this.agentHere = false), ev.agent(false, false);
+        ev.link(s);
       },
-      agentPresent: (present) => live() && ev.agentPresent(present),
+      agentPresent: (present) => {
+        if (!live() || present === this.agentHere) return;
+        this.agentHere = present;
+        if (present) this.agentSeen = true;
+        ev.agent(present, !present && this.agentSeen);
+        if (present) this.flush();
+      },
       text: (...a) => live() && ev.text(...a),
       formRequested: (formId) => live() && ev.formRequested(formId),
       micDenied: () => live() && ev.micDenied(),
+      audioBlocked: (blocked) => live() && ev.audioBlocked(blocked),
       mount: (el) => ev.mount(el),
     };
   }
 
-  /** Sends now, or once the room is joined; answers whether it had to wait. */
-  send(text: string, failed: () => void): boolean {
-    if (this.session) return this.deliver(text, failed), false;
-    this.outbox.push([text, failed]);
-    return true;
+  /**
+   * Sends now if an agent is present, else holds the message until one is (joining the room, or
+   * moving to a fresh room when the agent has left this one); answers whether a join is needed.
+   */
+  send(id: string, text: string): boolean {
+    this.outbox.push({ id, text });
+    this.events.delivery(id, 'held');
+    if (this.session && !this.linkDown && !this.agentHere && this.agentSeen) {
+      this.moveOn();
+      return false;
+    }
+    this.flush();
+    return !this.session && !this.joining;
   }
 
-  private deliver(text: string, failed: () => void): void {
-    this.session!.sendText(text).catch(failed);
+  /** Sends the held messages in order, one at a time, while an agent is present. */
+  private async flush(): Promise<void> {
+    if (this.flushing || !this.outbox.length) return;
+    const session = this.session;
+    if (!session || !this.agentHere) return this.waitForAgent();
+    this.clearAgentWait();
+    this.flushing = true;
+    try {
+      while (this.outbox.length && this.session === session && this.agentHere) {
+        const { id } = this.outbox[0];
+        try {
+          await session.sendText(this.outbox[0].text);
+          this.outbox.shift();
+          this.events.delivery(id, 'sent');
+        } catch {
+          if (this.session !== session) break; // the room went away meanwhile: held for the next one
+          this.outbox.shift();
+          this.events.delivery(id, 'failed');
+        }
+      }
+    } finally {
+      this.flushing = false;
+    }
+    if (this.outbox.length) void this.flush();
+  }
+
+  /** Held messages are shown as not delivered if no agent arrives in time; each can be retried. */
+  private waitForAgent(): void {
+    if (this.agentWait) return;
+    this.agentWait = setTimeout(() => {
+      this.agentWait = null;
+      if (this.agentHere && this.session) return;
+      this.failHeld();
+    }, AGENT_WAIT_MS);
+  }
+
+  private clearAgentWait(): void {
+    if (this.agentWait) clearTimeout(this.agentWait);
+    this.agentWait = null;
+  }
+
+  private failHeld(): void {
+    for (const { id } of this.outbox.splice(0)) this.events.delivery(id, 'failed');
+  }
+
+  /** The agent left this room: a fresh room (a resume) dispatches it again; held messages go there. */
+  private moveOn(): void {
+    const room = this.session;
+    this.session = this.room = null;
+    this.agentHere = this.agentSeen = false;
+    void room?.disconnect().catch(() => {});
+    void this.join();
+  }
+
+  /** The room was lost without us leaving it: resume into a fresh one, a few times, keeping what is held. */
+  private lost(): void {
+    const gen = this.gen;
+    this.linkDown = false;
+    this.session = this.room = null;
+    this.agentHere = this.agentSeen = false;
+    this.events.agent(false, false);
+    this.recovering = true;
+    this.events.link('reconnecting');
+    const retry = async (n: number): Promise<void> => {
+      if (gen !== this.gen || !this.recovering) return;
+      const outcome = await this.join();
+      if (outcome !== 'failed' || gen !== this.gen) return;
+      if (n + 1 < RECOVERY_MS.length) return void setTimeout(() => void retry(n + 1), RECOVERY_MS[n + 1]);
+      this.recovering = false;
+      this.giveUp();
+    };
+    setTimeout(() => void retry(0), RECOVERY_MS[0]);
+  }
+
+  private giveUp(): void {
+    this.events.link('unavailable');
+    this.clearAgentWait();
+    this.failHeld();
+  }
+
+  private dropRoom(): void {
+    void this.room?.disconnect().catch(() => {});
+    this.room = this.session = null;
+    this.agentHere = this.agentSeen = false;
   }
 
   async submitForm(formId: string, values: Values): Promise<void> {
@@ -199,10 +335,12 @@ export class Conversation {
 
   /** Leaves the room and forgets the conversation here; answers what it was. */
   leave(): ConversationRef | null {
-    const { ref, session } = this;
+    const { ref } = this;
     this.gen++;
-    void session?.disconnect().catch(() => {});
-    this.session = this.joining = this.prechat = null;
+    this.dropRoom();
+    this.joining = this.prechat = null;
+    this.recovering = false;
+    this.clearAgentWait();
     this.outbox = [];
     this.forget();
     return ref;

@@ -43,6 +43,9 @@ const en = {
   yourConversations: 'Your conversations',
   conversation: 'Conversation',
   endedTag: 'ended',
+  agentLeft: 'The assistant left. Send a message to bring it back.',
+  playAudio: 'Play the assistant’s voice',
+  resend: 'Send again',
 };
 
 export type Strings = typeof en;
@@ -89,6 +92,9 @@ const es: Strings = {
   yourConversations: 'Tus conversaciones',
   conversation: 'Conversación',
   endedTag: 'finalizada',
+  agentLeft: 'El asistente se ha ido. Envía un mensaje para que vuelva.',
+  playAudio: 'Reproducir la voz del asistente',
+  resend: 'Enviar de nuevo',
 };
 
 const de: Strings = {
@@ -133,6 +139,9 @@ const de: Strings = {
   yourConversations: 'Deine Unterhaltungen',
   conversation: 'Unterhaltung',
   endedTag: 'beendet',
+  agentLeft: 'Der Assistent ist gegangen. Schreiben Sie eine Nachricht, um ihn zurückzuholen.',
+  playAudio: 'Stimme des Assistenten abspielen',
+  resend: 'Erneut senden',
 };
 
 const fr: Strings = {
@@ -177,6 +186,9 @@ const fr: Strings = {
   yourConversations: 'Vos conversations',
   conversation: 'Conversation',
   endedTag: 'terminée',
+  agentLeft: 'L’assistant est parti. Envoyez un message pour le faire revenir.',
+  playAudio: 'Écouter la voix de l’assistant',
+  resend: 'Renvoyer',
 };
 
 const TABLES: Record<string, Strings> = { en, es, de, fr };

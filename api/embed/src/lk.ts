@@ -1,14 +1,17 @@
 // The LiveKit part of the widget, built as its own hashed ES module and
 // imported only when a conversation starts.
 import { LogLevel, Room, RoomEvent, RpcError, Track, setLogLevel } from 'livekit-client';
-import type { TextStreamReader } from 'livekit-client';
-import type { LiveHooks, LiveKitGrant, LiveSession } from './types';
+import type { Participant, TextStreamReader } from 'livekit-client';
+import type { LiveHooks, LiveKitGrant, LiveRoom } from './types';
 
 const CHAT = 'lk.chat';
 const TRANSCRIPTION = 'lk.transcription';
 const FORM_TOPIC = 'anyreach.form';
 const FORM_SUBMITTED_TOPIC = 'anyreach.form_submitted';
 const REQUEST_FORM = 'anyreach.requestForm';
+const AGENT_STATE = 'lk.agent.state';
+// LiveKit reserves RPC error codes 1001-1999 for itself; ours live outside that range (docs/agents.md).
+const RPC_UNKNOWN_FORM = 4404;
 
 function formIdOf(payload: string): string | null {
   try {
@@ -20,17 +23,30 @@ function formIdOf(payload: string): string | null {
   }
 }
 
-export async function connect(grant: LiveKitGrant, hooks: LiveHooks): Promise<LiveSession> {
+/**
+ * An agent is present once it has joined and set its state attribute past `initializing`, as
+ * livekit-agents does when its session starts: only then has it registered its text handlers,
+ * and the server forwards a text stream only to participants already in the room.
+ */
+const isReadyAgent = (p: Participant) =>
+  p.isAgent && !!p.attributes[AGENT_STATE] && p.attributes[AGENT_STATE] !== 'initializing';
+
+/**
+ * A room for one visit of the conversation. It exists before it is joined, so that a microphone
+ * press can start livekit-client's pre-connect buffer while the conversation is still being
+ * started: what the visitor says before the agent joins is handed to the agent once it does.
+ */
+export function open(hooks: LiveHooks): LiveRoom {
   // The host page's console belongs to the site owner: only LiveKit's errors go there.
   setLogLevel(LogLevel.error);
   const room = new Room({ audioCaptureDefaults: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
   let leaving = false;
+  let joined = false;
 
-  // One text stream is one message, or one version of a transcription segment:
-  // agents stream deltas within a stream and resend a segment as it firms up.
+  // One text stream is one message, or one version of a transcription segment. livekit-agents marks a
+  // reply final in the stream's closing packet, which replaces `reader.info`: read the attributes after the end.
   const streamed = async (reader: TextStreamReader, from: { identity: string }) => {
-    const attrs = reader.info.attributes || {};
-    const id = attrs['lk.segment_id'] || reader.info.id;
+    const id = reader.info.attributes?.['lk.segment_id'] || reader.info.id;
     const role = from.identity === room.localParticipant.identity ? 'visitor' : 'agent';
     let text = '';
     try {
@@ -39,6 +55,7 @@ export async function connect(grant: LiveKitGrant, hooks: LiveHooks): Promise<Li
         if (text.trim()) hooks.text(id, role, text, false);
       }
     } finally {
+      const attrs = reader.info.attributes || {};
       const final = reader.info.topic === CHAT || attrs['lk.transcription_final'] !== 'false';
       if (text.trim()) hooks.text(id, role, text, final);
     }
@@ -48,9 +65,13 @@ export async function connect(grant: LiveKitGrant, hooks: LiveHooks): Promise<Li
 
   room.registerRpcMethod(REQUEST_FORM, async ({ payload }) => {
     const id = formIdOf(payload);
-    if (!id || !hooks.formRequested(id)) throw new RpcError(1404, 'unknown form');
+    if (!id || !hooks.formRequested(id)) throw new RpcError(RPC_UNKNOWN_FORM, 'unknown form');
     return JSON.stringify({ shown: true });
   });
+
+  const presence = () => {
+    if (joined) hooks.agentPresent([...room.remoteParticipants.values()].some(isReadyAgent));
+  };
 
   room
     .on(RoomEvent.DataReceived, (payload, _p, _k, topic) => {
@@ -62,36 +83,47 @@ export async function connect(grant: LiveKitGrant, hooks: LiveHooks): Promise<Li
       if (track.kind === Track.Kind.Audio) hooks.mount(track.attach());
     })
     .on(RoomEvent.TrackUnsubscribed, (track) => track.detach().forEach((el) => el.remove()))
-    .on(RoomEvent.ParticipantConnected, () => hooks.agentPresent(true))
-    .on(RoomEvent.ParticipantDisconnected, () => hooks.agentPresent(room.remoteParticipants.size > 0))
+    .on(RoomEvent.ParticipantConnected, presence)
+    .on(RoomEvent.ParticipantDisconnected, presence)
+    .on(RoomEvent.ParticipantAttributesChanged, presence)
+    .on(RoomEvent.AudioPlaybackStatusChanged, () => hooks.audioBlocked(!room.canPlaybackAudio))
     .on(RoomEvent.Reconnecting, () => hooks.state('reconnecting'))
-    .on(RoomEvent.Reconnected, () => hooks.state('connected'))
+    .on(RoomEvent.Reconnected, () => (hooks.state('connected'), presence()))
     .on(RoomEvent.MediaDevicesError, () => hooks.micDenied())
     .on(RoomEvent.Disconnected, () => {
       if (!leaving) hooks.state('disconnected');
     });
 
-  // LiveKit gives up on its own after about 15 s; this bounds the whole attempt.
-  const timer = setTimeout(() => void room.disconnect(), 20000);
-  try {
-    await room.connect(grant.url, grant.token);
-  } catch (e) {
+  const leave = async () => {
     leaving = true;
     room.removeAllListeners();
+    room.remoteParticipants.forEach((p) => p.audioTrackPublications.forEach((pub) => pub.track?.detach().forEach((el) => el.remove())));
     await room.disconnect();
-    throw e;
-  } finally {
-    clearTimeout(timer);
-  }
-  hooks.agentPresent(room.remoteParticipants.size > 0);
+  };
 
   return {
+    async join(grant: LiveKitGrant) {
+      // LiveKit gives up on its own after about 15 s; this bounds the whole attempt.
+      const timer = setTimeout(() => void room.disconnect(), 20000);
+      try {
+        await room.connect(grant.url, grant.token);
+      } catch (e) {
+        await leave();
+        throw e;
+      } finally {
+        clearTimeout(timer);
+      }
+      joined = true;
+      presence();
+      if (!room.canPlaybackAudio) hooks.audioBlocked(true);
+    },
     async sendText(text) {
       await room.localParticipant.sendText(text, { topic: CHAT });
     },
     async setMic(on) {
       try {
-        await room.localParticipant.setMicrophoneEnabled(on);
+        // Before the room is joined, the track records into the pre-connect buffer and is published on joining.
+        await room.localParticipant.setMicrophoneEnabled(on, undefined, on && !joined ? { preConnectBuffer: true } : undefined);
         return true;
       } catch {
         return false;
@@ -102,13 +134,11 @@ export async function connect(grant: LiveKitGrant, hooks: LiveHooks): Promise<Li
       room.localParticipant.publishData(data, { reliable: true, topic: FORM_SUBMITTED_TOPIC }).catch(() => {});
     },
     startAudio() {
-      room.startAudio().catch(() => {});
+      room.startAudio().then(
+        () => hooks.audioBlocked(!room.canPlaybackAudio),
+        () => {},
+      );
     },
-    async disconnect() {
-      leaving = true;
-      room.removeAllListeners();
-      room.remoteParticipants.forEach((p) => p.audioTrackPublications.forEach((pub) => pub.track?.detach().forEach((el) => el.remove())));
-      await room.disconnect();
-    },
+    disconnect: leave,
   };
 }

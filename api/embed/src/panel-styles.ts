@@ -22,6 +22,8 @@ h2{margin:0;font-size:16px;font-weight:600;white-space:nowrap;overflow:hidden;te
 .msg.visitor{align-self:flex-end;background:var(--p);color:var(--op)}
 .msg.system{align-self:center;background:none;color:var(--mu);font-size:13px;text-align:center;padding:2px}
 .msg.failed::after{content:" ⚠"}
+.undelivered{display:block;margin-top:6px;font-size:12px}.undelivered .btn{margin-inline-start:6px;padding:4px 10px;background:var(--bg);color:var(--fg);border:1px solid var(--bd)}
+.msg[data-delivery=held]{outline:1px dashed var(--mu);outline-offset:2px}
 .quick{display:flex;gap:8px;padding:0 16px 8px;flex-wrap:wrap}
 .chip{border:1px solid var(--p);border-radius:16px;padding:5px 12px;font-size:14px;background:var(--bg);text-align:left}
 .chip:hover{background:var(--sf)}
@@ -40,6 +42,7 @@ label.cb{flex-direction:row;align-items:center;gap:8px;color:var(--fg);font-size
 input,textarea,select{font:inherit;font-size:16px;color:var(--fg);background:var(--bg);border:1px solid var(--bd);border-radius:8px;padding:8px 10px;width:100%;margin:0;min-width:0}
 input[type=checkbox]{width:24px;height:24px;padding:0;accent-color:var(--p);flex:none}
 .btn{background:var(--p);color:var(--op);border-radius:8px;padding:9px 14px;font-weight:600}
+.play{margin:8px 16px 0}
 .link{color:var(--mu);text-decoration:underline;padding:6px;min-height:32px}
 .err{color:var(--er);font-size:13px;margin:0}
 .row{display:flex;gap:8px;justify-content:flex-end;align-items:center;flex-wrap:wrap}

@@ -12,6 +12,7 @@ export interface Ui {
   notice: HTMLDivElement;
   noticeText: HTMLSpanElement;
   retry: HTMLButtonElement;
+  playAudio: HTMLButtonElement;
   log: HTMLDivElement;
   quick: HTMLDivElement;
   slot: HTMLDivElement;
@@ -66,6 +67,8 @@ export function buildUi({ cfg, shadow, root, launcher }: Mounted, t: Strings): U
   const retry = h('button', { type: 'button', class: 'btn', 'data-testid': 'anyreach-retry' }, t.retry);
   // The status line (role=status) already announces the state; the notice only offers the retry.
   const notice = h('div', { class: 'notice', hidden: true }, noticeText, retry);
+  // Shown when the browser blocks the agent's audio until the visitor interacts (autoplay policy).
+  const playAudio = h('button', { type: 'button', class: 'btn play', 'data-testid': 'anyreach-play-audio', hidden: true }, t.playAudio);
 
   const log = h('div', { class: 'log', role: 'log', 'aria-live': 'polite', 'aria-label': name, 'data-testid': 'anyreach-messages', tabindex: '0' });
   const quick = h('div', { class: 'quick', role: 'group', 'aria-label': t.suggestions });
@@ -105,6 +108,7 @@ export function buildUi({ cfg, shadow, root, launcher }: Mounted, t: Strings): U
     },
     header,
     notice,
+    playAudio,
     log,
     quick,
     slot,
@@ -112,5 +116,5 @@ export function buildUi({ cfg, shadow, root, launcher }: Mounted, t: Strings): U
     powered,
   );
 
-  return { shadow, root, launcher, panel, status, notice, noticeText, retry, log, quick, slot, composer, input, send, mic, newConversation, end, close };
+  return { shadow, root, launcher, panel, status, notice, noticeText, retry, playAudio, log, quick, slot, composer, input, send, mic, newConversation, end, close };
 }

@@ -41,9 +41,22 @@ export class Transcript {
     return true;
   }
 
-  failed(id: string): void {
+  /** Marks a visitor's message held (waiting for the agent), sent, or not delivered with its own retry. */
+  delivery(id: string, state: 'held' | 'sent' | 'failed', retry: () => void): void {
     const el = this.els.get(id);
-    if (el) el.classList.add('failed'), el.append(h('span', { class: 'sr' }, ` (${this.t.notSent})`));
+    if (!el) return;
+    el.querySelector('.undelivered')?.remove();
+    el.classList.toggle('failed', state === 'failed');
+    if (state === 'held') el.dataset.delivery = 'held';
+    else el.dataset.delivery = state;
+    if (state !== 'failed') return;
+    const again = h('button', { type: 'button', class: 'btn resend', 'data-testid': 'anyreach-resend' }, this.t.resend);
+    again.addEventListener('click', retry);
+    el.append(h('span', { class: 'undelivered' }, h('span', { class: 'note' }, this.t.notSent), ' ', again));
+  }
+
+  textOf(id: string): string | null {
+    return this.els.get(id)?.querySelector('.t')?.textContent ?? null;
   }
 
   restore(): void {

@@ -67,19 +67,24 @@ export type Role = 'agent' | 'visitor' | 'system';
 /** What the LiveKit chunk reports back to the loader. */
 export interface LiveHooks {
   state(state: 'connected' | 'reconnecting' | 'disconnected'): void;
+  /** Whether an agent is in the room and ready (its `lk.agent.state` is set past `initializing`). */
   agentPresent(present: boolean): void;
   /** A message, or a newer version of one: `text` is the whole text so far for `id`. */
   text(id: string, role: Role, text: string, final: boolean): void;
   /** The agent asked for a form; answers false when the form is unknown. */
   formRequested(formId: string): boolean;
   micDenied(): void;
+  /** The browser blocked the agent's audio until the visitor interacts (autoplay policy), or let it play. */
+  audioBlocked(blocked: boolean): void;
   mount(el: HTMLMediaElement): void;
 }
 
-/** A joined LiveKit room, as the loader sees it. */
-export interface LiveSession {
+/** A LiveKit room, as the loader sees it: opened first (the microphone may start then), joined once granted. */
+export interface LiveRoom {
+  join(grant: LiveKitGrant): Promise<void>;
   sendText(text: string): Promise<void>;
-  /** Resolves false when the microphone could not be switched (denied, no device). */
+  /** Resolves false when the microphone could not be switched (denied, no device). Before `join`, it records
+   * into livekit-client's pre-connect buffer, which the agent receives when it joins. */
   setMic(on: boolean): Promise<boolean>;
   formSubmitted(formId: string, values: Record<string, string | boolean>): void;
   startAudio(): void;
@@ -87,7 +92,7 @@ export interface LiveSession {
 }
 
 export interface LiveKitChunk {
-  connect(grant: LiveKitGrant, hooks: LiveHooks): Promise<LiveSession>;
+  open(hooks: LiveHooks): LiveRoom;
 }
 
 /** What the loader hands the panel chunk: the widget's config and what it has already put on the page. */

@@ -1,18 +1,20 @@
 import type { Strings } from './i18n';
-import type { LiveSession } from './types';
+import type { LiveRoom } from './types';
 
 export interface Mic {
   /** Push-to-talk: talk while held. Open mic: ignored. */
   hold(on: boolean): void;
   /** Switches the microphone off (panel closed, conversation over). */
   release(): void;
-  /** The room was joined: switch the microphone the way the visitor wants it by now. */
+  /** A room was opened (joined or not yet): switch the microphone the way the visitor wants it by now. */
   resync(): void;
+  /** A fresh room replaced the old one: the microphone is off in it until switched on again. */
+  reopen(): void;
 }
 
 export interface MicHooks {
-  /** The joined room, if any. */
-  session(): LiveSession | null;
+  /** The conversation's room, if one is open (joined or not: before joining, it records for the agent). */
+  session(): LiveRoom | null;
   /** A press with no room yet: the conversation starts (the press is the visitor's first interaction). */
   start(): void;
   /** The page forbids the microphone: explain, start nothing. Answers true when it does. */
@@ -42,7 +44,7 @@ export function bindMic(btn: HTMLButtonElement, pushToTalk: boolean, t: Strings,
     busy = true;
     while (on !== want) {
       const s = hooks.session();
-      if (!s) break; // not joined yet: resync() catches up once it is
+      if (!s) break; // no room yet: resync() catches up once there is one
       const target = want;
       const ok = await s.setMic(target);
       if (target) hooks.allowed(ok);
@@ -92,5 +94,10 @@ export function bindMic(btn: HTMLButtonElement, pushToTalk: boolean, t: Strings,
       void sync();
     },
     resync: () => void sync(),
+    reopen: () => {
+      on = false;
+      show();
+      void sync();
+    },
   };
 }

@@ -1,0 +1,388 @@
+"""A real conversation: the real loader in Chromium (fake microphone), a real livekit-server on loopback,
+the demo agent worker on livekit-agents, and the service, with nothing stubbed (issue 26).
+
+The agent worker writes what it received to its facts log (docs/agents.md); the tests read it to
+count what reached the agent, and read the page for what reached the visitor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from infrastructure.livekit_dev import AGENT_PROJECT, AgentWorker, LocalLiveKit, free_port
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, WATCH
+from tests.browser.hostpages import HostSite, page_html
+from tests.browser.service import ApiServer, running_api
+
+pytestmark = pytest.mark.browser
+
+AGENT_NAME = "anyreach-live-test"
+CONTACT_FORM = {
+    "id": "contact",
+    "title": "How can we reach you?",
+    "trigger": "agent_request",
+    "fields": [{"name": "email", "label": "Email", "type": "email", "required": True}],
+}
+CONFIG = {
+    "v1": {
+        "branding": {"display_name": "Live agent"},
+        "voice": {"enabled": True, "mode": "open_mic"},
+        "forms": [CONTACT_FORM],
+    }
+}
+LIVE_ARGS = [*CHROMIUM_ARGS, "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required"]
+AGENT_WAIT = 60.0  # dispatch, job start and connect on a busy two-core machine
+
+
+class Rig:
+    """The real LiveKit server and agent worker, and the service pointed at them (webhooks included)."""
+
+    def __init__(self, livekit: LocalLiveKit, worker: AgentWorker, api: ApiServer) -> None:
+        self.livekit, self.worker, self.api = livekit, worker, api
+
+    def facts(self, event: str, conversation_id: str | None = None) -> list[dict[str, Any]]:
+        return [f for f in self.worker.facts()
+                if f.get("event") == event and (conversation_id is None or f.get("conversation_id") == conversation_id)]
+
+    def wait_facts(self, event: str, conversation_id: str, until: Callable[[list[dict[str, Any]]], bool],
+                   timeout: float = AGENT_WAIT) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.facts(event, conversation_id)
+            if until(found):
+                return found
+            assert time.monotonic() < deadline, f"the agent never saw the expected {event!r} facts: {found}"
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def rig(embed_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    api_port = free_port()
+    livekit = LocalLiveKit(webhook_url=f"http://127.0.0.1:{api_port}/webhooks/livekit").start()
+    worker = AgentWorker(livekit, AGENT_NAME)
+    try:
+        worker.start()
+        with running_api(tmp_path_factory.mktemp("live-var"), "org_live", livekit=livekit, port=api_port,
+                         agent_name=AGENT_NAME) as api:
+            yield Rig(livekit, worker, api)
+    finally:
+        worker.stop()
+        livekit.stop()
+
+
+@pytest.fixture(scope="module")
+def live_browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LIVE_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def widget(rig: Rig, allowed_site: HostSite) -> dict[str, Any]:
+    created = rig.api.create_live_widget([allowed_site.domain], CONFIG)
+    rig.api.wait_public(created["id"], allowed_site.origin)
+    return created
+
+
+@pytest.fixture
+def page(live_browser: Any, rig: Rig, widget: dict[str, Any], allowed_site: HostSite) -> Iterator[Page]:
+    context = live_browser.new_context(viewport={"width": 1024, "height": 800}, reduced_motion="reduce")
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_init_script(WATCH)
+    page = context.new_page()
+    url = allowed_site.serve(f"/live-{widget['id']}.html", page_html(rig.api.base, widget["id"], title="Live site"))
+    page.goto(url)
+    yield page
+    context.close()
+
+
+# ---- helpers ----
+
+
+def open_panel(page: Page) -> None:
+    page.get_by_role("button", name=re.compile("chat|Live agent", re.I)).first.click()
+    expect(page.get_by_role("dialog")).to_be_visible()
+
+
+def message_box(page: Page) -> Any:
+    return page.get_by_role("textbox", name=re.compile("message", re.I))
+
+
+def type_and_send(page: Page, text: str) -> None:
+    box = message_box(page)
+    box.fill(text)
+    box.press("Enter")
+
+
+def conversation_id(page: Page, widget_id: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        raw = page.evaluate("key => localStorage.getItem(key)", f"anyreach:{widget_id}")
+        if raw:
+            return json.loads(raw)["conversation_id"]
+        assert time.monotonic() < deadline, "no conversation was started"
+        time.sleep(0.05)
+
+
+def agent_reply(page: Page, text: str) -> Any:
+    """The agent's final reply that echoes `text` (a reply still streaming is aria-busy)."""
+    return page.get_by_role("log").locator("[data-role=agent][aria-busy=false]").filter(has_text=f'You said: "{text}"')
+
+
+def status(page: Page) -> Any:
+    return page.get_by_role("status").first
+
+
+# ---- text ----
+
+
+def test_the_first_message_typed_right_after_opening_reaches_the_agent_exactly_once(
+    page: Page, rig: Rig, widget: dict[str, Any]
+) -> None:
+    open_panel(page)
+    type_and_send(page, "hello")  # the conversation starts here; the agent is dispatched after the room exists
+    conversation = conversation_id(page, widget["id"])
+    expect(agent_reply(page, "hello")).to_have_count(1, timeout=AGENT_WAIT * 1000)
+    texts = rig.wait_facts("text", conversation, lambda found: len(found) >= 1)
+    time.sleep(1.0)  # anything sent twice would arrive within this
+    assert [f["text"] for f in rig.facts("text", conversation)] == ["hello"]
+    (job,) = rig.facts("job", conversation)
+    assert job["agent_version_id"] == widget["agent_version_id"] and job["resumed"] is False
+    assert texts[0]["room"] == job["room"]
+
+
+def test_five_messages_typed_at_once_arrive_once_each_in_order_and_replies_stay_after_a_reload(
+    page: Page, rig: Rig, widget: dict[str, Any]
+) -> None:
+    open_panel(page)
+    sent = [f"message {i}" for i in range(1, 6)]
+    for text in sent:
+        type_and_send(page, text)
+    conversation = conversation_id(page, widget["id"])
+    for text in sent:
+        expect(agent_reply(page, text)).to_have_count(1, timeout=AGENT_WAIT * 1000)
+    time.sleep(1.0)
+    assert [f["text"] for f in rig.facts("text", conversation)] == sent
+
+    page.reload()
+    open_panel(page)
+    for text in sent:
+        expect(agent_reply(page, text)).to_have_count(1)
+
+
+def test_a_resume_after_a_reload_joins_a_fresh_room_whose_agent_knows_the_conversation_and_the_resume(
+    page: Page, rig: Rig, widget: dict[str, Any]
+) -> None:
+    open_panel(page)
+    type_and_send(page, "before the reload")
+    conversation = conversation_id(page, widget["id"])
+    expect(agent_reply(page, "before the reload")).to_have_count(1, timeout=AGENT_WAIT * 1000)
+
+    page.reload()
+    open_panel(page)
+    type_and_send(page, "after the reload")
+    expect(agent_reply(page, "after the reload")).to_have_count(1, timeout=AGENT_WAIT * 1000)
+    jobs = rig.facts("job", conversation)
+    assert [j["resumed"] for j in jobs] == [False, True]
+    assert jobs[0]["room"] != jobs[1]["room"]
+    assert [f["text"] for f in rig.facts("text", conversation)] == ["before the reload", "after the reload"]
+    assert rig.facts("text", conversation)[1]["room"] == jobs[1]["room"]
+
+
+# ---- voice ----
+
+MEASURE_PAGE_AUDIO = """async () => {
+  const host = document.querySelector('anyreach-widget');
+  const el = [...host.shadowRoot.querySelectorAll('audio')].find((a) => a.srcObject);
+  if (!el) return -1;
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 2048;
+  ctx.createMediaStreamSource(el.srcObject).connect(analyser);
+  const data = new Float32Array(analyser.fftSize);
+  let peak = 0;
+  for (let i = 0; i < 30; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    analyser.getFloatTimeDomainData(data);
+    let sum = 0;
+    for (const v of data) sum += v * v;
+    peak = Math.max(peak, Math.sqrt(sum / data.length));
+  }
+  await ctx.close();
+  return peak;
+}"""
+
+
+def test_voice_goes_both_ways_in_the_same_room_as_the_text(page: Page, rig: Rig, widget: dict[str, Any]) -> None:
+    open_panel(page)
+    page.get_by_role("button", name="Turn microphone on").click()  # the press starts the conversation
+    conversation = conversation_id(page, widget["id"])
+    expect(page.get_by_role("button", name="Turn microphone off")).to_be_visible(timeout=AGENT_WAIT * 1000)
+    heard = rig.wait_facts("audio", conversation, lambda found: any(f["rms"] > 0.001 for f in found))
+    type_and_send(page, "and in text")
+    expect(agent_reply(page, "and in text")).to_have_count(1, timeout=AGENT_WAIT * 1000)
+    (job,) = rig.facts("job", conversation)
+    assert {f["room"] for f in heard} == {job["room"]}
+    assert rig.facts("text", conversation)[0]["room"] == job["room"]
+
+    deadline = time.monotonic() + 30
+    level = -1.0
+    while level <= 0.001:
+        level = page.evaluate(MEASURE_PAGE_AUDIO)
+        assert time.monotonic() < deadline, f"the page never played audio from the agent (level {level})"
+    assert len(rig.facts("job", conversation)) == 1, "switching between voice and text opened a second room"
+
+
+# ---- failures ----
+
+
+def test_a_killed_and_restarted_server_loses_nothing_the_visitor_typed(page: Page, rig: Rig, widget: dict[str, Any]) -> None:
+    open_panel(page)
+    type_and_send(page, "first")
+    conversation = conversation_id(page, widget["id"])
+    expect(agent_reply(page, "first")).to_have_count(1, timeout=AGENT_WAIT * 1000)
+
+    rig.livekit.kill()
+    expect(status(page)).to_have_attribute("data-state", re.compile("reconnecting|unavailable"), timeout=30_000)
+    type_and_send(page, "typed while the server was down")
+    rig.livekit.start()
+    expect(agent_reply(page, "typed while the server was down")).to_have_count(1, timeout=90_000)
+    type_and_send(page, "after the restart")
+    expect(agent_reply(page, "after the restart")).to_have_count(1, timeout=AGENT_WAIT * 1000)
+    texts = [f["text"] for f in rig.facts("text", conversation)]
+    assert texts == ["first", "typed while the server was down", "after the restart"]
+
+
+def test_a_killed_agent_shows_a_state_and_comes_back_on_the_next_message(page: Page, rig: Rig, widget: dict[str, Any]) -> None:
+    open_panel(page)
+    type_and_send(page, "are you there")
+    conversation = conversation_id(page, widget["id"])
+    expect(agent_reply(page, "are you there")).to_have_count(1, timeout=AGENT_WAIT * 1000)
+
+    rig.worker.kill()
+    expect(status(page)).to_have_text(re.compile("assistant left", re.I), timeout=60_000)
+    rig.worker.start()
+    type_and_send(page, "come back")
+    expect(agent_reply(page, "come back")).to_have_count(1, timeout=AGENT_WAIT * 1000)
+    assert [f["text"] for f in rig.facts("text", conversation)][-1:] == ["come back"]
+    assert rig.facts("job", conversation)[-1]["resumed"] is True
+
+
+# ---- forms and the end ----
+
+
+def test_the_agent_asks_for_a_form_over_rpc_and_the_submission_is_recorded(
+    page: Page, rig: Rig, widget: dict[str, Any]
+) -> None:
+    open_panel(page)
+    type_and_send(page, "/form contact")
+    conversation = conversation_id(page, widget["id"])
+    email = page.get_by_role("textbox", name=re.compile("Email"))
+    expect(email).to_be_visible(timeout=AGENT_WAIT * 1000)
+    email.fill("visitor@example.com")
+    page.get_by_role("button", name="Submit").click()
+    rig.wait_facts("form_submitted", conversation, lambda found: [f["form_id"] for f in found] == ["contact"])
+    row = rig.api.wait_conversation(widget["id"], conversation, lambda c: bool(c["forms"]))
+    assert [(f["form_id"], f["values"]) for f in row["forms"]] == [("contact", {"email": "visitor@example.com"})]
+
+
+def test_the_real_servers_room_finished_webhook_ends_the_conversation(page: Page, rig: Rig, widget: dict[str, Any]) -> None:
+    open_panel(page)
+    type_and_send(page, "/end")
+    conversation = conversation_id(page, widget["id"])
+    rig.wait_facts("ended", conversation, lambda found: len(found) == 1)
+    row = rig.api.wait_conversation(widget["id"], conversation, lambda c: c["ended"], timeout=60)
+    assert row["ended_by"] == "room_finished"
+
+
+# ---- what a visitor's token allows on the real server ----
+
+PROBE = r"""
+import asyncio, json, sys
+from livekit import api, rtc
+
+async def attempt(room, name, source):
+    track = rtc.LocalVideoTrack.create_video_track(name, rtc.VideoSource(16, 16))
+    try:
+        await asyncio.wait_for(room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=source)), 5)
+    except Exception as e:
+        return "refused: " + (type(e).__name__ or "error")
+    published = [p for p in room.local_participant.track_publications.values() if p.source == source]
+    return "published" if published else "refused: no publication"
+
+async def main(url, token, expired, key, secret):
+    out = {}
+    room = rtc.Room()
+    await room.connect(url, token, rtc.RoomOptions(auto_subscribe=False))
+    out["camera"] = await attempt(room, "camera", rtc.TrackSource.SOURCE_CAMERA)
+    out["screen_share"] = await attempt(room, "screen", rtc.TrackSource.SOURCE_SCREENSHARE)
+    # What the server holds for this participant, asked with the server's own credentials.
+    async with api.LiveKitAPI(url.replace("ws://", "http://"), key, secret) as server:
+        me = await server.room.get_participant(api.RoomParticipantIdentity(room=room.name, identity=room.local_participant.identity))
+        out["server_tracks"] = [api.TrackSource.Name(t.source) for t in me.tracks]
+    await room.disconnect()
+    late = rtc.Room()
+    try:
+        await asyncio.wait_for(late.connect(url, expired), 15)
+        out["expired"] = "joined"
+        await late.disconnect()
+    except Exception as e:
+        out["expired"] = "refused: " + type(e).__name__
+    print(json.dumps(out))
+
+asyncio.run(main(*sys.argv[1:6]))
+"""
+
+
+def probe(rig: Rig, token: str, expired: str) -> dict[str, str]:
+    """A visitor's token used from the LiveKit Python SDK (the agent's environment), against the real server."""
+    done = subprocess.run(["uv", "run", "--project", str(AGENT_PROJECT), "--frozen", "--quiet", "python", "-c", PROBE,
+                           rig.livekit.url, token, expired, rig.livekit.api_key, rig.livekit.api_secret],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def room_service(rig: Rig, method: str, token: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{rig.livekit.http_url}/twirp/livekit.RoomService/{method}", json=body,
+                      headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def test_the_real_server_refuses_a_visitors_token_a_camera_a_screen_share_and_any_other_room_and_an_expired_token(
+    rig: Rig, widget: dict[str, Any], allowed_site: HostSite
+) -> None:
+    import datetime as dt
+
+    from livekit import api
+
+    start = httpx.post(f"{rig.api.base}/public/v1/widgets/{widget['id']}/conversations", json={},
+                       headers={"Origin": allowed_site.origin}, timeout=10)
+    assert start.status_code == 201, start.text
+    grant = start.json()["livekit"]
+    # A token of the same shape, signed with the server's real key, that expired two minutes ago (the server
+    # allows a minute of clock skew): what a visitor holds long after the grant.
+    expired = (api.AccessToken(rig.livekit.api_key, rig.livekit.api_secret).with_identity("visitor_expired")
+               .with_ttl(dt.timedelta(seconds=-120)).with_grants(api.VideoGrants(room_join=True, room=grant["room"])).to_jwt())
+    seen = probe(rig, grant["token"], expired)
+    assert seen["camera"].startswith("refused") and seen["screen_share"].startswith("refused"), seen
+    assert not {"CAMERA", "SCREEN_SHARE", "SCREEN_SHARE_AUDIO"} & set(seen["server_tracks"]), seen
+    assert seen["expired"].startswith("refused"), seen
+
+    # Another room, through the server API: the visitor's token carries no admin, create or list grant.
+    for method, body in (("ListParticipants", {"room": "conv_someone_else"}), ("CreateRoom", {"name": "conv_mine"}),
+                         ("ListRooms", {}), ("DeleteRoom", {"room": grant["room"]})):
+        answer = room_service(rig, method, grant["token"], body)
+        assert answer.status_code in (401, 403), f"{method}: {answer.status_code} {answer.text}"
