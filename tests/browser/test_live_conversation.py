@@ -231,6 +231,9 @@ def test_voice_goes_both_ways_in_the_same_room_as_the_text(page: Page, rig: Rig,
     page.get_by_role("button", name="Turn microphone on").click()  # the press starts the conversation
     conversation = conversation_id(page, widget["id"])
     expect(page.get_by_role("button", name="Turn microphone off")).to_be_visible(timeout=AGENT_WAIT * 1000)
+    # What the fake microphone said before the agent joined reached it through livekit-client's pre-connect buffer.
+    early = rig.wait_facts("pre_connect_audio", conversation, lambda found: len(found) >= 1)
+    assert early[0]["seconds"] > 0 and early[0]["rms"] > 0.001, early
     heard = rig.wait_facts("audio", conversation, lambda found: any(f["rms"] > 0.001 for f in found))
     type_and_send(page, "and in text")
     expect(agent_reply(page, "and in text")).to_have_count(1, timeout=AGENT_WAIT * 1000)

@@ -1,7 +1,7 @@
 // The LiveKit part of the widget, built as its own hashed ES module and
 // imported only when a conversation starts.
 import { LogLevel, Room, RoomEvent, RpcError, Track, setLogLevel } from 'livekit-client';
-import type { Participant, TextStreamReader } from 'livekit-client';
+import type { AudioCaptureOptions, Participant, TextStreamReader } from 'livekit-client';
 import type { LiveHooks, LiveKitGrant, LiveRoom } from './types';
 
 const CHAT = 'lk.chat';
@@ -123,7 +123,10 @@ export function open(hooks: LiveHooks): LiveRoom {
     async setMic(on) {
       try {
         // Before the room is joined, the track records into the pre-connect buffer and is published on joining.
-        await room.localParticipant.setMicrophoneEnabled(on, undefined, on && !joined ? { preConnectBuffer: true } : undefined);
+        // livekit-client 2.23 reads `preConnectBuffer` from the capture options (merged over the room's publish
+        // defaults), not from the publish options where its types declare it.
+        const capture = on && !joined ? ({ preConnectBuffer: true } as AudioCaptureOptions) : undefined;
+        await room.localParticipant.setMicrophoneEnabled(on, capture);
         return true;
       } catch {
         return false;
