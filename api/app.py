@@ -8,6 +8,7 @@ import functools
 
 import anyio
 from litestar import Litestar
+from litestar.middleware import DefineMiddleware
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,6 +30,7 @@ from api.request_limits import RequestLimits
 from api.services import Services
 from api.stats import WidgetStatsController
 from api.strict_json import StrictJSONRequest
+from api.strict_query import QueryContract, StrictQueryMiddleware
 from api.webhook_endpoints import WebhookEndpointController
 from infrastructure.logging import configure_logging
 from infrastructure.redis_clients import async_client
@@ -70,10 +72,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     owned = services is None
     built = services or Services.build(settings)
     flusher: list[asyncio.Task[None] | None] = [None, None]
+    query_contract = QueryContract()
 
     async def start(app: Litestar) -> None:
         if owned:
             await anyio.to_thread.run_sync(built.start)
+        await anyio.to_thread.run_sync(query_contract.load, app)  # the query parameters' types, from the OpenAPI document
         built.reader = build_reader(built)
         await built.reader.start()
         await built.rate_limits.start()
@@ -98,7 +102,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             WidgetStatsController, WebhookEndpointController, PersonalDataController,
         ],
         exception_handlers=exception_handlers,
-        middleware=[RequestContextMiddleware],
+        middleware=[RequestContextMiddleware, DefineMiddleware(StrictQueryMiddleware, contract=query_contract)],
         request_max_body_size=ADMIN_BODY_LIMIT,
         request_class=StrictJSONRequest,
         on_startup=[start],

@@ -22,7 +22,8 @@ import threading
 from typing import Any
 
 import msgspec
-from litestar import Request
+from litestar import Litestar, Request
+from litestar._openapi.plugin import OpenAPIPlugin
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.datastructures import ResponseHeader
 from litestar.openapi import OpenAPIConfig
@@ -320,14 +321,30 @@ class ContractJsonPlugin(JsonRenderPlugin):
         super().__init__()
         self._lock = threading.Lock()
         self._source: dict[str, Any] | None = None
+        self._document: dict[str, Any] = {}
         self._body: bytes = b""
 
-    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+    def document(self, openapi_schema: dict[str, Any]) -> dict[str, Any]:
+        """The finished document (not to be changed by the caller)."""
         with self._lock:
             if openapi_schema is not self._source:
-                self._body = msgspec.json.encode(finish_document(openapi_schema))
+                self._document = finish_document(openapi_schema)
+                self._body = msgspec.json.encode(self._document)
                 self._source = openapi_schema
-            return self._body
+            return self._document
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        self.document(openapi_schema)
+        return self._body
+
+
+def served_document(app: Litestar) -> dict[str, Any]:
+    """The document `/schema/openapi.json` serves for this app: the contract that the server enforces."""
+    config = app.openapi_config
+    plugin = next((p for p in config.render_plugins if isinstance(p, ContractJsonPlugin)), None) if config else None
+    if plugin is None:
+        return {}
+    return plugin.document(app.plugins.get(OpenAPIPlugin).provide_openapi_schema())
 
 
 def openapi_config() -> OpenAPIConfig:
