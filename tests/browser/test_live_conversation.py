@@ -11,7 +11,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,10 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from infrastructure.livekit_dev import AGENT_PROJECT, AgentWorker, LocalLiveKit, free_port
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, WATCH
+from infrastructure.livekit_dev import AGENT_PROJECT
+from tests.browser.conftest import CHROMIUM, TIMEOUT_MS, WATCH
 from tests.browser.hostpages import HostSite, page_html
-from tests.browser.service import ApiServer, running_api
+from tests.browser.live import AGENT_WAIT, LIVE_ARGS, Rig, live_rig
 
 pytestmark = pytest.mark.browser
 
@@ -40,44 +40,12 @@ CONFIG = {
         "forms": [CONTACT_FORM],
     }
 }
-LIVE_ARGS = [*CHROMIUM_ARGS, "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required"]
-AGENT_WAIT = 60.0  # dispatch, job start and connect on a busy two-core machine
-
-
-class Rig:
-    """The real LiveKit server and agent worker, and the service pointed at them (webhooks included)."""
-
-    def __init__(self, livekit: LocalLiveKit, worker: AgentWorker, api: ApiServer) -> None:
-        self.livekit, self.worker, self.api = livekit, worker, api
-
-    def facts(self, event: str, conversation_id: str | None = None) -> list[dict[str, Any]]:
-        return [f for f in self.worker.facts()
-                if f.get("event") == event and (conversation_id is None or f.get("conversation_id") == conversation_id)]
-
-    def wait_facts(self, event: str, conversation_id: str, until: Callable[[list[dict[str, Any]]], bool],
-                   timeout: float = AGENT_WAIT) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.facts(event, conversation_id)
-            if until(found):
-                return found
-            assert time.monotonic() < deadline, f"the agent never saw the expected {event!r} facts: {found}"
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
 def rig(embed_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    api_port = free_port()
-    livekit = LocalLiveKit(webhook_url=f"http://127.0.0.1:{api_port}/webhooks/livekit").start()
-    worker = AgentWorker(livekit, AGENT_NAME)
-    try:
-        worker.start()
-        with running_api(tmp_path_factory.mktemp("live-var"), "org_live", livekit=livekit, port=api_port,
-                         agent_name=AGENT_NAME) as api:
-            yield Rig(livekit, worker, api)
-    finally:
-        worker.stop()
-        livekit.stop()
+    with live_rig(tmp_path_factory.mktemp("live-var"), "org_live", AGENT_NAME) as rig:
+        yield rig
 
 
 @pytest.fixture(scope="module")
