@@ -18,6 +18,7 @@ it cannot say on its own:
 from __future__ import annotations
 
 import copy
+import html
 import threading
 from typing import Any
 
@@ -347,6 +348,36 @@ def served_document(app: Litestar) -> dict[str, Any]:
     return plugin.document(app.plugins.get(OpenAPIPlugin).provide_openapi_schema())
 
 
+class OfflineScalarPlugin(ScalarRenderPlugin):
+    """Scalar's UI at `/schema`, from the copy the embed build serves (`/embed/scalar-<hash>.js`, pinned by
+    package-lock.json): nothing from a CDN, so the page works offline, under a policy that allows only our origin."""
+
+    def __init__(self) -> None:
+        super().__init__(path="/", options={"withDefaultFonts": False, "hideClientButton": True})
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        from api.embed_routes import DIST, load_bundle
+
+        bundle = load_bundle(DIST)
+        script = next((name for name in (bundle.chunks if bundle else {}) if name.startswith("scalar-")), None)
+        if script is None:
+            return (b"<!doctype html><title>API reference</title><p>The UI is not built (`make serve` builds it); "
+                    b"the document is at <a href=\"/schema/openapi.json\">/schema/openapi.json</a>.")
+        title = html.escape(openapi_schema["info"]["title"])
+        options = html.escape(msgspec.json.encode(self.options).decode())
+        policy = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                  "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
+        return (
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{policy}\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{title}</title><link rel=\"icon\" href=\"data:,\"></head><body>"
+            "<noscript>This page needs JavaScript; the document itself is <a href=\"/schema/openapi.json\">/schema/openapi.json</a>.</noscript>"
+            f"<script id=\"api-reference\" type=\"application/json\" data-url=\"/schema/openapi.json\" data-configuration=\"{options}\"></script>"
+            f"<script src=\"/embed/{script}\"></script></body></html>"
+        ).encode()
+
+
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Anyreach web widgets",
@@ -358,5 +389,5 @@ def openapi_config() -> OpenAPIConfig:
             "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
                                      description="An admin token (HS256): `sub`, `org_id`, `scope`, `exp`"),
         }),
-        render_plugins=[ScalarRenderPlugin(), ContractJsonPlugin()],
+        render_plugins=[OfflineScalarPlugin(), ContractJsonPlugin()],
     )

@@ -7,7 +7,7 @@
 // Usage: npm --prefix api/embed ci && npm --prefix api/embed run build
 // The build fails when embed.js, compressed, is over its budget: it is what every page view pays for.
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { brotliCompressSync, constants, gzipSync } from 'node:zlib';
@@ -36,7 +36,8 @@ const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
 const br = (bytes) =>
   brotliCompressSync(bytes, {
     params: {
-      [constants.BROTLI_PARAM_QUALITY]: constants.BROTLI_MAX_QUALITY,
+      // The best quality costs seconds a megabyte: kept for what the widget's visitors download.
+      [constants.BROTLI_PARAM_QUALITY]: bytes.length > 1_000_000 ? 9 : constants.BROTLI_MAX_QUALITY,
       [constants.BROTLI_PARAM_MODE]: constants.BROTLI_MODE_TEXT,
       [constants.BROTLI_PARAM_SIZE_HINT]: bytes.length,
     },
@@ -70,16 +71,21 @@ function describe(file, bytes) {
   };
 }
 
+// The OpenAPI page's UI (Scalar's standalone bundle, pinned in package-lock.json), served by us so that
+// /schema works offline and loads nothing from a CDN.
+const scalar = await readFile(join(here, 'node_modules', '@scalar', 'api-reference', 'dist', 'browser', 'standalone.js'));
+const scalarFile = hashed('scalar', scalar);
+
 const manifest = {
   loader: describe('embed.js', loader),
-  chunks: { panel: describe(chatFile, chat), livekit: describe(lkFile, lk) },
+  chunks: { panel: describe(chatFile, chat), livekit: describe(lkFile, lk), openapi_ui: describe(scalarFile, scalar) },
   budget: BUDGET,
 };
 
 await mkdir(out, { recursive: true });
 const keep = new Set(files.map(([name]) => name));
 for (const name of await readdir(out)) {
-  if (/^(lk|chat)-[0-9a-f]+\.js(\.br|\.gz)?$/.test(name) && !keep.has(name)) await rm(join(out, name));
+  if (/^(lk|chat|scalar)-[0-9a-f]+\.js(\.br|\.gz)?$/.test(name) && !keep.has(name)) await rm(join(out, name));
 }
 for (const [name, bytes] of files) await writeFile(join(out, name), bytes);
 await writeFile(join(out, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
