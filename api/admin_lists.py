@@ -14,7 +14,7 @@ from msgspec import Struct
 from api.deps import caller_from, services_from
 from api.errors import ApiError, ProblemField
 from api.openapi import CURSOR_PATTERN
-from api.schemas import IdentityKeyOut, WidgetOut, WidgetPage
+from api.schemas import IdentityKeyOut, WidgetOut, WidgetPage, reasons_out
 from api.services import Services
 from domain.errors import NotFoundError
 from infrastructure.personal_data import Opener
@@ -23,12 +23,13 @@ from projections.cursor import decode_cursor
 from projections.widget_rows import WidgetRow
 
 
-def row_out(row: WidgetRow) -> WidgetOut:
+def row_out(row: WidgetRow, version_published: bool) -> WidgetOut:
     return WidgetOut(
         id=row.id, organization_id=row.organization_id, agent_id=row.agent_id, agent_version_id=row.agent_version_id,
         domains=row.domains, published=row.published, live=row.live, deleted=row.deleted, config=row.config,
         identity_keys=[IdentityKeyOut(k.kid, k.alg, k.added_at) for k in row.identity_keys],
         created_at=row.created_at, updated_at=row.updated_at, version=row.version, retention_days=row.retention_days,
+        not_live_reasons=reasons_out(published=row.published, deleted=row.deleted, version_published=version_published),
     )
 
 
@@ -55,8 +56,10 @@ def list_widgets(request: Request[Any, Any, Any], cursor: str | None, limit: int
     caller = caller_from(request)
     caller.require("widgets:read")
     check_cursor(cursor)
-    rows, next_cursor = services_from(request).read_models.list_view.page(caller.organization_id, limit, cursor)
-    return WidgetPage(items=[row_out(r) for r in rows], next_cursor=next_cursor)
+    view = services_from(request).read_models.list_view
+    rows, next_cursor = view.page(caller.organization_id, limit, cursor)
+    _, versions = view.load(set(), {r.agent_version_id for r in rows})  # the second gate, for the reasons
+    return WidgetPage(items=[row_out(r, versions.get(r.agent_version_id, False)) for r in rows], next_cursor=next_cursor)
 
 
 class SubmittedFormOut(Struct):

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from application.widgets import WidgetState
 from domain.agent import Agent, AgentVersion
+from domain.liveness import not_live_reasons
 from domain.widget import MAX_RETENTION_DAYS
 
 ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*\Z"  # as config's one-line texts: no NUL, control characters or line breaks
@@ -78,6 +79,11 @@ class IdentityKeyOut(Struct):
     added_at: datetime
 
 
+class NotLiveReasonOut(Struct):
+    code: Annotated[str, Meta(description="`widget_unpublished`, `agent_version_unpublished` or `widget_deleted`")]
+    message: str
+
+
 class WidgetOut(Struct):
     id: UUID
     organization_id: str
@@ -93,6 +99,8 @@ class WidgetOut(Struct):
     updated_at: datetime
     version: int
     retention_days: int | None = None  # days a conversation's personal data is kept after its last activity; null: until erased
+    # Present when `live` is false: each gate that is closed, in the order to open them.
+    not_live_reasons: list[NotLiveReasonOut] | UnsetType = UNSET
 
 
 class WidgetPage(Struct):
@@ -116,6 +124,11 @@ def agent_out(agent: Agent) -> AgentOut:
     )
 
 
+def reasons_out(*, published: bool, deleted: bool, version_published: bool) -> list[NotLiveReasonOut] | UnsetType:
+    reasons = not_live_reasons(published=published, deleted=deleted, version_published=version_published)
+    return [NotLiveReasonOut(r.code, r.message) for r in reasons] if reasons else UNSET
+
+
 def widget_out(state: WidgetState) -> WidgetOut:
     w = state.widget
     return WidgetOut(
@@ -130,6 +143,7 @@ def widget_out(state: WidgetState) -> WidgetOut:
         config=w.config,
         identity_keys=[IdentityKeyOut(k["kid"], k["alg"], k["added_at"]) for k in w.identity_keys.values()],
         retention_days=w.retention_days,
+        not_live_reasons=reasons_out(published=w.published, deleted=w.deleted, version_published=state.version_published),
         created_at=w.created_on,
         updated_at=w.modified_on,
         version=w.version,

@@ -24,6 +24,7 @@ class WidgetState:
 
     widget: Widget
     live: bool
+    version_published: bool = True
 
 
 def parse_widget_inputs(domains: list[str] | None, config: Any) -> tuple[AllowedDomains, WidgetConfig]:
@@ -175,10 +176,10 @@ class WidgetService:
         return load_owned(self.store, Widget, widget_id, caller, "Widget", version)
 
     def state(self, caller: Caller, widget: Widget) -> WidgetState:
-        if not widget.published:
-            return WidgetState(widget, live=False)
         agent: Agent = self.agents.load(caller, widget.agent_id)
-        return WidgetState(widget, live=agent.has_published_version(widget.agent_version_id))
+        version_published = agent.has_published_version(widget.agent_version_id)
+        live = widget.published and version_published  # a deleted widget is unpublished
+        return WidgetState(widget, live=live, version_published=version_published)
 
 
 def check_version_in_agent(agent: Agent, agent_version_id: UUID) -> None:
