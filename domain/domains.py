@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import idna
 import msgspec
-from publicsuffixlist import PublicSuffixList
+from publicsuffixlist import PSLFILE, PublicSuffixList
 
 from domain.errors import FieldError, ValidationError
 from domain.origin import (
@@ -239,6 +239,10 @@ def _normalise_name(name: str, wildcard: bool, shown: str) -> str:
         if wildcard:
             raise _RefusedEntry(f"{shown} is a wildcard over the public suffix {host!r}, which unrelated sites share")
         raise _RefusedEntry(f"{shown} is a public suffix or top-level name, which unrelated sites share")
+    beneath = _suffixes_beneath().get(host) if wildcard else None
+    if beneath is not None:
+        raise _RefusedEntry(f"{shown} is a wildcard over {host!r}, beneath which lies the public suffix {beneath!r}, "
+                            "whose subdomains unrelated sites own")
     return host
 
 
@@ -256,7 +260,41 @@ def _is_ip_literal(host: str) -> bool:
 
 
 @functools.cache
+def _rules() -> tuple[str, ...]:
+    """The public suffix list's rules (`com`, `s3.amazonaws.com`, `*.kawasaki.jp`, `!city.kawasaki.jp`), from the
+    data file the package ships, read once."""
+    with open(PSLFILE, encoding="utf-8") as source:
+        return tuple(line.split()[0].lower() for line in source if line.strip() and not line.startswith("//"))
+
+
+@functools.cache
 def _public_suffixes() -> PublicSuffixList:
     # Private-section suffixes (github.io, vercel.app) count too: their subdomains
     # belong to unrelated customers. Unknown top-level labels count as suffixes.
-    return PublicSuffixList(accept_unknown=True, only_icann=False)
+    return PublicSuffixList(_rules(), accept_unknown=True, only_icann=False)
+
+
+@functools.cache
+def _suffixes_beneath() -> dict[str, str]:
+    """For every name with a public suffix strictly beneath it (`amazonaws.com`), one such suffix to name in a
+    refusal: the shortest, a plain rule before a wildcard one (`s3.amazonaws.com`). Private section included."""
+    found: dict[str, str] = {}
+    for rule in _rules():
+        if rule.startswith("!"):
+            continue  # an exception says a name is not a suffix
+        try:
+            suffix = ".".join(label if label == "*" or label.isascii() else label.encode("idna").decode("ascii")
+                              for label in rule.split("."))
+        except UnicodeError:
+            continue
+        labels = suffix.split(".")
+        for start in range(1, len(labels)):
+            parent = ".".join(labels[start:])
+            known = found.get(parent)
+            if known is None or _naming_order(suffix) < _naming_order(known):
+                found[parent] = suffix
+    return found
+
+
+def _naming_order(suffix: str) -> tuple[bool, int, int, str]:
+    return suffix.startswith("*"), suffix.count("."), len(suffix), suffix

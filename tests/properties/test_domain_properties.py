@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from publicsuffixlist import PSLFILE, PublicSuffixList
 
 from domain.domains import AllowedDomains, CompiledDomains
 from domain.errors import ValidationError
@@ -205,3 +208,62 @@ def test_generated_cases_are_allowed_often_enough_to_mean_something() -> None:
 
     allowed_share = sum(outcomes) / len(outcomes)
     assert 0.15 <= allowed_share <= 0.85, allowed_share
+
+
+# ---- wildcards over names with public suffixes beneath them ------------------------------------------------------
+
+
+@functools.cache
+def suffix_rules() -> tuple[str, ...]:
+    """Every suffix the public suffix list names (private section included; exceptions left out), as A-labels."""
+    rules = []
+    for line in open(PSLFILE, encoding="utf-8"):
+        rule = line.split()[0].lower() if line.strip() and not line.startswith("//") else ""
+        if rule and not rule.startswith("!"):
+            rules.append(".".join(p if p == "*" or p.isascii() else p.encode("idna").decode() for p in rule.split(".")))
+    return tuple(rules)
+
+
+PSL = PublicSuffixList(accept_unknown=True, only_icann=False)
+
+
+def named_suffix(message: str) -> str | None:
+    found = re.search(r"public suffix '([^']+)'", message)
+    return found.group(1) if found else None
+
+
+def refusal_message(entry: str) -> str | None:
+    try:
+        AllowedDomains.parse([entry])
+    except ValidationError as refused:
+        return refused.errors[0].message
+    return None
+
+
+@given(rule=st.sampled_from(suffix_rules()).filter(lambda r: r.count(".") >= 1), depth=st.integers(1, 4))
+def test_a_wildcard_over_any_ancestor_of_a_listed_suffix_is_refused_naming_a_suffix(rule: str, depth: int) -> None:
+    labels = rule.split(".")
+    ancestor = ".".join(labels[min(depth, len(labels) - 1):])
+    message = refusal_message(f"*.{ancestor}")
+
+    assert message is not None, f"*.{ancestor} was accepted, yet {rule} lies beneath it"
+    named = named_suffix(message)
+    assert named == ancestor or named is not None and named.endswith("." + ancestor), message
+    assert named in suffix_rules() or PSL.is_public(named), message
+
+
+TAILS = ["example.com", "amazonaws.com", "s3.amazonaws.com", "github.io", "example.co.uk", "kawasaki.jp",
+         "city.kawasaki.jp", "blogspot.com", "herokuapp.com", "example.org", "shop.example"]
+
+
+@given(labels=st.lists(st.sampled_from(["a", "b", "s3", "www", "compute", "xn--bcher-kva"]), max_size=2),
+       tail=st.sampled_from(TAILS))
+def test_a_wildcard_is_accepted_exactly_when_no_public_suffix_is_at_or_beneath_its_name(labels: list[str], tail: str) -> None:
+    host = ".".join([*labels, tail])
+    beneath = [rule for rule in suffix_rules() if rule.endswith("." + host)]
+    expected_refused = PSL.is_public(host) or bool(beneath)
+    message = refusal_message(f"*.{host}")
+
+    assert (message is not None) is expected_refused, (host, beneath[:3], message)
+    if beneath and not PSL.is_public(host):
+        assert named_suffix(message or "") in beneath

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 import pytest
+from publicsuffixlist import PublicSuffixList
 
 from domain.domains import MAX_ENTRIES, AllowedDomains, CompiledDomains
 from domain.errors import ValidationError
@@ -170,6 +173,21 @@ def test_refuses_each_class_of_bad_entry_with_a_clear_message(entry: str, mentio
 
     assert [e.field for e in error.errors] == ["domains[1]"]
     assert mentions in error.errors[0].message
+
+
+def test_a_wildcard_over_a_name_with_public_suffixes_beneath_it_is_refused_naming_one() -> None:
+    with pytest.raises(ValidationError) as refused:
+        AllowedDomains.parse(["*.amazonaws.com"])
+    message = refused.value.errors[0].message
+    named = re.search(r"public suffix '([^']+)'", message)
+    assert named is not None and named.group(1).endswith(".amazonaws.com"), message
+    assert PublicSuffixList(only_icann=False).is_public(named.group(1))  # e.g. s3.amazonaws.com, a bucket per customer
+
+
+@pytest.mark.parametrize("entry", ["amazonaws.com", "*.example.com", "*.shop.example.com", "*.bucket.s3.amazonaws.com",
+                                   "*.city.kawasaki.jp"])
+def test_a_name_with_no_public_suffix_at_or_beneath_it_may_be_a_wildcard(entry: str) -> None:
+    assert AllowedDomains.parse([entry]).entries == (entry,)
 
 
 def test_refuses_a_non_string_entry() -> None:
