@@ -263,9 +263,13 @@ def history(widget_id: object, as_json: bool) -> None:
                   "actor": r.actor, "data": r.data} for r in records]
         click.echo(msgspec.json.encode({"items": items}).decode())
         return
-    for r in records:
-        data = msgspec.json.encode(r.data).decode()
-        click.echo(f"{r.version:>5}  {r.occurred_at.isoformat(timespec='seconds')}  {r.type:<24} {r.actor:<16} {data}")
+    from api.tables import Column, render, utc
+
+    columns = [Column("version", ">"), Column("occurred at"), Column("type", flexible=True, least=12),
+               Column("actor", flexible=True), Column("data", flexible=True, least=10)]
+    rows = [[str(r.version), utc(r.occurred_at), r.type, r.actor, msgspec.json.encode(r.data).decode()] for r in records]
+    for line in render(columns, rows):
+        click.echo(line)
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -297,6 +301,10 @@ def stats(widget_id: object, days: int) -> None:
 
     from api.services import installation_store_for
     from api.stats import feedback_type_of, installations_of, widget_stats
+    from application.agents import AgentService
+    from application.commands import Caller
+    from application.widgets import WidgetService
+    from domain.liveness import not_live_reasons
     from domain.widget import Widget
     from infrastructure.eventstore import open_event_store
     from infrastructure.installations import day_of
@@ -313,6 +321,8 @@ def stats(widget_id: object, days: int) -> None:
             widget = None
         if not isinstance(widget, Widget):
             raise click.ClickException(f"No widget {widget_id} in the event store.")
+        state = WidgetService(store, AgentService(store)).state(Caller(widget.organization_id, "cli", frozenset({"widgets:read"})), widget)
+        reasons = not_live_reasons(published=widget.published, deleted=widget.deleted, version_published=state.version_published)
         end = day_of(time.time())
         figures = widget_stats(WidgetStatsView(db), installations, str(widget_id), end - timedelta(days=days - 1), end,
                                feedback_type_of(widget.config))
@@ -321,24 +331,36 @@ def stats(widget_id: object, days: int) -> None:
         installations.close()
         db.close()
         store.close()
+    from api.tables import Column, render, terminal_width, utc
+
+    click.echo(f"widget {widget_id}: " + ("live" if state.live else "not live: " + " ".join(r.message for r in reasons)))
     top = max((d.loads for d in figures.days), default=0)
-    click.echo(f"{'day':<10}  {'loads':>7} {'refused':>7} {'convs':>6} {'resumes':>7} {'forms':>6} {'rated':>5} {'avg':>4}  loads")
-    for d in figures.days:
-        average = f"{d.feedback.average:.1f}" if d.feedback.average is not None else "-"
-        click.echo(f"{d.date:<10}  {d.loads:>7} {d.refused_loads:>7} {d.conversations:>6} {d.resumes:>7} "
-                   f"{d.forms_submitted:>6} {d.feedback.count:>5} {average:>4}  {bar(d.loads, top)}")
+    columns = [Column("day"), Column("loads", ">"), Column("refused", ">"), Column("convs", ">"), Column("resumes", ">"),
+               Column("forms", ">"), Column("rated", ">"), Column("avg", ">"), Column("chart", flexible=True, least=5)]
+
+    def average_of(average: float | None) -> str:
+        return f"{average:.1f}" if average is not None else "-"
+
+    rows = [[d.date, str(d.loads), str(d.refused_loads), str(d.conversations), str(d.resumes),
+             str(d.forms_submitted), str(d.feedback.count), average_of(d.feedback.average), bar(d.loads, top)] for d in figures.days]
     t = figures.totals
-    average = f"{t.feedback.average:.1f}" if t.feedback.average is not None else "-"
-    click.echo(f"{'total':<10}  {t.loads:>7} {t.refused_loads:>7} {t.conversations:>6} {t.resumes:>7} "
-               f"{t.forms_submitted:>6} {t.feedback.count:>5} {average:>4}")
-    click.echo(f"conversations per day: |{sparkline([d.conversations for d in figures.days])}|")
+    rows.append(["total", str(t.loads), str(t.refused_loads), str(t.conversations), str(t.resumes), str(t.forms_submitted),
+                 str(t.feedback.count), average_of(t.feedback.average), ""])
+    for line in render(columns, rows, gap=" "):  # nine columns: one space apart, they fit 60 characters
+        click.echo(line)
+    chart = sparkline([d.conversations for d in figures.days])
+    click.echo(f"conversations per day: {f'|{chart}|' if chart else 'no data'}")
     ratings = ", ".join(f"{k}: {n}" for k, n in t.feedback.ratings.items())
-    click.echo(f"ratings: {ratings}")
+    click.echo(f"ratings: {ratings or 'none'}")
     click.echo("")
     click.echo(f"installations ({len(listed.items)}{', truncated' if listed.truncated else ''}):")
-    for item in listed.items:
-        click.echo(f"  {'allowed' if item.allowed else 'REFUSED':<7}  {item.origin:<40} {item.loads:>8} loads  "
-                   f"first {item.first_seen_at.isoformat(timespec='seconds')}  last {item.last_seen_at.isoformat(timespec='seconds')}")
+    if listed.items:
+        columns = [Column("origin is"), Column("origin", flexible=True, least=12), Column("loads", ">"),
+                   Column("first seen (UTC)"), Column("last seen (UTC)")]
+        rows = [["allowed" if i.allowed else "REFUSED", i.origin, str(i.loads), utc(i.first_seen_at, minutes=True),
+                 utc(i.last_seen_at, minutes=True)] for i in listed.items]
+        for line in render(columns, rows, terminal_width() - 2):
+            click.echo("  " + line)
 
 
 @main.command()
