@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 import click
 
 from api.progress import Progress
+from infrastructure.embedded_secrets import serving
 from infrastructure.settings import Settings
 
 
 @click.group()
 def main() -> None:
     """Anyreach web widgets."""
-
-
-def refuse_development_secret_off_loopback(settings: Settings) -> None:
-    """Anyone can mint admin tokens with the development secret, and unwrap every conversation's data key with the
-    development data key: both are for this machine only."""
-    import ipaddress
-
-    from infrastructure.settings import DEV_AUTH_SECRET, DEV_DATA_KEY
-
-    if settings.host == "localhost":
-        return
-    try:
-        if ipaddress.ip_address(settings.host).is_loopback:
-            return
-    except ValueError:
-        pass
-    if settings.auth_secret == DEV_AUTH_SECRET:
-        raise click.ClickException(
-            f"Refusing to serve on {settings.host} with the development admin-token secret: "
-            "set WIDGETS_AUTH_SECRET to a long random value (e.g. `openssl rand -hex 32`)."
-        )
-    if settings.data_key == DEV_DATA_KEY:
-        raise click.ClickException(
-            f"Refusing to serve on {settings.host} with the development data key: "
-            "set WIDGETS_DATA_KEY to the base64 of 32 random bytes (e.g. `openssl rand -base64 32`)."
-        )
 
 
 def serve_metrics(settings: Settings) -> None:
@@ -59,25 +35,36 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     for name, value in (("WIDGETS_HOST", host), ("WIDGETS_PORT", port), ("WIDGETS_WORKERS", workers)):
         if value is not None:
             os.environ[name] = str(value)
-    settings = Settings.from_env()
-    refuse_development_secret_off_loopback(settings)
+    settings = Settings.from_env()  # embedded: the data folder's own secrets, made now on a first start
+    settings.refuse_public_secrets()
+    from api.server import claim_port, run_server
+
+    port_claim = claim_port(settings.host, settings.port)
+    if settings.uses_legacy_data_key:
+        click.echo("Warning: this data folder's key is the development key of earlier versions, which anyone can read "
+                   "in their source; stop the server and run `widgets rotate-data-key` (README, \"Rotating the deployment "
+                   "key\").", err=True)
     stop_livekit = None
-    if demo:
-        from api.demo import prepare_demo, start_demo_livekit
+    with contextlib.ExitStack() as held:
+        if settings.embedded:
+            held.enter_context(serving(settings.data_path))
+        if demo:
+            from api.demo import prepare_demo, start_demo_livekit
 
-        if "WIDGETS_LIVEKIT_URL" not in os.environ:
-            stop_livekit = start_demo_livekit(settings.port)
-            settings = Settings.from_env()
-        prepare_demo(settings)
-    from api.server import run_server
+            if "WIDGETS_LIVEKIT_URL" not in os.environ:
+                stop_livekit = start_demo_livekit(settings.port)
+                settings = Settings.from_env()
+            prepare_demo(settings)
 
-    click.echo(f"Serving on http://{settings.host}:{settings.port} (schema at /schema)", err=True)
-    try:
-        run_server("api.app:create_app", host=settings.host, port=settings.port, workers=settings.workers,
-                   graceful_timeout=settings.shutdown_timeout)
-    finally:
-        if stop_livekit is not None:
-            stop_livekit()
+        click.echo(f"Serving on http://{settings.host}:{settings.port} (schema at /schema)", err=True)
+        try:
+            run_server("api.app:create_app", host=settings.host, port=settings.port, workers=settings.workers,
+                       graceful_timeout=settings.shutdown_timeout)
+        finally:
+            if stop_livekit is not None:
+                stop_livekit()
+            if port_claim is not None:
+                port_claim.close()
 
 
 @main.command()
@@ -183,14 +170,36 @@ def rotate_data_key(batch: int) -> None:
 
     Set WIDGETS_DATA_KEY to the new key and WIDGETS_DATA_KEY_PREVIOUS to the old one (on every process, so that
     both are read while this runs), run this, then drop WIDGETS_DATA_KEY_PREVIOUS. Idempotent: what is already
-    under the new key is left alone, so a run stopped halfway is finished by running it again."""
+    under the new key is left alone, so a run stopped halfway is finished by running it again.
+
+    Embedded, with neither variable set, the key is the data folder's own: with the server stopped, this makes a
+    new one in the folder, rewraps everything under it and deletes the old one."""
+    from infrastructure import embedded_secrets
+
+    settings = Settings.from_env()
+    if not (settings.embedded and not os.environ.get("WIDGETS_DATA_KEY") and not os.environ.get("WIDGETS_DATA_KEY_PREVIOUS")):
+        rewrapped, current, resealed = _rewrap_everything(settings, batch)
+        click.echo(f"Rewrapped {rewrapped} data key(s) under WIDGETS_DATA_KEY ({current} already were) and resealed "
+                   f"{resealed} webhook endpoint secret(s).")
+        if settings.data_key_previous:
+            click.echo("Everything is under WIDGETS_DATA_KEY now: WIDGETS_DATA_KEY_PREVIOUS may be removed.", err=True)
+        return
+    folder = settings.data_path
+    with embedded_secrets.not_serving(folder):
+        embedded_secrets.begin_key_rotation(folder)
+        rewrapped, current, resealed = _rewrap_everything(Settings.from_env(), batch)
+        embedded_secrets.finish_key_rotation(folder)
+    click.echo(f"Rewrapped {rewrapped} data key(s) under a new key in {folder / embedded_secrets.DATA_KEY_FILE} "
+               f"({current} already were) and resealed {resealed} webhook endpoint secret(s); the old key is deleted.")
+
+
+def _rewrap_everything(settings: Settings, batch: int) -> tuple[int, int, int]:
     from infrastructure.eventstore import open_event_store
     from infrastructure.personal_data import DataKeyError
     from infrastructure.sql import Database
     from infrastructure.visitor_tokens import lookup_keys
     from infrastructure.webhook_secrets import reseal_webhook_secrets
 
-    settings = Settings.from_env()
     store, db = open_event_store(settings), Database(settings)
     vault = store.personal_data
     try:
@@ -213,10 +222,7 @@ def rotate_data_key(batch: int) -> None:
     finally:
         db.close()
         store.close()
-    click.echo(f"Rewrapped {rewrapped} data key(s) under WIDGETS_DATA_KEY ({current} already were) and resealed "
-               f"{resealed} webhook endpoint secret(s).")
-    if settings.data_key_previous:
-        click.echo("Everything is under WIDGETS_DATA_KEY now: WIDGETS_DATA_KEY_PREVIOUS may be removed.", err=True)
+    return rewrapped, current, resealed
 
 
 @main.command()
@@ -405,12 +411,18 @@ def webhooks(org: str | None, as_json: bool) -> None:
 @click.option("--org", required=True, help="Organization id (the org_id claim).")
 @click.option("--sub", default="dev", show_default=True, help="Actor recorded on every event.")
 @click.option("--scope", default="widgets:write widgets:read audit:read", show_default=True, help="Space-separated scopes.")
-@click.option("--ttl", type=int, default=3600, show_default=True, help="Lifetime in seconds.")
+@click.option("--ttl", type=click.IntRange(min=1), default=3600, show_default=True,
+              help="Lifetime in seconds, at most WIDGETS_AUTH_MAX_TTL.")
 def token(org: str, sub: str, scope: str, ttl: int) -> None:
-    """Print an admin token signed with WIDGETS_AUTH_SECRET (for development)."""
+    """Print an admin token signed with WIDGETS_AUTH_SECRET (embedded: the data folder's own secret)."""
     from infrastructure.auth import TokenAuthority
 
-    click.echo(TokenAuthority(Settings.from_env().auth_secret).mint(org, sub, scope.split(), ttl))
+    settings = Settings.from_env()
+    settings.require("auth_secret")
+    if ttl > settings.auth_max_ttl:
+        raise click.BadParameter(f"{ttl} seconds is longer than WIDGETS_AUTH_MAX_TTL ({settings.auth_max_ttl}), the "
+                                 "longest lifetime the service accepts.", param_hint="--ttl")
+    click.echo(TokenAuthority(settings.auth_secret, settings.auth_max_ttl).mint(org, sub, scope.split(), ttl))
 
 
 if __name__ == "__main__":

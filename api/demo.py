@@ -50,11 +50,14 @@ def prepare_demo(settings: Settings) -> str:
         widgets.publish(caller, state.widget.id)
     finally:
         store.close()
-    token = TokenAuthority(settings.auth_secret).mint(DEMO_ORG, "demo", ["widgets:write", "widgets:read", "audit:read"], ttl=86400)
+    ttl = min(86400, settings.auth_max_ttl)
+    token = TokenAuthority(settings.auth_secret, settings.auth_max_ttl).mint(
+        DEMO_ORG, "demo", ["widgets:write", "widgets:read", "audit:read"], ttl=ttl)
     base = settings.base_url().replace("0.0.0.0", "127.0.0.1")
     click.echo(f"Demo widget {state.widget.id} is live.", err=True)
     click.echo(f"Demo page:   {base}/demo?widget={state.widget.id}", err=True)
-    click.echo(f"Admin token (org {DEMO_ORG}, 24 h): {token}", err=True)
+    click.echo(f"Admin token (org {DEMO_ORG}, {ttl // 3600} h): {token}" if ttl >= 3600 else
+               f"Admin token (org {DEMO_ORG}, {ttl} s): {token}", err=True)
     return str(state.widget.id)
 
 

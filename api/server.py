@@ -21,7 +21,41 @@ than this process respawning it in a loop.
 
 from __future__ import annotations
 
+import errno
 import math
+import socket
+import sys
+
+
+def claim_port(host: str, port: int) -> socket.socket | None:
+    """Exit at once, naming the port, when it is taken. Granian's workers bind with SO_REUSEPORT, so a second
+    server would otherwise start beside the first and the kernel would split requests between them.
+
+    Two checks: a name only one `widgets serve` on this address and port can hold (an abstract Unix socket, gone
+    with its process), which settles two servers starting at the same moment; then a bind of the port itself
+    without SO_REUSEPORT, which fails while anything listens there. Answers the name, to be held while serving."""
+    held = None
+    if sys.platform == "linux":
+        held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            held.bind(f"\0anyreach-widgets-serve {host} {port}")
+        except OSError:
+            held.close()
+            raise SystemExit(f"Port {port} is already in use: another `widgets serve` is starting or serving on {host}:{port}. "
+                             "Stop it, or choose another port (--port, WIDGETS_PORT).") from None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no obstacle
+            probe.bind(address)
+    except OSError as error:
+        if held is not None:
+            held.close()
+        if error.errno == errno.EADDRINUSE:
+            raise SystemExit(f"Port {port} is already in use on {host}: stop what listens there, or choose another "
+                             "port (--port, WIDGETS_PORT).") from None
+        raise SystemExit(f"Cannot bind port {port} on {host}: {error.strerror or error}.") from None
+    return held
 
 
 def run_server(app_factory_path: str, host: str, port: int, workers: int, graceful_timeout: float) -> None:

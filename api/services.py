@@ -23,7 +23,7 @@ from infrastructure.livekit import LiveKitIssuer, LiveKitWebhooks
 from infrastructure.personal_data import DeploymentKeys
 from infrastructure.proxies import TrustedProxies
 from infrastructure.ratelimit import PublicRateLimits
-from infrastructure.settings import DEV_AUTH_SECRET, DEV_DATA_KEY, Settings
+from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from infrastructure.visitor_tokens import VisitorTokenVerifier, lookup_keys
 from infrastructure.webhook_secrets import WebhookSecretTable
@@ -61,10 +61,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        if settings.auth_secret == DEV_AUTH_SECRET and not settings.embedded:
-            log.warning("insecure_auth_secret", hint="set WIDGETS_AUTH_SECRET; the development default is in use")
-        if settings.data_key == DEV_DATA_KEY and not settings.embedded:
-            log.warning("insecure_data_key", hint="set WIDGETS_DATA_KEY; the development default is in use")
+        settings.refuse_public_secrets()
         store = wait_for(lambda: open_event_store(settings), "event store", settings.startup_timeout)
         db = wait_for(lambda: Database(settings), "read model database", settings.startup_timeout)
         names = PROJECTIONS if settings.projections_in_process else ()
@@ -77,7 +74,7 @@ class Services:
             store=store,
             db=db,
             read_models=read_models,
-            tokens=TokenAuthority(settings.auth_secret),
+            tokens=TokenAuthority(settings.auth_secret, settings.auth_max_ttl),
             agents=agents,
             widgets=WidgetService(store, agents),
             history=HistoryService(store),

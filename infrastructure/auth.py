@@ -19,13 +19,20 @@ class InvalidTokenError(Exception):
     code = "invalid_token"
 
 
-class TokenAuthority:
-    """Mints and verifies admin tokens with one shared secret."""
+class TokenLifetimeTooLongError(InvalidTokenError):
+    """A well-signed admin token that would live longer than WIDGETS_AUTH_MAX_TTL, or does not say how long (HTTP 401)."""
 
-    def __init__(self, secret: str) -> None:
+    code = "token_lifetime_too_long"
+
+
+class TokenAuthority:
+    """Mints and verifies admin tokens with one shared secret; none lives longer than `max_ttl` seconds."""
+
+    def __init__(self, secret: str, max_ttl: int = 86400) -> None:
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise SystemExit(f"WIDGETS_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
         self._secret = secret
+        self.max_ttl = max_ttl
 
     def mint(self, organization_id: str, subject: str, scopes: list[str], ttl: int = 3600) -> str:
         now = int(time.time())
@@ -57,4 +64,13 @@ class TokenAuthority:
             raise InvalidTokenError("The token's sub and org_id must be non-empty strings.")
         if not isinstance(scope, str):
             raise InvalidTokenError("The token's scope must be a space-separated string.")
+        # Last, so that a token broken in another way says that: a stolen token is good for max_ttl at most.
+        issued = claims.get("iat")
+        if issued is None:
+            raise TokenLifetimeTooLongError(f"The token must carry iat and exp at most {self.max_ttl} seconds apart.")
+        if not isinstance(issued, int | float) or isinstance(issued, bool):
+            raise InvalidTokenError("The token's iat must be a number.")
+        if expires - issued > self.max_ttl:
+            raise TokenLifetimeTooLongError(f"The token lives {int(expires - issued)} seconds (exp - iat); "
+                                            f"at most {self.max_ttl} are accepted.")
         return Caller(organization_id=organization, actor=subject, scopes=frozenset(scope.split()))

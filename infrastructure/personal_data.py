@@ -144,6 +144,7 @@ class DeploymentKeys:
 
     @classmethod
     def from_settings(cls, settings: Any) -> DeploymentKeys:
+        settings.require("data_key")
         previous = settings.data_key_previous
         return cls(decode_deployment_key("WIDGETS_DATA_KEY", settings.data_key),
                    decode_deployment_key("WIDGETS_DATA_KEY_PREVIOUS", previous) if previous else None)

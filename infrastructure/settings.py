@@ -8,10 +8,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DEV_AUTH_SECRET = "dev-only-insecure-auth-secret-change-me"
-# base64 of 32 fixed bytes: the development deployment key, refused off loopback like DEV_AUTH_SECRET.
-DEV_DATA_KEY = "ZGV2LW9ubHktaW5zZWN1cmUtZGF0YS1rZXktMzJCeSE="
+# LiveKit's development server (`livekit-server --dev`) signs with this secret: anyone can, so it is refused
+# unless the LiveKit server is on this machine.
+LIVEKIT_DEVELOPMENT_SECRET = "secret"
 POOLER_MODES = ("none", "transaction")
+_SECRET_HINTS = {"auth_secret": "a long random value (`openssl rand -hex 32`)",
+                 "data_key": "the base64 of 32 random bytes (`openssl rand -base64 32`)"}
 
 
 def setting(default: Any, doc: str) -> Any:
@@ -27,8 +29,9 @@ class Settings:
     redis_url: str = setting("", "Redis URL for the public lookup, rate limits and cache invalidation; empty: in-process")
     redis_prefix: str = setting("widgets:", "Prefix of every Redis key, so that several deployments can share one Redis")
     data_dir: str = setting("./var", "Folder for the embedded SQLite files")
-    auth_secret: str = setting(DEV_AUTH_SECRET, "HS256 secret that signs admin tokens; set it in production")
-    data_key: str = setting(DEV_DATA_KEY, "Deployment key (base64 of 32 bytes) that wraps every conversation's data key; required off loopback")
+    auth_secret: str = setting("", "HS256 secret that signs admin tokens; required with WIDGETS_DATABASE_URL; embedded, when empty: a random one made on first start in WIDGETS_DATA_DIR")
+    auth_max_ttl: int = setting(86400, "Longest lifetime (exp - iat, in seconds) of an admin token that is accepted; `widgets token --ttl` refuses more")
+    data_key: str = setting("", "Deployment key (base64 of 32 bytes) that wraps every conversation's data key; required with WIDGETS_DATABASE_URL; embedded, when empty: a random one made on first start in WIDGETS_DATA_DIR")
     data_key_previous: str = setting("", "The deployment key before the last rotation, still accepted for reading while `widgets rotate-data-key` rewraps")
     webhook_allow_private: bool = setting(False, "Development only: allow http:// webhook URLs and loopback or private addresses")
     webhook_deliveries: bool = setting(True, "Whether the projection process sends webhook deliveries; false queues them only (for a staging copy restored from production, which must not call customers' systems)")
@@ -54,6 +57,7 @@ class Settings:
     pg_pool_size: int = setting(10, "Connections in each process's PostgreSQL pool")
     startup_timeout: float = setting(30.0, "Seconds to wait for the stores at startup before giving up")
     metrics_port: int = setting(0, "Port where `widgets project` and `widgets rebuild` serve Prometheus metrics; 0: none (the API serves /metrics)")
+    metrics_token: str = setting("", "Bearer token required to read the API's /metrics; empty: anyone who reaches it may read it")
     installations_flush_interval: float = setting(2.0, "Seconds between the hand-overs of each API process's config-read counts (installations, per-day loads) to Redis, or SQL when embedded")
     log_level: str = setting("info", "Log level: debug, info, warning, error")
     log_format: str = setting("auto", "Log format: json, console, or auto (console on a terminal)")
@@ -88,6 +92,53 @@ class Settings:
                 "WIDGETS_DATABASE_POOLER=transaction needs WIDGETS_DATABASE_LISTEN_URL: a direct PostgreSQL URL "
                 "(not through the pooler) for LISTEN/NOTIFY, which holds a session a transaction-mode pooler cannot give"
             )
+        if self.auth_max_ttl <= 0:
+            raise SystemExit(f"WIDGETS_AUTH_MAX_TTL={self.auth_max_ttl} must be a number of seconds above 0")
+        if self.embedded:
+            self._keep_embedded_secrets()
+
+    def _keep_embedded_secrets(self) -> None:
+        """Embedded, an empty secret is the data folder's own (made on first start), so that every process on the
+        folder (the server's workers, `widgets token`) uses the same one; production names its own (`require`)."""
+        from infrastructure import embedded_secrets as kept
+
+        if not self.auth_secret:
+            object.__setattr__(self, "auth_secret", kept.kept_auth_secret(self.data_path))
+        if not self.data_key:
+            object.__setattr__(self, "data_key", kept.kept_data_key(self.data_path))
+            if not self.data_key_previous:  # a rotation of the folder's key, under way
+                object.__setattr__(self, "data_key_previous", kept.kept_previous_data_key(self.data_path))
+
+    def require(self, *names: str) -> None:
+        """Stop, naming them, when secrets this process needs are not set (only production can lack them)."""
+        missing = [f"{env_name(name)} is required with WIDGETS_DATABASE_URL: set it to {_SECRET_HINTS[name]}."
+                   for name in names if not getattr(self, name)]
+        if missing:
+            raise SystemExit("\n".join(missing))
+
+    def refuse_public_secrets(self) -> None:
+        """Stop when a secret is missing or is one anyone can read in a published source (see docs/security.md)."""
+        from infrastructure.embedded_secrets import LEGACY_AUTH_SECRET, LEGACY_DATA_KEY
+
+        self.require("auth_secret", "data_key")
+        if self.auth_secret == LEGACY_AUTH_SECRET:
+            raise SystemExit("WIDGETS_AUTH_SECRET is the development secret of earlier versions, which anyone can read in "
+                             "their source: set a long random value (`openssl rand -hex 32`).")
+        if self.data_key == LEGACY_DATA_KEY and not self.embedded:
+            raise SystemExit("WIDGETS_DATA_KEY is the development key of earlier versions, which anyone can read in their "
+                             "source: set a new one, with this one as WIDGETS_DATA_KEY_PREVIOUS, and run `widgets "
+                             "rotate-data-key` (README, \"Rotating the deployment key\").")
+        if self.livekit_api_secret == LIVEKIT_DEVELOPMENT_SECRET and not is_loopback_url(self.livekit_url):
+            raise SystemExit(f"WIDGETS_LIVEKIT_API_SECRET is LiveKit's development secret, which anyone can sign with, and "
+                             f"WIDGETS_LIVEKIT_URL ({self.livekit_url}) is not on this machine: set the LiveKit server's own "
+                             "API key and secret.")
+
+    @property
+    def uses_legacy_data_key(self) -> bool:
+        """Whether data is wrapped with the development key of earlier versions (an embedded folder they made)."""
+        from infrastructure.embedded_secrets import LEGACY_DATA_KEY
+
+        return self.data_key == LEGACY_DATA_KEY
 
     @property
     def webhook_retry_delays(self) -> tuple[float, ...]:
@@ -120,6 +171,23 @@ class Settings:
 
     def base_url(self) -> str:
         return self.public_base_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether the URL's host is this machine: `localhost` or a loopback address."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _parse_bool(raw: str) -> bool:

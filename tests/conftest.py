@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import socket
 import uuid
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from infrastructure.auth import TokenAuthority
 from infrastructure.settings import Settings
 from tests.servers import PrivatePgBouncer, PrivatePostgres, PrivateRedis, PrivateRedisCluster, fresh_schema
 
+# Production names its own secrets (the embedded mode makes them in its data folder): these, for this run only.
+PRODUCTION_SECRETS = {"auth_secret": secrets.token_urlsafe(32), "data_key": base64.b64encode(secrets.token_bytes(32)).decode()}
 MACHINE_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MACHINE_REDIS = os.environ.get("WIDGETS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ALL_SCOPES = ["widgets:write", "widgets:read", "audit:read"]
@@ -141,6 +145,7 @@ def production_settings(tmp_path: Path, pg_server_url: str, pg_schema: str, redi
         log_format="json",
         log_level="warning",
         webhook_deliveries=False,
+        **PRODUCTION_SECRETS,
     )
 
 

@@ -35,9 +35,7 @@ def served(settings: Settings, log: Path, **overrides: str) -> Iterator[Served]:
     """Run `widgets serve` with these settings (as WIDGETS_* variables) until the block ends, then SIGTERM it."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WIDGETS_")}
-    defaults = Settings()
-    env.update({env_name(f.name): str(getattr(settings, f.name)) for f in fields(Settings)
-                if getattr(settings, f.name) != getattr(defaults, f.name)})
+    env.update({env_name(f.name): str(getattr(settings, f.name)) for f in fields(Settings) if getattr(settings, f.name) != f.default})
     env.update({"WIDGETS_HOST": "127.0.0.1", "WIDGETS_PORT": str(port), "WIDGETS_WORKERS": "1", **overrides})
     command = [str(Path(sys.executable).parent / "widgets"), "serve"]
     with log.open("wb") as sink:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.wirings(*ALL_WIRINGS)
 
 def token(settings: Settings, **claims: Any) -> str:
     now = int(time.time())
-    defaults = {"sub": "alice", "org_id": "org_a", "scope": "widgets:write widgets:read audit:read", "exp": now + 600}
+    defaults = {"sub": "alice", "org_id": "org_a", "scope": "widgets:write widgets:read audit:read", "iat": now, "exp": now + 600}
     return jwt.encode({k: v for k, v in (defaults | claims).items() if v is not None}, settings.auth_secret, algorithm="HS256")
 
 

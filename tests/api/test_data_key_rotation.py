@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from litestar.testing import TestClient
 from api.admin_lists import verified_visitor_conversations
 from api.app import create_app
 from api.cli import main
+from infrastructure.embedded_secrets import DATA_KEY_FILE, LEGACY_DATA_KEY, PREVIOUS_DATA_KEY_FILE, begin_key_rotation
 from infrastructure.eventstore import open_event_store
 from infrastructure.personal_data import DataKeyError, DeploymentKeys
 from infrastructure.settings import Settings, env_name
@@ -164,3 +167,64 @@ def test_a_rotation_without_the_previous_key_stops_naming_the_setting_and_writes
     assert result.exit_code == 1
     assert "WIDGETS_DATA_KEY_PREVIOUS" in result.output and old not in result.output
     assert key_fingerprints(before) == {DeploymentKeys.from_settings(before).fingerprint}
+
+
+# ---- an embedded data folder's own key ----
+
+
+def test_a_folder_an_older_version_made_stays_readable_and_rotates_to_a_key_of_its_own(tmp_path: Path) -> None:
+    folder = tmp_path / "var"
+    # As versions before issue 29 ran with no WIDGETS_DATA_KEY: the published development key, and no key file.
+    older = Settings(data_dir=str(folder), data_key=LEGACY_DATA_KEY, auth_secret="an-older-version-s-secret-0123456789",
+                     log_format="json", log_level="warning", webhook_deliveries=False)
+    with running(older) as (app, client):
+        widget = live_widget(Admin(client, older, "org_a", "alice"), app)
+        conversation = started(client, widget["id"], name="Legacy Person")["conversation_id"]
+        sync(app)
+    assert not (folder / DATA_KEY_FILE).exists()
+
+    upgraded = dataclasses.replace(older, data_key="", auth_secret="")  # this version's first start, nothing set
+    assert upgraded.data_key == LEGACY_DATA_KEY and upgraded.uses_legacy_data_key
+    assert (folder / DATA_KEY_FILE).read_text().strip() == LEGACY_DATA_KEY  # recorded, so that every process reads it
+    assert upgraded.auth_secret != older.auth_secret  # the admin secret, on the other hand, is new and random
+    assert visitor_name(upgraded, widget["id"], conversation) == "Legacy Person"
+
+    result = CliRunner().invoke(main, ["rotate-data-key"], env={"WIDGETS_DATA_DIR": str(folder), "WIDGETS_DATA_KEY": None,
+                                                                "WIDGETS_DATA_KEY_PREVIOUS": None})
+    assert result.exit_code == 0, result.output
+    assert "Rewrapped 2 data key(s) under a new key" in result.output  # the conversation's and the visitor lookup keys
+
+    rotated = dataclasses.replace(older, data_key="", auth_secret="")
+    assert rotated.data_key not in (LEGACY_DATA_KEY, "") and not rotated.uses_legacy_data_key
+    assert rotated.data_key_previous == "" and not (folder / PREVIOUS_DATA_KEY_FILE).exists()
+    assert stat.S_IMODE((folder / DATA_KEY_FILE).stat().st_mode) == 0o600
+    assert key_fingerprints(rotated) == {DeploymentKeys.from_settings(rotated).fingerprint}
+    assert visitor_name(rotated, widget["id"], conversation) == "Legacy Person"
+
+
+def test_a_rotation_of_the_folders_key_stopped_halfway_reads_both_and_finishes_when_run_again(tmp_path: Path) -> None:
+    folder = tmp_path / "var"
+    first = Settings(data_dir=str(folder), log_format="json", log_level="warning", webhook_deliveries=False)
+    with running(first) as (app, client):
+        widget = live_widget(Admin(client, first, "org_a", "alice"), app)
+        conversation = started(client, widget["id"], name="Halfway Person")["conversation_id"]
+        sync(app)
+
+    begin_key_rotation(folder)  # as a run stopped before rewrapping anything leaves the folder
+    begin_key_rotation(folder)  # and starting again does not make a third key
+    meanwhile = dataclasses.replace(first, data_key="", data_key_previous="")
+    assert (meanwhile.data_key_previous, meanwhile.data_key != first.data_key) == (first.data_key, True)
+    assert visitor_name(meanwhile, widget["id"], conversation) == "Halfway Person"
+
+    result = CliRunner().invoke(main, ["rotate-data-key"], env={"WIDGETS_DATA_DIR": str(folder), "WIDGETS_DATA_KEY": None,
+                                                                "WIDGETS_DATA_KEY_PREVIOUS": None})
+    assert result.exit_code == 0, result.output
+    done = dataclasses.replace(first, data_key="", data_key_previous="")
+    assert done.data_key == meanwhile.data_key and done.data_key_previous == ""
+    assert visitor_name(done, widget["id"], conversation) == "Halfway Person"
+
+
+def visitor_name(settings: Settings, widget_id: str, conversation_id: str) -> str:
+    with running(settings) as (app, client):
+        rows = conversations_of(Admin(client, settings, "org_a", "alice"), app, widget_id)
+    return rows[conversation_id]["visitor"]["name"]

@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.bench.common import load_average, run_main
+from tests.conftest import PRODUCTION_SECRETS
 from tests.servers import PrivatePgBouncer
 
 DEFAULT_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -145,7 +146,7 @@ class Bench:
         self.schema = f"benchconv_{run_id}"
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{self.schema}"')
-        defaults = Settings()
+        defaults = Settings(**PRODUCTION_SECRETS)
         self.issuer = LiveKitIssuer(
             url=defaults.livekit_url, api_key=defaults.livekit_api_key, api_secret=defaults.livekit_api_secret,
             agent_name=defaults.livekit_agent_name, ttl_seconds=defaults.livekit_token_ttl,

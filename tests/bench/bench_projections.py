@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import PRODUCTION_SECRETS
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DEFAULT_REDIS = os.environ.get("WIDGETS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -267,6 +269,8 @@ class Projector:
                 "WIDGETS_PG_POOL_SIZE": "4",
                 "WIDGETS_LOG_LEVEL": "warning",
                 "WIDGETS_LOG_FORMAT": "json",
+                "WIDGETS_AUTH_SECRET": PRODUCTION_SECRETS["auth_secret"],
+                "WIDGETS_DATA_KEY": PRODUCTION_SECRETS["data_key"],
             }
             with self.log_path.open("wb") as log:
                 self.proc = subprocess.Popen(

@@ -81,6 +81,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.common import free_port, group_cpu_seconds, load_average, parse_wrk, pinned, run_main
+from tests.conftest import PRODUCTION_SECRETS
 from tests.servers import PrivateRedisCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -371,7 +372,8 @@ def production_env(scratch: Scratch, log_level: str = "info") -> dict[str, str]:
         "WIDGETS_REDIS_PREFIX": scratch.prefix,
         "WIDGETS_PROJECTIONS": "external",
         "WIDGETS_RATE_CONFIG_READS": HIGH_READ_LIMIT,
-        "WIDGETS_AUTH_SECRET": "bench-" + uuid.uuid4().hex,
+        "WIDGETS_AUTH_SECRET": PRODUCTION_SECRETS["auth_secret"],
+        "WIDGETS_DATA_KEY": PRODUCTION_SECRETS["data_key"],
         "WIDGETS_LOG_FORMAT": "json",
         "WIDGETS_LOG_LEVEL": log_level,
     }
@@ -580,7 +582,7 @@ def run_profile(scratch: Scratch, ids: dict[str, tuple[str, str]], body_file: Pa
     apps: dict[str, tuple[Callable[[], Any], str]] = {"raw": (raw_app, PUBLIC_PATH.format(first))}
     if "production" in ids:
         production = dict(database_url=scratch.pg_url, database_schema=scratch.schema, redis_url=scratch.redis_url,
-                          redis_prefix=scratch.prefix, projections="external", **common)
+                          redis_prefix=scratch.prefix, projections="external", **PRODUCTION_SECRETS, **common)
         path = PUBLIC_PATH.format(ids["production"][0])
         apps["production"] = (lambda: create_app(Settings(**production, log_level="info")), path)
     if "embedded" in ids:

@@ -30,6 +30,7 @@ from typing import Any
 
 from tests.bench.bench_conversations import Row, Sample, quartiles, timed_loop
 from tests.bench.common import load_average, run_main
+from tests.conftest import PRODUCTION_SECRETS
 
 DEFAULT_PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RATIO_TARGET = 0.8
@@ -56,7 +57,7 @@ class Bench:
         self.schema = f"benchvis_{run_id}"
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{self.schema}"')
-        defaults = Settings()
+        defaults = Settings(**PRODUCTION_SECRETS)
         issuer = LiveKitIssuer(url=defaults.livekit_url, api_key=defaults.livekit_api_key, api_secret=defaults.livekit_api_secret,
                                agent_name=defaults.livekit_agent_name, ttl_seconds=defaults.livekit_token_ttl)
         self.store = EventStore(env=postgres_env(pg_url, pool_size=2, schema=self.schema))

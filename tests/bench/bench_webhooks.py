@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.common import run_main
+from tests.conftest import PRODUCTION_SECRETS
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = os.environ.get("WIDGETS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -133,7 +134,8 @@ class Run:
         with psycopg.connect(pg, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{self.schema}"')
         self.settings = Settings(database_url=pg, database_schema=self.schema, redis_url=redis_url,
-                                 redis_prefix=f"bench{self.run_id}:", webhook_allow_private=True, projections="external")
+                                 redis_prefix=f"bench{self.run_id}:", webhook_allow_private=True, projections="external",
+                                 **PRODUCTION_SECRETS)
         self.store = EventStore(env=postgres_env(pg, pool_size=4, schema=self.schema))
         self.db = Database(self.settings)
         self.caller = Caller("org_bench", "bench", frozenset({"widgets:write", "widgets:read"}))
@@ -147,7 +149,8 @@ class Run:
     def start_projector(self) -> None:
         env = {**os.environ, "WIDGETS_DATABASE_URL": self.pg, "WIDGETS_DATABASE_SCHEMA": self.schema,
                "WIDGETS_REDIS_URL": self.settings.redis_url, "WIDGETS_REDIS_PREFIX": self.settings.redis_prefix,
-               "WIDGETS_WEBHOOK_ALLOW_PRIVATE": "true", "WIDGETS_LOG_LEVEL": "warning", "WIDGETS_LOG_FORMAT": "json"}
+               "WIDGETS_WEBHOOK_ALLOW_PRIVATE": "true", "WIDGETS_LOG_LEVEL": "warning", "WIDGETS_LOG_FORMAT": "json",
+               "WIDGETS_AUTH_SECRET": self.settings.auth_secret, "WIDGETS_DATA_KEY": self.settings.data_key}
         self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "project"], cwd=ROOT, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 

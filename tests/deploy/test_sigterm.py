@@ -34,6 +34,7 @@ import pytest
 
 from infrastructure.eventstore import open_event_store
 from infrastructure.settings import Settings
+from tests.conftest import PRODUCTION_SECRETS
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -149,6 +150,8 @@ def test_sigterm_during_a_stream_of_requests_drains_every_accepted_request(
         WIDGETS_DATA_DIR=str(tmp_path / "var"),
         WIDGETS_LOG_FORMAT="json",
         WIDGETS_LOG_LEVEL="warning",
+        WIDGETS_AUTH_SECRET=PRODUCTION_SECRETS["auth_secret"],
+        WIDGETS_DATA_KEY=PRODUCTION_SECRETS["data_key"],
     )
     token = subprocess.run(widgets("token", "--org", "o1"), env=env, cwd=ROOT, capture_output=True, text=True,
                            check=True, timeout=60).stdout.strip()
@@ -207,7 +210,7 @@ def test_sigterm_during_a_stream_of_requests_drains_every_accepted_request(
 
     # Every agent the event store holds was answered with a 201: none written and then dropped.
     created = sum(1 for o in outcomes if o.kind == "ok" and o.what == "POST /v1/agents") + 1  # + the slow one
-    settings = Settings(database_url=pg_server_url, database_schema=pg_schema, data_dir=str(tmp_path / "var"))
+    settings = Settings(database_url=pg_server_url, database_schema=pg_schema, data_dir=str(tmp_path / "var"), **PRODUCTION_SECRETS)
     store = open_event_store(settings)
     try:
         recorded = len(store.recorder.select_notifications(start=1, limit=1_000_000))

@@ -232,6 +232,7 @@ class Workers:
             "WIDGETS_REDIS_URL": settings.redis_url, "WIDGETS_REDIS_PREFIX": settings.redis_prefix,
             "WIDGETS_DATABASE_POOLER": settings.database_pooler, "WIDGETS_DATABASE_LISTEN_URL": settings.database_listen_url,
             "WIDGETS_LOG_LEVEL": "critical", "WIDGETS_LOG_FORMAT": "json",
+            "WIDGETS_AUTH_SECRET": settings.auth_secret, "WIDGETS_DATA_KEY": settings.data_key,
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.projection_worker"],

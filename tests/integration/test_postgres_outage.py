@@ -34,6 +34,7 @@ from tests.api.public_helpers import (
     verify_grant,
     widget_path,
 )
+from tests.conftest import PRODUCTION_SECRETS
 from tests.servers import PrivatePostgres
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
@@ -56,6 +57,7 @@ def outage_settings(tmp_path: Path, private_postgres: PrivatePostgres, redis_ser
         startup_timeout=10,
         log_format="json",
         log_level="warning",
+        **PRODUCTION_SECRETS,
     )
 
 

@@ -344,6 +344,7 @@ def test_widgets_project_follows_commands_of_another_process_and_stops_cleanly_o
         "WIDGETS_DATABASE_URL": settings.database_url, "WIDGETS_DATABASE_SCHEMA": settings.database_schema,
         "WIDGETS_REDIS_URL": settings.redis_url, "WIDGETS_REDIS_PREFIX": settings.redis_prefix,
         "WIDGETS_LOG_FORMAT": "json", "WIDGETS_LOG_LEVEL": "info",
+        "WIDGETS_AUTH_SECRET": settings.auth_secret, "WIDGETS_DATA_KEY": settings.data_key,
     }
     log = (tmp_path / "project.log").open("w+")
     process = subprocess.Popen(["uv", "run", "widgets", "project"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

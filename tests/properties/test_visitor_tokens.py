@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
+import os
 import time
 import uuid
 from typing import Any
@@ -17,7 +19,6 @@ from jwt.utils import base64url_decode, base64url_encode
 
 from application.visitors import VisitorTokenInvalidError
 from domain.identity import IdentityKey, parse_identity_key
-from infrastructure.settings import DEV_DATA_KEY
 from infrastructure.visitor_tokens import VisitorTokenVerifier
 from tests.visitors import SiteKey
 
@@ -26,7 +27,8 @@ OTHER_WIDGET = str(uuid.uuid4())
 ES = SiteKey.generate("ES256", "es")
 ED = SiteKey.generate("EdDSA", "ed")
 KEYS: tuple[IdentityKey, ...] = (parse_identity_key(ES.public_jwk), parse_identity_key(ED.public_jwk))
-VERIFIER = VisitorTokenVerifier(DEV_DATA_KEY)
+DATA_KEY = base64.b64encode(os.urandom(32)).decode()
+VERIFIER = VisitorTokenVerifier(DATA_KEY)
 sites = st.sampled_from([ES, ED])
 json_values = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20)
 
@@ -212,4 +214,4 @@ def test_an_eddsa_token_under_a_small_order_key_is_refused_where_openssl_would_p
     keys = (parse_identity_key(jwk),)
     assert pyjwt_accepts(token, keys, WIDGET)  # the forgery is real: OpenSSL's check passes it
     with pytest.raises(VisitorTokenInvalidError):
-        VisitorTokenVerifier(DEV_DATA_KEY).verify(token, WIDGET, keys)
+        VisitorTokenVerifier(DATA_KEY).verify(token, WIDGET, keys)

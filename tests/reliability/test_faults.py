@@ -30,7 +30,7 @@ from projections.public_entry import decode_entry
 from projections.public_views import RedisKeys
 from tests.api.conftest import Admin, client_for
 from tests.api.public_helpers import eventually, live_widget, position, sync, widget_path
-from tests.conftest import admin_headers
+from tests.conftest import PRODUCTION_SECRETS, admin_headers
 from tests.reliability.conftest import record
 from tests.servers import PrivatePostgres, PrivateRedis
 
@@ -198,6 +198,7 @@ def test_admin_calls_answer_503_with_retry_after_while_postgres_is_down_and_half
     settings = Settings(
         data_dir=str(tmp_path / "var"), database_url=private_postgres.url, redis_url=redis_server_url,
         redis_prefix=redis_prefix, projections="inprocess", startup_timeout=10, log_format="json", log_level="warning",
+        **PRODUCTION_SECRETS,
     )
     app = create_app(settings)
     with TestClient(app) as client:  # 503 is the expected answer here; each call asserts it is never a 500

@@ -28,7 +28,7 @@ EVENTS = 40
 
 def projector(settings: Settings) -> subprocess.Popen[bytes]:
     env = {**os.environ, **{env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(settings)
-                            if f.name in {"database_url", "database_schema", "redis_url", "redis_prefix", "data_dir",
+                            if f.name in {"database_url", "database_schema", "redis_url", "redis_prefix", "data_dir", "auth_secret", "data_key",
                                           "webhook_allow_private", "webhook_retry_schedule", "webhook_deliveries", "log_level", "log_format"}}}
     env["WIDGETS_METRICS_PORT"] = "0"
     return subprocess.Popen([sys.executable, "-m", "api.cli", "project"], cwd=ROOT, env=env,

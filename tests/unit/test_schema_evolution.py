@@ -8,7 +8,6 @@ See docs/events.md for the policy these tests hold the code to.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from domain.webhook_endpoint import WebhookEndpoint
 from domain.widget import Widget
 from infrastructure.eventstore import sqlite_env
 from infrastructure.personal_data import DeploymentKeys
-from infrastructure.settings import DEV_DATA_KEY, Settings
+from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from infrastructure.webhook_secrets import WebhookSecretTable
 from tests.visitors import SiteKey
@@ -357,8 +356,9 @@ def one_of_each_endpoint_event(endpoints: WebhookEndpointService) -> None:
 def test_every_stored_topic_is_the_public_event_name(store: EventStore, agents: AgentService, widgets: WidgetService,
                                                      data_dir: Path) -> None:
     one_of_each_event(agents, widgets, ConversationService(store, FakeIssuer()))
-    db = Database(Settings(data_dir=str(data_dir)))
-    one_of_each_endpoint_event(WebhookEndpointService(store, WebhookSecretTable(db, DeploymentKeys(base64.b64decode(DEV_DATA_KEY)))))
+    settings = Settings(data_dir=str(data_dir))
+    db = Database(settings)
+    one_of_each_endpoint_event(WebhookEndpointService(store, WebhookSecretTable(db, DeploymentKeys.from_settings(settings))))
     db.close()
 
     notifications = store.recorder.select_notifications(start=1, limit=1000)
