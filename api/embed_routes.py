@@ -26,6 +26,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery
 
 from api.errors import problem_responses
+from infrastructure.settings import Settings
 
 DIST = Path(__file__).parent / "static" / "dist"
 BUILD_COMMAND = "npm --prefix api/embed ci && npm --prefix api/embed run build"
@@ -216,13 +217,26 @@ def livekit_connect_sources(livekit_url: str | None) -> str:
     return f" {'wss' if secure else 'ws'}://{host} {'https' if secure else 'http'}://{host}"
 
 
-def demo_policy(nonce: str, livekit_url: str | None) -> str:
+def demo_base_url(settings: Settings, server: tuple[str, int | None] | None) -> str:
+    """Where the demo page's loader comes from: WIDGETS_PUBLIC_BASE_URL, else the address and port the request
+    arrived on (the listening socket's, as the server reports it), else WIDGETS_HOST and WIDGETS_PORT. Never the
+    Host header: whoever sends the request writes that."""
+    if settings.public_base_url or not server:
+        return settings.base_url().replace("://0.0.0.0:", "://127.0.0.1:", 1)
+    host, port = server
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}" + (f":{port}" if port not in (None, 80) else "")
+
+
+def demo_policy(nonce: str, livekit_url: str | None, service_url: str = "") -> str:
     """The strictest Content-Security-Policy the widget supports, as the demo page sends it."""
+    service = urlsplit(service_url)
+    service_origin = f" {service.scheme}://{service.netloc}" if service.scheme and service.netloc else ""
     return "; ".join([
         "default-src 'none'",
         f"script-src 'nonce-{nonce}' 'strict-dynamic'",
         f"style-src 'nonce-{nonce}'",
-        f"connect-src 'self'{livekit_connect_sources(livekit_url)}",
+        f"connect-src 'self'{service_origin}{livekit_connect_sources(livekit_url)}",
         "img-src 'self' https:",
         "base-uri 'none'",
         "object-src 'none'",
@@ -318,14 +332,13 @@ def create_embed_router(dist: Path = DIST) -> Router:
                 errors=[{"field": "widget", "message": "must be a UUID"}],
             )
         widget = widget.lower()
-        base = str(request.base_url).rstrip("/")
-        origin = f"{request.url.scheme}://{request.url.netloc}"
+        services = request.app.state.services
+        base = demo_base_url(services.settings, request.scope.get("server"))
         nonce = secrets.token_urlsafe(18)
         shown = f'<script src="{escape(base)}/embed.js" data-widget-id="{widget}" async></script>'
         snippet = f'<script nonce="{nonce}" src="{escape(base)}/embed.js" data-widget-id="{widget}" async></script>'
-        services = getattr(request.app.state, "services", None)
-        policy = demo_policy(nonce, services.settings.livekit_url if services is not None else None)
-        page = _DEMO.format(widget=widget, origin=escape(origin), snippet_text=escape(shown), snippet=snippet, nonce=nonce,
+        policy = demo_policy(nonce, services.settings.livekit_url, base)
+        page = _DEMO.format(widget=widget, origin=escape(base), snippet_text=escape(shown), snippet=snippet, nonce=nonce,
                             policy=escape(policy))
         return Response(
             page.encode(),

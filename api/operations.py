@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated, Any
 
 import anyio
@@ -71,13 +72,24 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Readiness]:
 
 
 @get("/metrics", tags=["operations"], operation_id="get_metrics", summary="Prometheus metrics",
-     description="Request counts and latencies, projection positions and lag, in the Prometheus text format.",
-     responses={200: ResponseSpec(str, media_type=CONTENT_TYPE_LATEST, description="Prometheus text format", generate_examples=False)})
+     description="Request counts and latencies, projection positions and lag, in the Prometheus text format. When "
+                 "WIDGETS_METRICS_TOKEN is set, only with `Authorization: Bearer <that token>` (401 otherwise).",
+     responses={200: ResponseSpec(str, media_type=CONTENT_TYPE_LATEST, description="Prometheus text format", generate_examples=False),
+                **problem_responses(401)})
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    expected = request.app.state.services.settings.metrics_token
+    if expected and not _bearer_matches(request.headers.get("authorization"), expected):
+        raise ApiError(401, "invalid_token", "Not authenticated", "GET /metrics needs Authorization: Bearer "
+                       "<WIDGETS_METRICS_TOKEN>.", headers={"WWW-Authenticate": "Bearer"})
     front = getattr(request.app, "front", None)
     if front is not None:  # the hot path's latest requests, on the loop that counts them (api/hot_path.py)
         front.flush_metrics()
     return await anyio.to_thread.run_sync(_metrics, request.app.state.services)
+
+
+def _bearer_matches(authorization: str | None, token: str) -> bool:
+    kind, _, given = (authorization or "").partition(" ")
+    return kind.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def _metrics(services: Services) -> Response[bytes]:

@@ -8,15 +8,28 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.testing import TestClient
 
-from api.embed_routes import BUILD_COMMAND, DIST, create_embed_router, demo_policy, embed_router, preferred_encoding
+from api.embed_routes import (
+    BUILD_COMMAND,
+    DIST,
+    create_embed_router,
+    demo_base_url,
+    demo_policy,
+    embed_router,
+    preferred_encoding,
+)
+from infrastructure.settings import Settings
+from tests.conftest import PRODUCTION_SECRETS
 
 EMBED_DIR = Path(__file__).resolve().parents[2] / "api" / "embed"
 WIDGET_ID = "3f2b8c1e-7d4a-4e5b-9c6d-0a1b2c3d4e5f"
+PUBLIC_URL = "https://widgets.example.com"  # WIDGETS_PUBLIC_BASE_URL, where the demo page's loader comes from
 
 
 def _build_bundle() -> None:
@@ -41,8 +54,13 @@ def manifest() -> dict:
 
 @pytest.fixture(scope="module")
 def client(manifest: dict) -> Iterator[TestClient]:
-    with TestClient(Litestar(route_handlers=[embed_router])) as c:
+    with TestClient(embed_app(Settings(public_base_url=PUBLIC_URL, **PRODUCTION_SECRETS))) as c:
         yield c
+
+
+def embed_app(settings: Settings) -> Litestar:
+    """The embed router, and the settings the demo page reads (the full app's `services.settings`)."""
+    return Litestar(route_handlers=[embed_router], state=State({"services": SimpleNamespace(settings=settings)}))
 
 
 @pytest.fixture(scope="module")
@@ -347,11 +365,42 @@ def test_demo_page_embeds_the_snippet_for_the_widget(client: TestClient) -> None
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     nonce = response.headers["content-security-policy"].split("'nonce-", 1)[1].split("'", 1)[0]
-    snippet = f'<script nonce="{nonce}" src="http://testserver.local/embed.js" data-widget-id="{WIDGET_ID}" async></script>'
+    snippet = f'<script nonce="{nonce}" src="{PUBLIC_URL}/embed.js" data-widget-id="{WIDGET_ID}" async></script>'
     assert snippet in response.text
     # The snippet shown to copy is the plain one.
-    assert "&lt;script src=&quot;http://testserver.local/embed.js&quot;" in response.text
+    assert f"&lt;script src=&quot;{PUBLIC_URL}/embed.js&quot;" in response.text
     assert "allowed domains" in response.text
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "widgets.example.com.evil.example", "127.0.0.1:1"])
+def test_the_demo_page_takes_the_loader_from_the_configured_url_whatever_the_host_header_says(client: TestClient, host: str) -> None:
+    response = client.get("/demo", params={"widget": WIDGET_ID}, headers={"Host": host})
+
+    assert response.status_code == 200
+    assert f'src="{PUBLIC_URL}/embed.js"' in response.text
+    assert host not in response.text and host not in response.headers["content-security-policy"]
+
+
+def test_without_a_public_url_the_demo_page_uses_the_address_the_request_arrived_on(manifest: dict) -> None:
+    with TestClient(embed_app(Settings(**PRODUCTION_SECRETS)), base_url="http://127.0.0.1:8123") as c:
+        response = c.get("/demo", params={"widget": WIDGET_ID}, headers={"Host": "evil.example"})
+
+    assert 'src="http://127.0.0.1:8123/embed.js"' in response.text
+    assert "connect-src 'self' http://127.0.0.1:8123 " in response.headers["content-security-policy"]
+    assert "evil.example" not in response.text
+
+
+@pytest.mark.parametrize(("settings", "server", "base"), [
+    ({"public_base_url": "https://chat.example.org/"}, ("127.0.0.1", 8000), "https://chat.example.org"),
+    ({}, ("::1", 8000), "http://[::1]:8000"),
+    ({}, ("10.0.0.5", 80), "http://10.0.0.5"),
+    ({"host": "127.0.0.1", "port": 8123}, None, "http://127.0.0.1:8123"),
+    ({"host": "0.0.0.0", "port": 8000}, None, "http://127.0.0.1:8000"),  # a wildcard bind, read as this machine
+])
+def test_the_demo_base_is_the_public_url_else_the_listening_address_else_the_configured_one(
+    settings: dict, server: tuple[str, int] | None, base: str
+) -> None:
+    assert demo_base_url(Settings(**settings, **PRODUCTION_SECRETS), server) == base
 
 
 def test_demo_page_is_served_with_the_strictest_policy_we_support(client: TestClient) -> None:
