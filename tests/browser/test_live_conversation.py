@@ -201,7 +201,7 @@ def test_voice_goes_both_ways_in_the_same_room_as_the_text(page: Page, rig: Rig,
     expect(page.get_by_role("button", name="Turn microphone off")).to_be_visible(timeout=AGENT_WAIT * 1000)
     # What the fake microphone said before the agent joined reached it through livekit-client's pre-connect buffer.
     early = rig.wait_facts("pre_connect_audio", conversation, lambda found: len(found) >= 1)
-    assert early[0]["seconds"] > 0 and early[0]["rms"] > 0.001, early
+    assert early[0]["seconds"] > 0, early  # (Chromium's fake microphone beeps once a second: it may be between beeps)
     heard = rig.wait_facts("audio", conversation, lambda found: any(f["rms"] > 0.001 for f in found))
     type_and_send(page, "and in text")
     expect(agent_reply(page, "and in text")).to_have_count(1, timeout=AGENT_WAIT * 1000)
@@ -294,7 +294,7 @@ async def attempt(room, name, source):
     published = [p for p in room.local_participant.track_publications.values() if p.source == source]
     return "published" if published else "refused: no publication"
 
-async def main(url, token, expired, key, secret):
+async def main(url, token, _unused, key, secret):
     out = {}
     room = rtc.Room()
     await room.connect(url, token, rtc.RoomOptions(auto_subscribe=False))
@@ -305,24 +305,34 @@ async def main(url, token, expired, key, secret):
         me = await server.room.get_participant(api.RoomParticipantIdentity(room=room.name, identity=room.local_participant.identity))
         out["server_tracks"] = [api.TrackSource.Name(t.source) for t in me.tracks]
     await room.disconnect()
-    late = rtc.Room()
-    try:
-        await asyncio.wait_for(late.connect(url, expired), 15)
-        out["expired"] = "joined"
-        await late.disconnect()
-    except Exception as e:
-        out["expired"] = "refused: " + type(e).__name__
     print(json.dumps(out))
 
 asyncio.run(main(*sys.argv[1:6]))
 """
 
+# Joining with a token: prints "joined", or fails (an error, or the SDK's native side aborting on the refusal).
+JOIN = r"""
+import asyncio, sys
+from livekit import rtc
 
-def probe(rig: Rig, token: str, expired: str) -> dict[str, str]:
-    """A visitor's token used from the LiveKit Python SDK (the agent's environment), against the real server."""
-    done = subprocess.run(["uv", "run", "--project", str(AGENT_PROJECT), "--frozen", "--quiet", "python", "-c", PROBE,
-                           rig.livekit.url, token, expired, rig.livekit.api_key, rig.livekit.api_secret],
+async def main(url, token):
+    room = rtc.Room()
+    await asyncio.wait_for(room.connect(url, token), 15)
+    print("joined")
+    await room.disconnect()
+
+asyncio.run(main(*sys.argv[1:3]))
+"""
+
+
+def in_agent_env(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A script run with the LiveKit Python SDK (the agent's environment), against the real server."""
+    return subprocess.run(["uv", "run", "--project", str(AGENT_PROJECT), "--frozen", "--quiet", "python", "-c", script, *args],
                           capture_output=True, text=True, timeout=120)
+
+
+def probe(rig: Rig, token: str) -> dict[str, str]:
+    done = in_agent_env(PROBE, rig.livekit.url, token, "", rig.livekit.api_key, rig.livekit.api_secret)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -347,10 +357,12 @@ def test_the_real_server_refuses_a_visitors_token_a_camera_a_screen_share_and_an
     # allows a minute of clock skew): what a visitor holds long after the grant.
     expired = (api.AccessToken(rig.livekit.api_key, rig.livekit.api_secret).with_identity("visitor_expired")
                .with_ttl(dt.timedelta(seconds=-120)).with_grants(api.VideoGrants(room_join=True, room=grant["room"])).to_jwt())
-    seen = probe(rig, grant["token"], expired)
+    seen = probe(rig, grant["token"])
     assert seen["camera"].startswith("refused") and seen["screen_share"].startswith("refused"), seen
     assert not {"CAMERA", "SCREEN_SHARE", "SCREEN_SHARE_AUDIO"} & set(seen["server_tracks"]), seen
-    assert seen["expired"].startswith("refused"), seen
+    late = in_agent_env(JOIN, rig.livekit.url, expired)
+    assert late.returncode != 0 and "joined" not in late.stdout, late.stdout
+    assert "401" in late.stderr, late.stderr[-2000:]  # the server's answer to the handshake: unauthorized
 
     # Another room, through the server API: the visitor's token carries no admin, create or list grant.
     for method, body in (("ListParticipants", {"room": "conv_someone_else"}), ("CreateRoom", {"name": "conv_mine"}),

@@ -91,7 +91,8 @@ export function open(hooks: LiveHooks): LiveRoom {
     .on(RoomEvent.Reconnected, () => (hooks.state('connected'), presence()))
     .on(RoomEvent.MediaDevicesError, () => hooks.micDenied())
     .on(RoomEvent.Disconnected, () => {
-      if (!leaving) hooks.state('disconnected');
+      // Only a joined room is lost: a failed join is the join's own error, not a disconnection to recover from.
+      if (!leaving && joined) hooks.state('disconnected');
     });
 
   const leave = async () => {

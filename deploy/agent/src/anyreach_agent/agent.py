@@ -152,6 +152,7 @@ class Conversation:
         self.replying = asyncio.Lock()  # one reply at a time, in the order messages came
         self.playout: asyncio.Queue[tuple[float, rtc.AudioFrame]] = asyncio.Queue(maxsize=500)
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.last_chat: asyncio.Task[Any] | None = None
         self.echo_task: asyncio.Task[None] | None = None
         self.echo_track_sid: str | None = None
         self.pre_connect = PreConnectAudioHandler(self.room, timeout=PRE_CONNECT_TIMEOUT)
@@ -161,7 +162,7 @@ class Conversation:
     def fact(self, event: str, **fields: Any) -> None:
         self.facts.write({"event": event, "conversation_id": self.dispatch.conversation_id, "room": self.room_name, **fields})
 
-    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         task.set_name(name)
         self.tasks.add(task)
@@ -172,6 +173,7 @@ class Conversation:
                 logger.error("%s failed", name, exc_info=t.exception())
 
         task.add_done_callback(done)
+        return task
 
     # ---- the job -----------------------------------------------------------------------------
 
@@ -222,10 +224,14 @@ class Conversation:
     def on_chat(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
         if not participant_identity.startswith(VISITOR_PREFIX):
             return
-        self.spawn(self.read_chat(reader), "chat")
+        # Streams are opened in the order the visitor sent them, but read concurrently: each message waits for the
+        # one before it, so that they are taken (and answered) in that order.
+        self.last_chat = self.spawn(self.read_chat(reader, self.last_chat), "chat")
 
-    async def read_chat(self, reader: rtc.TextStreamReader) -> None:
+    async def read_chat(self, reader: rtc.TextStreamReader, before: asyncio.Task[Any] | None) -> None:
         text = (await reader.read_all()).strip()
+        if before is not None:
+            await asyncio.wait([before])
         # Test-only fact: the log is the test's own file. Anywhere else this text is personal data.
         self.fact("text", text=text)
         if text:
