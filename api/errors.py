@@ -131,8 +131,8 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
             return problem(400, "invalid_request", "The request is not valid", exc.detail, fields)
         case NotFoundError():
             return problem(404, "not_found", "Not found", str(exc))
-        case DomainError():
-            return problem(409, exc.code, exc.title, exc.detail)
+        case DomainError():  # 409, or its own status: 410 `conversation_erased`, 429 `submission_limit`
+            return problem(exc.status, exc.code, exc.title, exc.detail)
         case PreconditionFailedError():
             return problem(412, exc.code, "Precondition failed", str(exc))
         case ConflictError():
@@ -147,7 +147,8 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
         case ForbiddenError():
             return problem(403, exc.code, "Insufficient scope", str(exc))
         case RateLimited():
-            return problem(429, exc.code, "Too many requests", str(exc), headers={"Retry-After": str(exc.retry_after)})
+            title = "Submission limit reached" if exc.code == "submission_limit" else "Too many requests"
+            return problem(429, exc.code, title, str(exc), headers={"Retry-After": str(exc.retry_after)})
         case WebhookRejectedError():
             return problem(401, exc.code, "Webhook signature not valid", str(exc))
         case _ if isinstance(exc, STORE_DOWN):

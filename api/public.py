@@ -208,9 +208,10 @@ def grant_out(conversation_id: str, resume_token: str, grant: Grant) -> GrantOut
 
 
 # What the OpenAPI document declares besides the success: every error is a problem document (api/errors.py).
-ERRORS = problem_responses(400, 401, 403, 404, 413, 429, 503)
-VISITOR_ERRORS = {status: ERRORS[status] for status in (400, 403, 404, 413, 429, 503)}
+ERRORS = problem_responses(400, 401, 403, 404, 409, 410, 413, 429, 503)
+VISITOR_ERRORS = {status: ERRORS[status] for status in (400, 403, 404, 409, 410, 413, 429, 503)}
 IDENTIFIED_ERRORS = {status: ERRORS[status] for status in (400, 401, 403, 404, 413, 429, 503)}
+RESUME_ERRORS = {status: ERRORS[status] for status in (400, 401, 403, 404, 409, 410, 413, 429, 503)}
 WEBHOOK_ERRORS = {status: ERRORS[status] for status in (400, 401, 413, 503)}
 
 
@@ -305,14 +306,18 @@ class PublicWidgetController(Controller):
 
     @post("/{widget_id:str}/conversations/{cid:str}/resume", status_code=200, operation_id="resume_conversation",
           summary="Resume a conversation",
-          description="A grant for a fresh room in the same conversation, with its `resume_token`, or with the visitor token "
-                      "of the verified visitor who started it (the answer then carries a resume token of its own for this "
-                      "device); 404 otherwise, and for another visitor's token.",
-          responses=IDENTIFIED_ERRORS)
+          description="A grant for a fresh room in the same conversation, with its current `resume_token`, or with the visitor "
+                      "token of the verified visitor who started it; 404 otherwise (a retired or unknown token, another "
+                      "visitor's token). The answer carries a **new** `resume_token`: the one presented is retired. The room "
+                      "the conversation leaves is ended. 409 `conversation_ended` once the visitor ended it, 410 "
+                      "`conversation_erased` once its personal data is erased; 429 beyond `WIDGETS_RATE_RESUMES` resumes of one "
+                      "conversation from one address.",
+          responses=RESUME_ERRORS)
     async def resume(self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str],
                      data: JSONBody[ResumeRequest]) -> Response[GrantOut]:
         entry, origin, services = await self._checked(request, widget_id)
         conversation = conversation_id(cid)
+        await services.rate_limits.check_resume(client_address(request), str(conversation))
         resume_token, grant = await anyio.to_thread.run_sync(
             services.conversations.resume, live_widget(entry), conversation, data.resume_token, data.visitor_token, data.context)
         return Response(grant_out(str(conversation), resume_token, grant), headers=cors_headers(origin))
@@ -341,31 +346,41 @@ class PublicWidgetController(Controller):
         return Response(VisitorConversations(items, next_cursor), headers=cors_headers(origin))
 
     @post("/{widget_id:str}/conversations/{cid:str}/forms/{form_id:str}", status_code=202, operation_id="submit_conversation_form",
-          summary="Submit a form", description="The values of one of the widget's forms (`config.v1.forms`), checked against its fields.",
+          summary="Submit a form",
+          description="The values of one of the widget's forms (`config.v1.forms`), checked against its fields. One form may "
+                      "be submitted `WIDGETS_FORM_SUBMISSIONS` times in one conversation, the latest submission counting; then, "
+                      "and beyond `WIDGETS_RATE_SUBMISSIONS` from one address: 429 `submission_limit`. 410 "
+                      "`conversation_erased` once the conversation's personal data is erased.",
           responses=VISITOR_ERRORS)
     async def submit_form(
         self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], form_id: FromPath[str], data: JSONBody[FormSubmission]
     ) -> Response[Accepted]:
         entry, origin, services = await self._checked(request, widget_id)
+        await services.rate_limits.check_submission(client_address(request), entry.row.id)
         await anyio.to_thread.run_sync(
             services.conversations.submit_form, live_widget(entry), conversation_id(cid), data.resume_token, form_id, data.values
         )
         return Response(Accepted(), status_code=202, headers=cors_headers(origin))
 
     @post("/{widget_id:str}/conversations/{cid:str}/feedback", status_code=202, operation_id="give_conversation_feedback",
-          summary="Give feedback", description="A rating on the widget's feedback scale, and an optional comment.",
+          summary="Give feedback",
+          description="A rating on the widget's feedback scale, and an optional comment; feedback given again replaces it. "
+                      "429 `submission_limit` beyond `WIDGETS_RATE_SUBMISSIONS` from one address; 410 `conversation_erased` "
+                      "once the conversation's personal data is erased.",
           responses=VISITOR_ERRORS)
     async def feedback(
         self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], data: JSONBody[FeedbackSubmission]
     ) -> Response[Accepted]:
         entry, origin, services = await self._checked(request, widget_id)
+        await services.rate_limits.check_submission(client_address(request), entry.row.id)
         await anyio.to_thread.run_sync(
             services.conversations.give_feedback, live_widget(entry), conversation_id(cid), data.resume_token, data.rating, data.comment
         )
         return Response(Accepted(), status_code=202, headers=cors_headers(origin))
 
     @post("/{widget_id:str}/conversations/{cid:str}/end", status_code=202, operation_id="end_conversation", summary="End a conversation",
-          description="The visitor ended it; later resumes are refused.", responses=VISITOR_ERRORS)
+          description="The visitor ended it; later resumes are refused (409). 410 `conversation_erased` once its personal "
+                      "data is erased.", responses=VISITOR_ERRORS)
     async def end(self, request: Request[Any, Any, Any], widget_id: FromPath[str], cid: FromPath[str], data: JSONBody[Resume]) -> Response[Accepted]:
         entry, origin, services = await self._checked(request, widget_id)
         await anyio.to_thread.run_sync(services.conversations.end, live_widget(entry), conversation_id(cid), data.resume_token)

@@ -20,6 +20,7 @@ from infrastructure.auth import TokenAuthority
 from infrastructure.eventstore import open_event_store
 from infrastructure.installations import InstallationCounter, InstallationStore, RedisInstallationStore, SqlInstallationStore
 from infrastructure.livekit import LiveKitIssuer, LiveKitWebhooks
+from infrastructure.livekit_rooms import LiveKitRooms
 from infrastructure.personal_data import DeploymentKeys
 from infrastructure.proxies import TrustedProxies
 from infrastructure.ratelimit import PublicRateLimits
@@ -50,6 +51,7 @@ class Services:
     installation_store: InstallationStore
     webhook_endpoints: WebhookEndpointService
     personal_data: PersonalDataService
+    rooms: LiveKitRooms
     reader: Any = None  # the public reader; built on the event loop at startup
     dispatcher: Any = None  # the webhook dispatcher, when the projections run in this process
     _dispatching: threading.Thread | None = None
@@ -69,6 +71,7 @@ class Services:
         agents = AgentService(store)
         installation_store = installation_store_for(settings, db)
         webhook_secrets = WebhookSecretTable(db, DeploymentKeys.from_settings(settings))
+        rooms = LiveKitRooms(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret)
         return cls(
             settings=settings,
             store=store,
@@ -89,16 +92,20 @@ class Services:
                 ),
                 VisitorTokenVerifier(settings.data_key, settings.data_key_previous, lookup_keys(
                     store.personal_data, settings.data_key, settings.data_key_previous)),
+                rooms=rooms,
+                form_submissions=settings.form_submissions,
             ),
             webhooks=LiveKitWebhooks(settings.livekit_api_key, settings.livekit_api_secret),
             trusted_proxies=TrustedProxies(settings.trusted_proxies),
             rate_limits=PublicRateLimits(
-                settings.rate_config_reads, settings.rate_conversation_starts, settings.redis_url, settings.redis_prefix
+                settings.rate_config_reads, settings.rate_conversation_starts, settings.redis_url, settings.redis_prefix,
+                resumes=settings.rate_resumes, submissions=settings.rate_submissions,
             ),
             installations=InstallationCounter(installation_store),
             installation_store=installation_store,
             webhook_endpoints=WebhookEndpointService(store, webhook_secrets, allow_private=settings.webhook_allow_private),
             personal_data=PersonalDataService(store),
+            rooms=rooms,
         )
 
     def start(self) -> None:
@@ -124,6 +131,7 @@ class Services:
             self.dispatcher.wake()  # it sees `stopping` at once, not at its next poll
             self._dispatching.join(timeout=15)
         self.installation_store.close()
+        self.rooms.close()
         self.db.close()
         self.store.close()
 

@@ -2,7 +2,9 @@
 
 The public API checks the widget is live and the origin allowed (from the read
 model) and hands the facts in as a `LiveWidget`; this service records the
-conversation and asks the grant issuer for a token to a fresh room.
+conversation and asks the grant issuer for a token to a fresh room. A resume ends
+the room the conversation leaves (through a `RoomEnder`), so a conversation has
+one room at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from application.commands import change
 from application.store import EventStore
 from application.visitors import ANONYMOUS, NO_TOKENS, Identified, VisitorTokens, identify
 from domain.config import find_form, parse_config
-from domain.conversation import CHANNEL, ENDED_BY_ROOM, ENDED_BY_VISITOR, Conversation, hash_resume_token
+from domain.conversation import (
+    CHANNEL,
+    ENDED_BY_ROOM,
+    ENDED_BY_VISITOR,
+    FORM_SUBMISSIONS,
+    Conversation,
+    hash_resume_token,
+)
 from domain.errors import NotFoundError
 from domain.forms import validate_feedback, validate_form_values
 from domain.identity import IdentityKey
@@ -71,6 +80,25 @@ class GrantIssuer(Protocol):
     def grant(self, ticket: RoomTicket) -> Grant: ...
 
 
+class RoomEnder(Protocol):
+    """Ends a LiveKit room that a conversation has left (LiveKit's DeleteRoom), disconnecting whoever is still in it."""
+
+    def end_room(self, room: str) -> bool:
+        """Best effort and bounded in time (about a second): False when the room could not be ended, which the
+        adapter logs and counts; never raises. A room that is already gone counts as ended."""
+        ...
+
+
+class _NoRooms:
+    """Where no LiveKit server API is wired (tests of other things): rooms are left to empty on their own."""
+
+    def end_room(self, room: str) -> bool:
+        return True
+
+
+NO_ROOMS: RoomEnder = _NoRooms()
+
+
 @dataclass(frozen=True)
 class Started:
     conversation_id: UUID
@@ -98,10 +126,14 @@ def new_identity() -> str:
 class ConversationService:
     """Commands on the Conversation aggregate, for visitors (by resume token) and LiveKit (by room)."""
 
-    def __init__(self, store: EventStore, issuer: GrantIssuer, tokens: VisitorTokens | None = None) -> None:
+    def __init__(self, store: EventStore, issuer: GrantIssuer, tokens: VisitorTokens | None = None,
+                 rooms: RoomEnder | None = None, form_submissions: int = FORM_SUBMISSIONS) -> None:
+        """`form_submissions`: how many times one form may be submitted in one conversation."""
         self.store = store
         self.issuer = issuer
         self.tokens = tokens or NO_TOKENS
+        self.rooms = rooms or NO_ROOMS
+        self.form_submissions = form_submissions
 
     def identify(self, widget: LiveWidget, visitor_token: str | None, context: Any) -> Identified:
         """Check a call's visitor token and page context against the widget (the 401s, or a 400 naming the key)."""
@@ -137,24 +169,28 @@ class ConversationService:
 
     def resume(self, widget: LiveWidget, conversation_id: UUID, resume_token: str | None, visitor_token: str | None = None,
                context: Any = None) -> tuple[str, Grant]:
-        """Continue in a fresh room: with the resume token, or with the visitor token of the verified visitor who
-        started it (then a resume token of their own comes back, for the calls that need one). (resume token, grant)"""
+        """Continue in a fresh room: with the current resume token, or with the visitor token of the verified visitor
+        who started it. Either way a new resume token comes back and every earlier one is retired (a retired token
+        is then as unknown as a wrong one). The room the conversation leaves is ended before the grant is signed,
+        best effort. (resume token, grant)"""
         who = self.identify(widget, visitor_token, context)
+        new_token = secrets.token_urlsafe(32)
         tickets: list[RoomTicket] = []
-        tokens: list[str] = []
+        left: list[str] = []
 
         def command(conversation: Conversation) -> bool:
-            token_hash = None
-            if resume_token is None or not conversation.holds_token(resume_token):
-                tokens.append(secrets.token_urlsafe(32))  # _load let a verified visitor in on their own conversation
-                token_hash = hash_resume_token(tokens[-1])
+            # A room that finished is gone already; any other may still hold the visitor's old tab, or the agent.
+            left[:] = [] if conversation.ended_by == ENDED_BY_ROOM else [conversation.room]
             conversation.resume(new_room(conversation.id), new_identity(), UUID(widget.agent_id), UUID(widget.agent_version_id),
-                                token_hash, who.stored_context)
-            tickets.append(self._ticket(conversation, who, conversation.visitor.get("name"), resumed=True))
+                                hash_resume_token(new_token), who.stored_context)
+            tickets[:] = [self._ticket(conversation, who, conversation.visitor.get("name"), resumed=True)]
             return True
 
         change(self.store, lambda: self._load(widget, conversation_id, resume_token, who), command, None)
-        return (tokens[-1] if tokens else resume_token or ""), self.issuer.grant(tickets[-1])
+        # After the save: the old room's `room_finished` then finds the conversation in its new room, and ends nothing.
+        for room in left:
+            self.rooms.end_room(room)
+        return new_token, self.issuer.grant(tickets[-1])
 
     def submit_form(self, widget: LiveWidget, conversation_id: UUID, resume_token: str, form_id: str, values: Any) -> None:
         form = find_form(parse_config(widget.config), form_id)
@@ -162,7 +198,7 @@ class ConversationService:
             raise NotFoundError("Form", form_id)
         cleaned = validate_form_values(form, values)
         change(self.store, lambda: self._load(widget, conversation_id, resume_token),
-               lambda c: _did(c.submit_form(form_id, cleaned)), None)
+               lambda c: _did(c.submit_form(form_id, cleaned, self.form_submissions)), None)
 
     def give_feedback(self, widget: LiveWidget, conversation_id: UUID, resume_token: str, rating: Any, comment: Any) -> None:
         rating_value, comment_value = validate_feedback(parse_config(widget.config).v1.feedback, rating, comment)
@@ -173,7 +209,8 @@ class ConversationService:
         change(self.store, lambda: self._load(widget, conversation_id, resume_token), lambda c: c.end(ENDED_BY_VISITOR), None)
 
     def room_finished(self, room: str) -> bool:
-        """LiveKit says a room finished: the conversation in it ends (the visitor may resume it later)."""
+        """LiveKit says a room finished: the conversation in it ends (the visitor may resume it later), if the room is
+        still the conversation's current one; a room it left at a resume is history."""
         conversation_id = conversation_of_room(room)
         if conversation_id is None:
             return False

@@ -18,6 +18,7 @@ class DomainError(Exception):
 
     code = "domain_rule"
     title = "The command was refused"
+    status = 409
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.title)
@@ -73,3 +74,19 @@ class VersionNotInAgentError(DomainError):
 class ConversationEndedError(DomainError):
     code = "conversation_ended"
     title = "Conversation has ended"
+
+
+class ConversationErasedError(DomainError):
+    """The conversation's personal data was erased: it takes nothing more (HTTP 410)."""
+
+    code = "conversation_erased"
+    title = "Conversation has been erased"
+    status = 410
+
+
+class SubmissionLimitError(DomainError):
+    """A conversation already holds as many submissions as its bound allows (HTTP 429)."""
+
+    code = "submission_limit"
+    title = "Submission limit reached"
+    status = 429

@@ -10,10 +10,10 @@ from uuid import UUID
 from domain.conversation import ENDED_BY_ROOM
 
 # The position fields are shown on their own; the fingerprint only tells retries apart;
-# the resume token's hash and the participant identity are derived from visitor secrets, the visitor lookup
+# the resume tokens' hashes and the participant identity are derived from visitor secrets, the visitor lookup
 # value from a verified visitor's external id.
 HIDDEN = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic", "actor", "request_fingerprint",
-                    "resume_token_hash", "participant_identity", "visitor_ref", "secret_id"})
+                    "resume_token_hash", "added_token_hash", "participant_identity", "visitor_ref", "secret_id"})
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ class _ByReasonOnly:
 ORIGIN_REFUSALS = _ByReasonOnly(Counter("widgets_origin_refusals_total", "Public requests refused for their origin, by reason",
                                         ["reason"]))
 CONVERSATIONS_STARTED = Counter("widgets_conversations_started_total", "Conversations started")
+LIVEKIT_ROOM_ENDS = Counter("widgets_livekit_room_ends_total",
+                            "Rooms left at a resume, ended through LiveKit's DeleteRoom, by outcome: ended, absent (gone "
+                            "already), and the failures timeout (no answer within a second), refused, error", ["outcome"])
 PROJECTION_POSITION = Gauge("widgets_projection_position", "Notification id a projection has reached", ["projection"],
                             multiprocess_mode="max")
 PROJECTION_LAG = Gauge("widgets_projection_lag_events", "Events a projection is behind the event store", ["projection"],

@@ -1,7 +1,7 @@
 """Abuse limits on the public endpoints, shared across workers through Redis (in-process when embedded).
 
-Conversation starts use the `limits` package (moving windows, exact across
-workers). Config reads, on every page view, use a local-first window counter
+Conversation starts, resumes and submissions use the `limits` package (moving
+windows, exact across workers). Config reads, on every page view, use a local-first window counter
 that shares its counts through Redis in the background (below). If Redis
 fails, each process falls back to its own counts rather than failing open or
 failing the request.
@@ -26,19 +26,26 @@ log = structlog.get_logger("ratelimit")
 
 
 class RateLimited(Exception):
-    """Too many requests; `retry_after` seconds until the window frees a slot (HTTP 429)."""
+    """Too many requests; `retry_after` seconds until the window frees a slot (HTTP 429). `code` and `limit` say which
+    limit, when the answer names it (`submission_limit`)."""
 
     code = "rate_limited"
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"Too many requests; retry after {retry_after} s.")
+    def __init__(self, retry_after: int, code: str | None = None, limit: str | None = None) -> None:
+        named = f" ({limit})" if limit else ""
+        super().__init__(f"Too many requests{named}; retry after {retry_after} s.")
         self.retry_after = retry_after
+        if code is not None:
+            self.code = code
 
 
 class PublicRateLimits:
-    def __init__(self, config_reads: str, conversation_starts: str, redis_url: str = "", prefix: str = "widgets:") -> None:
+    def __init__(self, config_reads: str, conversation_starts: str, redis_url: str = "", prefix: str = "widgets:",
+                 resumes: str = "10/minute", submissions: str = "20/minute") -> None:
         self.config_reads: RateLimitItem = parse(config_reads)
         self.conversation_starts: RateLimitItem = parse(conversation_starts)
+        self.resumes: RateLimitItem = parse(resumes)
+        self.submissions: RateLimitItem = parse(submissions)
         self._local = MovingWindowRateLimiter(MemoryStorage())
         storage: Storage | None = None
         if redis_url:
@@ -73,7 +80,15 @@ class PublicRateLimits:
     async def check_conversation_start(self, client: str, widget_id: str) -> None:
         await self._hit(self.conversation_starts, "start", client, widget_id)
 
-    async def _hit(self, item: RateLimitItem, *keys: str) -> None:
+    async def check_resume(self, client: str, conversation_id: str) -> None:
+        await self._hit(self.resumes, "resume", client, conversation_id)
+
+    async def check_submission(self, client: str, widget_id: str) -> None:
+        """A form submission or feedback; beyond the limit, a 429 `submission_limit` naming it."""
+        limit = f"at most {self.submissions.amount} form submissions and feedback per {_window(self.submissions)} from one address"
+        await self._hit(self.submissions, "submission", client, widget_id, code="submission_limit", limit=limit)
+
+    async def _hit(self, item: RateLimitItem, *keys: str, code: str | None = None, limit: str | None = None) -> None:
         try:
             allowed = await self._shared.hit(item, *keys)
             limiter = self._shared
@@ -88,7 +103,12 @@ class PublicRateLimits:
                 retry_after = max(1, math.ceil(stats.reset_time - time.time()))
             except Exception:
                 pass
-            raise RateLimited(retry_after)
+            raise RateLimited(retry_after, code, limit)
+
+
+def _window(item: RateLimitItem) -> str:
+    unit = item.GRANULARITY.name
+    return unit if item.multiples == 1 else f"{item.multiples} {unit}s"
 
 
 class SharedWindowCounter:

@@ -2,7 +2,8 @@
 
 Personal values (the visitor, form values, the feedback comment) are kept as the log holds them: sealed under
 the conversation's data key (`infrastructure.personal_data`), opened only where an admin reads. An erasure
-empties them here too, and drops the verified visitor's lookup row.
+empties them here too, and drops the verified visitor's lookup row. A form submitted again replaces its earlier
+submission, and feedback given again the earlier feedback: the latest is the one that counts.
 """
 
 from __future__ import annotations
@@ -289,7 +290,8 @@ class ConversationListProjection:
     def _form_submitted(self, fact: FormSubmitted) -> None:
         if row := self.rows.get(fact.conversation_id):
             moment = _moment(fact.timestamp)
-            row.forms = [*row.forms, SubmittedForm(fact.form_id, _personal(fact.values), moment)]
+            earlier = [f for f in row.forms if f.form_id != fact.form_id]
+            row.forms = [*earlier, SubmittedForm(fact.form_id, _personal(fact.values), moment)]
             self._touch(row, fact, moment)
 
     def _feedback_given(self, fact: FeedbackGiven) -> None:
@@ -339,7 +341,9 @@ class ConversationListView(SqlView):
     name = NAME
     schema = SCHEMA
     tables = ("conversation_list", "conversation_visitors", "conversation_activity")
-    format = 3  # 2: personal values sealed (format 1 rows hold them in the clear); 3: conversation_activity
+    # 2: personal values sealed (format 1 rows hold them in the clear); 3: conversation_activity; 4: a form's latest
+    # submission only
+    format = 4
 
     def scrubs(self, changes: ConversationChanges) -> bool:
         return bool(changes.unlinked)

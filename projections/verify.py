@@ -71,6 +71,7 @@ def dump_sql(db: Database, name: str) -> dict[str, Any]:
                 db.query("SELECT widget_id, day, conversations, resumes, forms_submitted, ratings_json FROM widget_stats_days")}
         out |= {f"conversation {i}": [w, d, r] for i, w, d, r in
                 db.query("SELECT id, widget_id, feedback_day, rating FROM widget_stats_conversations")}
+        out |= {f"form {i} {f}": d for i, f, d in db.query("SELECT id, form_id, day FROM widget_stats_forms")}
     elif name == "webhook_endpoints":
         out |= {f"endpoint {i}": _json(j) for i, j in db.query("SELECT id, row_json FROM webhook_endpoints")}
     elif name == "webhook_outbox":  # what the projection queued (the delivery columns are the dispatcher's)

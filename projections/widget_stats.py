@@ -1,9 +1,10 @@
 """Per-day conversation figures of each widget, in SQL: an ordinary projection of the log, exact and rebuildable.
 
 A day is the UTC day of the event. Conversations count on the day they
-started, resumes and submitted forms on theirs. Feedback counts once per
-conversation: a visitor who rates again replaces the earlier rating, which
-leaves the day it was given and joins the day of the new one.
+started, resumes on theirs. A form counts once per conversation, and feedback
+once per conversation: a visitor who submits the form again, or rates again,
+replaces the earlier submission or rating, which leaves the day it was made and
+joins the day of the new one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ SCHEMA = [
         forms_submitted BIGINT NOT NULL, ratings_json TEXT NOT NULL, PRIMARY KEY (widget_id, day))""",
     """CREATE TABLE IF NOT EXISTS widget_stats_conversations (
         id TEXT PRIMARY KEY, widget_id TEXT NOT NULL, feedback_day TEXT, rating BIGINT)""",
+    # The day each conversation's form was last submitted: where it counts.
+    """CREATE TABLE IF NOT EXISTS widget_stats_forms (
+        id TEXT NOT NULL, form_id TEXT NOT NULL, day TEXT NOT NULL, PRIMARY KEY (id, form_id))""",
 ]
 
 
@@ -47,12 +51,14 @@ class ConversationRow:
     widget_id: str
     feedback_day: str | None = None
     rating: int | None = None
+    form_days: dict[str, str] = field(default_factory=dict)  # form id -> the day of its latest submission
 
 
 @dataclass
 class Changes:
     days: dict[tuple[str, str], DayRow]
     conversations: dict[str, ConversationRow]
+    forms: dict[tuple[str, str], str] = field(default_factory=dict)  # (conversation id, form id) -> day
 
 
 def utc_day(moment: datetime) -> str:
@@ -100,8 +106,15 @@ class WidgetStatsProjection:
 
     @process_event.register
     def _(self, event: Conversation.FormSubmitted) -> None:
-        if row := self._conversation(event):
-            self._day(row.widget_id, utc_day(event.timestamp)).forms_submitted += 1
+        row = self._conversation(event)
+        if row is None:
+            return
+        earlier = row.form_days.get(event.form_id)
+        if earlier is not None:  # submitted again: it now counts on the day of this submission
+            self._day(row.widget_id, earlier).forms_submitted -= 1
+        row.form_days[event.form_id] = day = utc_day(event.timestamp)
+        self._day(row.widget_id, day).forms_submitted += 1
+        self.changes.forms[(row.id, event.form_id)] = day
 
     @process_event.register
     def _(self, event: Conversation.FeedbackGiven) -> None:
@@ -126,11 +139,15 @@ _ratings = msgspec.json.Encoder(order="sorted")
 class WidgetStatsView(SqlView):
     name = NAME
     schema = SCHEMA
-    tables = ("widget_stats_days", "widget_stats_conversations")
+    tables = ("widget_stats_days", "widget_stats_conversations", "widget_stats_forms")
+    format = 2  # 2: a form counts once per conversation (widget_stats_forms)
 
     def load_conversations(self, ids: set[str]) -> dict[str, ConversationRow]:
         found = self.select_in("SELECT id, widget_id, feedback_day, rating FROM widget_stats_conversations WHERE id IN", ids)
-        return {i: ConversationRow(i, w, d, None if r is None else int(r)) for i, w, d, r in found}
+        rows = {i: ConversationRow(i, w, d, None if r is None else int(r)) for i, w, d, r in found}
+        for i, form_id, day in self.select_in("SELECT id, form_id, day FROM widget_stats_forms WHERE id IN", set(rows)):
+            rows[i].form_days[form_id] = day
+        return rows
 
     def load_day(self, widget_id: str, day: str) -> DayRow | None:
         rows = self.db.query("SELECT conversations, resumes, forms_submitted, ratings_json FROM widget_stats_days "
@@ -152,6 +169,11 @@ class WidgetStatsView(SqlView):
             """INSERT INTO widget_stats_conversations (id, widget_id, feedback_day, rating) VALUES (?, ?, ?, ?)
                ON CONFLICT (id) DO UPDATE SET feedback_day = excluded.feedback_day, rating = excluded.rating""",
             [(c.id, c.widget_id, c.feedback_day, c.rating) for c in changes.conversations.values()],
+        )
+        tx.executemany(
+            """INSERT INTO widget_stats_forms (id, form_id, day) VALUES (?, ?, ?)
+               ON CONFLICT (id, form_id) DO UPDATE SET day = excluded.day""",
+            [(i, form_id, day) for (i, form_id), day in changes.forms.items()],
         )
 
     def days(self, widget_id: str, first: str, last: str) -> dict[str, DayRow]:

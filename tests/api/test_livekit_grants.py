@@ -159,7 +159,10 @@ def test_every_resume_gets_a_fresh_room_and_identity_with_the_same_dispatch(
 ) -> None:
     widget = live_widget(org_a, app)
     grant = started(client, widget["id"])
-    resumes = [resumed(client, widget["id"], grant) for _ in range(3)]
+    resumes: list[dict] = []
+    for _ in range(3):  # each resume with the token the previous answer gave
+        resumes.append(resumed(client, widget["id"], resumes[-1] if resumes else grant))
+    assert len({g["resume_token"] for g in [grant, *resumes]}) == 4
     all_claims = [verify_grant(settings, g["livekit"]["token"]) for g in [grant, *resumes]]
     assert len({c.video.room for c in all_claims}) == 4
     assert len({c.identity for c in all_claims}) == 4

@@ -95,10 +95,11 @@ def test_an_erased_conversation_takes_no_new_personal_value(org_a: Admin, app: L
     widget = live_widget(org_a, app)
     grant = started(client, widget["id"], name="Valentina")
     assert org_a.call("DELETE", erase_path(widget["id"], grant["conversation_id"])).status_code == 204
-    assert conversation_call(client, widget["id"], grant["conversation_id"], "forms/pre",
-                             {"resume_token": grant["resume_token"], "values": {"email": "late@mail.example"}}).status_code == 202
+    late = conversation_call(client, widget["id"], grant["conversation_id"], "forms/pre",
+                             {"resume_token": grant["resume_token"], "values": {"email": "late@mail.example"}})
+    assert_problem(late, 410, "conversation_erased")
     row = conversations_of(org_a, app, widget["id"])[grant["conversation_id"]]
-    assert row["forms"][0]["values"] == {}
+    assert row["forms"] == [] and row["ended_by"] == "erasure"
 
 
 def test_another_organizations_conversation_or_widget_is_404_and_left_intact(

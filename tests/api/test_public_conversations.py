@@ -143,15 +143,16 @@ def test_resuming_moves_the_conversation_to_the_version_served_now(
     v2 = org_a.version(widget["agent_id"], published=True)
     org_a.call("PUT", f"/v1/widgets/{widget['id']}/agent-version", json={"agent_version_id": v2["id"]})
     sync(app)
-    answers: list[dict] = []
 
-    def resumed_on_v2() -> bool:
-        response = conversation_call(client, widget["id"], grant["conversation_id"], "resume", {"resume_token": grant["resume_token"]})
-        assert response.status_code == 200, response.text
-        answers.append(response.json())
-        return dispatch_metadata(verify_grant(settings, answers[-1]["livekit"]["token"]))["agent_version_id"] == v2["id"]
+    def serving_v2() -> bool:  # the public read model as the resume reads it (in production, behind a cache)
+        entry = client.blocking_portal.call(app.state.services.reader.get, widget["id"])
+        return entry is not None and entry.row.agent_version_id == v2["id"]
 
-    eventually(resumed_on_v2, what="resume on v2")
+    eventually(serving_v2, what="the widget serving v2")
+    response = conversation_call(client, widget["id"], grant["conversation_id"], "resume", {"resume_token": grant["resume_token"]})
+    assert response.status_code == 200, response.text
+    answers = [response.json()]
+    assert dispatch_metadata(verify_grant(settings, answers[-1]["livekit"]["token"]))["agent_version_id"] == v2["id"]
     events = event_data(app, grant["conversation_id"])
     assert str(events[0][1]["agent_version_id"]) == widget["agent_version_id"]
     assert events[-1][0] == "Resumed" and str(events[-1][1]["agent_version_id"]) == v2["id"]
@@ -189,7 +190,7 @@ def test_resuming_with_the_token_answers_a_grant_for_a_fresh_room(
     assert response.headers["access-control-allow-origin"] == ALLOWED
     again = response.json()
     assert again["conversation_id"] == grant["conversation_id"]
-    assert again["resume_token"] == grant["resume_token"]
+    assert again["resume_token"] != grant["resume_token"] and len(again["resume_token"]) >= 32  # the old one is retired
     assert again["livekit"]["room"] != grant["livekit"]["room"]
     assert verify_grant(settings, again["livekit"]["token"]).video.room == again["livekit"]["room"]
     assert conversations_of(org_a, app, widget["id"])[grant["conversation_id"]]["rooms"] == 2
@@ -515,21 +516,25 @@ def test_the_resume_token_is_never_stored_nor_listed(
 ) -> None:
     widget = live_widget(org_a, app)
     grant = started(client, widget["id"], name="Zebediah Quux")
-    token = grant["resume_token"]
-    assert conversation_call(client, widget["id"], grant["conversation_id"], "resume", {"resume_token": token}).status_code == 200
+    first = grant["resume_token"]
+    resumed = conversation_call(client, widget["id"], grant["conversation_id"], "resume", {"resume_token": first})
+    assert resumed.status_code == 200
+    token = resumed.json()["resume_token"]
+    grant = {**grant, "resume_token": token}
     assert submit(client, widget["id"], grant, {"email": "zeb@example.com"}).status_code == 202
     assert give(client, widget["id"], grant, 4, "fine").status_code == 202
     assert conversation_call(client, widget["id"], grant["conversation_id"], "end", {"resume_token": token}).status_code == 202
     listed = org_a.call("GET", f"/v1/widgets/{widget['id']}/conversations")
     assert listed.status_code == 200 and grant["conversation_id"] in listed.text
-    assert token not in listed.text and "resume" not in listed.text
+    assert "resume" not in listed.text
     audit = org_a.call("GET", "/v1/audit/events", params={"limit": 500})
     assert audit.status_code == 200 and "conversation.started" in audit.text
-    assert token not in audit.text
     sync(app)
     stored = stored_bytes(app, settings)
     assert grant["conversation_id"].encode() in stored, "the search does not see the stored rows"
     assert b"Zebediah Quux" not in stored and b"zeb@example.com" not in stored  # sealed everywhere
-    assert token.encode() not in stored
-    for event_name, data in event_data(app, grant["conversation_id"]):
-        assert token not in repr(data), event_name
+    for secret in (first, token):  # the retired token and the current one
+        assert secret not in listed.text and secret not in audit.text
+        assert secret.encode() not in stored
+        for event_name, data in event_data(app, grant["conversation_id"]):
+            assert secret not in repr(data), event_name

@@ -48,12 +48,12 @@ def save_interleaved(store: EventStore, histories: list[tuple[bool, list[str]]])
                 continue
             step = steps[round_]
             if step == "resume" and not conversation.closed:
-                conversation.resume(f"{conversation.id}-{round_}", "p", conversation.agent_id, uuid.uuid4())
+                conversation.resume(f"{conversation.id}-{round_}", "p", conversation.agent_id, uuid.uuid4(), "1" * 64)
             elif step == "form" and not conversation.closed:
-                conversation.submit_form("pre", {"email": "v@mail.example"})
-            elif step == "feedback":
+                conversation.submit_form("pre", {"email": "v@mail.example"}, limit=len(steps))
+            elif step == "feedback" and not conversation.erased:
                 conversation.give_feedback(4, "thanks")
-            elif step == "end":
+            elif step == "end" and not conversation.erased:
                 conversation.end("visitor")
             elif step == "erase":
                 conversation.erase_personal_data("user_1", "request")
@@ -103,6 +103,7 @@ VALUES = st.dictionaries(st.text(max_size=6), JSON | TRANSCODED, max_size=4) | T
 STORED_HISTORIES = st.lists(st.tuples(st.booleans(), VALUES, VALUES, st.none() | st.text(max_size=8), STEPS),
                             min_size=1, max_size=3)
 OLDER = {"conversation.started": ("visitor_ref", "context"), "conversation.resumed": ("resume_token_hash", "context", "class_version"),
+         "conversation.ended": ("actor", "class_version"),
          "conversation.personal_data_erased": ("rewritten_events",)}
 
 
@@ -125,12 +126,12 @@ def save_stored_histories(store: EventStore, histories: list[Any]) -> None:
                                     visitor_ref=f"ref{i}" if verified else None)
         for step in steps:
             if step == "resume" and not conversation.closed:
-                conversation.resume(f"room-{step}", "p", conversation.agent_id, uuid.uuid4())
+                conversation.resume(f"room-{step}", "p", conversation.agent_id, uuid.uuid4(), "1" * 64)
             elif step == "form" and not conversation.closed:
-                conversation.submit_form("pre", values)
-            elif step == "feedback":
+                conversation.submit_form("pre", values, limit=len(steps))
+            elif step == "feedback" and not conversation.erased:  # an erased conversation takes nothing more
                 conversation.give_feedback(3, comment)
-            elif step == "end":
+            elif step == "end" and not conversation.erased:
                 conversation.end("visitor")
             elif step == "erase":
                 conversation.erase_personal_data("user_1", "request")

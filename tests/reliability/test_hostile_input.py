@@ -12,6 +12,7 @@ request line or header, too many headers, a NUL byte) is a 4xx as well.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from api.app import ADMIN_BODY_LIMIT
+from api.app import ADMIN_BODY_LIMIT, create_app
 from api.public import PUBLIC_BODY_LIMIT
 from api.request_limits import HEADERS_LIMIT
 from application.store import EventStore
@@ -35,6 +36,14 @@ PROBLEM_JSON = "application/problem+json"
 SLOT = "\u2603slot\u2603"  # where a hostile JSON fragment replaces a field's value
 MALFORMED_UUIDS = ["not-a-uuid", "", "1234", "123e4567-e89b-12d3-a456-42661417400", "123e4567-e89b-12d3-a456-4266141740000",
                    "zzzzzzzz-e89b-12d3-a456-426614174000", "123e4567e89b12d3a456", "../../etc/passwd", "\u0000"]
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    """The app with the bounds on public writes lifted: each hostile value must be refused for what it is (400, 404),
+    never for coming too often or once too many (429, tests/api/test_conversation_bounds.py)."""
+    return create_app(dataclasses.replace(settings, rate_resumes="1000000/minute", rate_submissions="1000000/minute",
+                                          form_submissions=1_000_000))
 
 
 @dataclass

@@ -121,9 +121,12 @@ def test_secrets_never_reach_logs_errors_events_or_read_models(
         path = f"/public/v1/widgets/{widget['id']}/conversations/{first['conversation_id']}"
         resumed = client.post(f"{path}/resume", json={"resume_token": first["resume_token"]}, headers=origin).json()
         secrets["LiveKit token, resumed"] = resumed["livekit"]["token"]
-        client.post(f"{path}/forms/pre", json={"resume_token": first["resume_token"], "values": {"email": "ada@example.com"}}, headers=origin)
-        client.post(f"{path}/feedback", json={"resume_token": first["resume_token"], "rating": 5, "comment": "ok"}, headers=origin)
-        client.post(f"{path}/end", json={"resume_token": first["resume_token"]}, headers=origin)
+        secrets["resume token, resumed"] = current = resumed["resume_token"]  # the first one is retired
+        assert client.post(f"{path}/forms/pre", json={"resume_token": current, "values": {"email": "ada@example.com"}},
+                           headers=origin).status_code == 202
+        assert client.post(f"{path}/feedback", json={"resume_token": current, "rating": 5, "comment": "ok"}, headers=origin).status_code == 202
+        assert client.post(f"{path}/end", json={"resume_token": first["resume_token"]}, headers=origin).status_code == 404  # retired
+        assert client.post(f"{path}/end", json={"resume_token": current}, headers=origin).status_code == 202
         # Visitor tokens the site signed, valid and not: used, never written down.
         site = SiteKey.generate("ES256", "site")
         assert admin.call("POST", f"/v1/widgets/{widget['id']}/identity-keys", json={"jwk": site.public_jwk}).status_code == 201

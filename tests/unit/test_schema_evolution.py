@@ -30,7 +30,7 @@ from application.webhook_endpoints import WebhookEndpointService
 from application.widgets import WidgetService
 from domain import event_types as t
 from domain.agent import Agent
-from domain.conversation import Conversation
+from domain.conversation import Conversation, hash_resume_token
 from domain.records import HIDDEN, describe
 from domain.webhook_endpoint import WebhookEndpoint
 from domain.widget import Widget
@@ -218,25 +218,29 @@ def test_the_upcaster_keeps_a_fingerprint_that_is_present() -> None:
     assert without == {"domains": [], "request_fingerprint": None}
 
 
-def test_v1_conversation_resumed_events_load_with_no_context(store: EventStore, agents: AgentService, widgets: WidgetService,
-                                                             history: HistoryService) -> None:
-    """Resumes recorded before version 2 (with or without the verified visitor's `resume_token_hash`) read as
-    resumes without context, in the aggregate and in what auditors see."""
+def test_resumes_recorded_before_version_3_replay_as_they_happened(store: EventStore, agents: AgentService,
+                                                                   widgets: WidgetService) -> None:
+    """Resumes recorded before version 3 read in its shape, in the aggregate and in what auditors see: version 1
+    ones (with or without a verified visitor's token hash) have no context; the token hash a version 2 resume
+    recorded was a verified visitor's token handed out beside the others, so it resumes as well as the token
+    current then, until a resume of this version retires both."""
     widget = new_widget(agents, widgets)
     agents.publish_version(ALICE, widget.agent_id, widget.agent_version_id)
     widgets.publish(ALICE, widget.id)
     seen = LiveWidget(str(widget.id), widget.organization_id, str(widget.agent_id), str(widget.agent_version_id), widget.config)
     conversations = ConversationService(store, FakeIssuer())
     started = conversations.start(seen, "https://example.com", {"name": "Ada"})
-    conversations.resume(seen, started.conversation_id, started.resume_token)
+    current, _ = conversations.resume(seen, started.conversation_id, started.resume_token)
     [stored] = [e for e in store.recorder.select_events(started.conversation_id) if e.topic == t.CONVERSATION_RESUMED]
     state = json.loads(stored.state)
-    assert state.pop("class_version") == Conversation.Resumed.class_version == 2
-    assert state.pop("context") is None
+    assert state.pop("class_version") == Conversation.Resumed.class_version == 3
+    assert state.pop("context") is None and state.pop("added_token_hash") is None
+    second_device = "a-token-handed-to-another-device"
+    version_2 = {**state, "resume_token_hash": hash_resume_token(second_device), "context": None, "class_version": 2}
     oldest = {k: v for k, v in state.items() if k != "resume_token_hash"}
     store.recorder.insert_events([
         StoredEvent(originator_id=started.conversation_id, originator_version=3, topic=t.CONVERSATION_RESUMED,
-                    state=json.dumps(state).encode()),
+                    state=json.dumps(version_2).encode()),
         StoredEvent(originator_id=started.conversation_id, originator_version=4, topic=t.CONVERSATION_RESUMED,
                     state=json.dumps({**oldest, "room": "conv_oldest"}).encode()),
     ])
@@ -244,11 +248,39 @@ def test_v1_conversation_resumed_events_load_with_no_context(store: EventStore, 
     assert [(type(e), getattr(e, "context", "absent")) for e in events[1:]] == [(Conversation.Resumed, None)] * 3
     conversation = store.repository.get(started.conversation_id)
     assert conversation.version == 4 and conversation.room == "conv_oldest" and len(conversation.rooms) == 4
-    conversations.resume(seen, started.conversation_id, started.resume_token)
+    assert conversation.holds_token(current) and conversation.holds_token(second_device)
+    assert not conversation.holds_token(started.resume_token)
+    newest, _ = conversations.resume(seen, started.conversation_id, second_device)
+    conversation = store.repository.get(started.conversation_id)
+    assert conversation.holds_token(newest) and not conversation.holds_token(current) and not conversation.holds_token(second_device)
     records = [r for r in (describe(e) for e in store.events.get(started.conversation_id)) if r.type == t.CONVERSATION_RESUMED]
     assert [sorted(r.data) for r in records] == [["agent_id", "agent_version_id", "context", "room"]] * 4
     Conversation.Resumed.upcast_v1_v2(kept := {"resume_token_hash": "h", "context": {"page": {}}})
     assert kept == {"resume_token_hash": "h", "context": {"page": {}}}
+    Conversation.Resumed.upcast_v2_v3(moved := {"resume_token_hash": "h", "context": None})
+    assert moved == {"resume_token_hash": None, "added_token_hash": "h", "context": None}
+    Conversation.Resumed.upcast_v2_v3(moved)
+    assert moved == {"resume_token_hash": None, "added_token_hash": "h", "context": None}
+
+
+def test_ends_recorded_before_version_2_read_with_no_actor(store: EventStore, agents: AgentService, widgets: WidgetService) -> None:
+    """`conversation.ended` gained `actor` (who erased the conversation, when an erasure ended it): older ends read
+    with none, and auditors still see the visitor or LiveKit as their actor."""
+    widget = new_widget(agents, widgets)
+    seen = LiveWidget(str(widget.id), widget.organization_id, str(widget.agent_id), str(widget.agent_version_id), widget.config)
+    conversations = ConversationService(store, FakeIssuer())
+    started = conversations.start(seen, "https://example.com", {})
+    for version, by in ((2, "room_finished"), (3, "visitor")):
+        store.recorder.insert_events([StoredEvent(originator_id=started.conversation_id, originator_version=version,
+                                                  topic=t.CONVERSATION_ENDED, state=json.dumps({"by": by, "timestamp": {
+                                                      "_type_": "datetime_iso", "_data_": datetime.now(UTC).isoformat()}}).encode())])
+    ended = list(store.events.get(started.conversation_id))[1:]
+    assert [(e.by, e.actor, describe(e).actor, describe(e).data) for e in ended] == [
+        ("room_finished", None, "livekit", {"by": "room_finished"}), ("visitor", None, "visitor", {"by": "visitor"})]
+    assert store.repository.get(started.conversation_id).ended_by == "visitor"
+    PersonalDataService(store).erase(ALICE, widget.id, started.conversation_id)  # ended already: no end of its own
+    names = [type(e).__name__ for e in store.events.get(started.conversation_id)]
+    assert names[-1] == "PersonalDataErased" and names.count("Ended") == 2
 
 
 # --- snapshots ------------------------------------------------------------------------------
@@ -335,10 +367,10 @@ def one_of_each_event(agents: AgentService, widgets: WidgetService, conversation
     live = widgets.get_widget(ALICE, widget_id).widget
     seen = LiveWidget(str(widget_id), live.organization_id, str(live.agent_id), str(live.agent_version_id), live.config)
     started = conversations.start(seen, "https://a.example.com", {"name": "Ada"})
-    conversations.resume(seen, started.conversation_id, started.resume_token)
-    conversations.submit_form(seen, started.conversation_id, started.resume_token, "contact", {"email": "ada@example.com"})
-    conversations.give_feedback(seen, started.conversation_id, started.resume_token, 5, None)
-    conversations.end(seen, started.conversation_id, started.resume_token)
+    token, _ = conversations.resume(seen, started.conversation_id, started.resume_token)
+    conversations.submit_form(seen, started.conversation_id, token, "contact", {"email": "ada@example.com"})
+    conversations.give_feedback(seen, started.conversation_id, token, 5, None)
+    conversations.end(seen, started.conversation_id, token)
     PersonalDataService(conversations.store).erase(ALICE, widget_id, started.conversation_id)
     widgets.unpublish(ALICE, widget_id)
     agents.unpublish_version(ALICE, agent.id, first.id)
