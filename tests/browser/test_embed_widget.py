@@ -278,6 +278,9 @@ def test_a_reload_resumes_the_stored_conversation_in_a_fresh_room(
     assert grant["conversation_id"] == cid
     assert grant["livekit"]["room"] != first["livekit"]["room"], "a resume joins a fresh room"
     assert grant["livekit"]["token"] != first["livekit"]["token"]
+    # The resume retired the stored token: the browser keeps the new one, for the next resume and every write.
+    assert grant["resume_token"] != stored["resume_token"]
+    assert stored_conversation(page, widget["id"]) == {"conversation_id": cid, "resume_token": grant["resume_token"]}
 
     # Resumed, not restarted: no second start, no second pre-chat form.
     assert len(recorder.posts("/conversations")) == 1

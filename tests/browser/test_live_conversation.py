@@ -369,3 +369,113 @@ def test_the_real_server_refuses_a_visitors_token_a_camera_a_screen_share_and_an
                          ("ListRooms", {}), ("DeleteRoom", {"room": grant["room"]})):
         answer = room_service(rig, method, grant["token"], body)
         assert answer.status_code in (401, 403), f"{method}: {answer.status_code} {answer.text}"
+
+
+# ---- one room at a time ----
+
+JOINER = r"""
+import asyncio, json, sys
+from livekit import rtc
+
+async def main(url, token, stay):
+    room = rtc.Room()
+    gone = asyncio.Event()
+    why = {}
+
+    def disconnected(reason):
+        try:
+            why["reason"] = rtc.DisconnectReason.Name(reason)
+        except Exception:
+            why["reason"] = str(reason)
+        gone.set()
+
+    room.on("disconnected", disconnected)
+    await room.connect(url, token, rtc.RoomOptions(auto_subscribe=False))
+    print(json.dumps({"joined": room.name}), flush=True)
+    try:
+        await asyncio.wait_for(gone.wait(), float(stay))
+    except asyncio.TimeoutError:
+        why["reason"] = "still connected"
+        await room.disconnect()
+    print(json.dumps({"left": room.name, "reason": why.get("reason")}), flush=True)
+
+asyncio.run(main(*sys.argv[1:4]))
+"""
+
+
+class Participant:
+    """A participant in a room with a visitor's grant: the LiveKit Python SDK in the agent's environment, kept
+    connected until the server disconnects it (or `stay` seconds pass), saying why it left."""
+
+    def __init__(self, rig: Rig, grant: dict[str, Any], stay: float = 90) -> None:
+        self.process = subprocess.Popen(
+            ["uv", "run", "--project", str(AGENT_PROJECT), "--frozen", "--quiet", "python", "-c", JOINER,
+             rig.livekit.url, grant["token"], str(stay)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def line(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        read = self.process.stdout.readline()
+        assert read, f"the participant exited: {self.process.stderr.read()[-3000:] if self.process.stderr else ''}"
+        return json.loads(read)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def rooms_named(rig: Rig, *names: str) -> set[str]:
+    """The rooms among `names` that the server holds, asked with the server's own credentials (on a thread of its own:
+    Playwright's sync API keeps an event loop running on this one)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from livekit import api
+
+    async def listed() -> set[str]:
+        async with api.LiveKitAPI(rig.livekit.http_url, rig.livekit.api_key, rig.livekit.api_secret) as server:
+            found = await server.room.list_rooms(api.ListRoomsRequest(names=list(names)))
+            return {room.name for room in found.rooms}
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(lambda: asyncio.run(listed())).result(timeout=30)
+
+
+def test_a_resume_ends_the_previous_room_on_the_real_server_and_its_finish_ends_nothing(
+    rig: Rig, widget: dict[str, Any], allowed_site: HostSite
+) -> None:
+    headers = {"Origin": allowed_site.origin}
+    path = f"{rig.api.base}/public/v1/widgets/{widget['id']}/conversations"
+    start = httpx.post(path, json={}, headers=headers, timeout=10)
+    assert start.status_code == 201, start.text
+    first = start.json()
+    conversation, old_room = first["conversation_id"], first["livekit"]["room"]
+    visitor = Participant(rig, first["livekit"])
+    try:
+        assert visitor.line() == {"joined": old_room}
+        assert rooms_named(rig, old_room) == {old_room}
+        rig.wait_facts("job", conversation, lambda found: len(found) == 1)  # the agent is in the first room too
+
+        resumed = httpx.post(f"{path}/{conversation}/resume", json={"resume_token": first["resume_token"]}, headers=headers,
+                             timeout=10)
+        assert resumed.status_code == 200, resumed.text
+        new_room = resumed.json()["livekit"]["room"]
+        assert new_room != old_room
+        # Ended before the answer: whoever was in the old room (a visitor's other tab, the agent) was put out of it.
+        assert visitor.line() == {"left": old_room, "reason": "ROOM_DELETED"}
+        assert rooms_named(rig, old_room, new_room) == set()
+        again = Participant(rig, resumed.json()["livekit"], stay=5)
+        try:
+            assert again.line() == {"joined": new_room}
+            assert rooms_named(rig, old_room, new_room) == {new_room}, "two rooms of one conversation"
+            jobs = rig.wait_facts("job", conversation, lambda found: len(found) == 2)
+            assert [(j["room"], j["resumed"]) for j in jobs] == [(old_room, False), (new_room, True)]
+            # The old room's `room_finished` reached the service meanwhile (sent as the room was deleted): it is
+            # history, and ends nothing.
+            time.sleep(2)
+            row = rig.api.wait_conversation(widget["id"], conversation, lambda c: c["rooms"] == 2)
+            assert row["ended"] is False and row["ended_by"] is None
+        finally:
+            again.close()
+    finally:
+        visitor.close()
