@@ -143,6 +143,7 @@ def assert_answers_like_with_redis_up(world: World, client: TestClient[Litestar]
     resumed = conversation_call(client, world.read_before["id"], world.grant["conversation_id"], "resume",
                                 {"resume_token": world.grant["resume_token"]})
     assert resumed.status_code == 200, resumed.text
+    world.grant = {**world.grant, "resume_token": resumed.json()["resume_token"]}  # the resume retired the one it was given
     wrong = conversation_call(client, world.read_before["id"], world.grant["conversation_id"], "resume", {"resume_token": "wrong"})
     assert_refused(wrong, 404, "not_found", origin_checked=True)
 
