@@ -116,15 +116,21 @@ def embed_page(api_server: ApiServer) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="package")
-def browser() -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
+    """Playwright's one driver for the package: a second sync_playwright() in the same thread fails."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: `apt-get install -y chromium` (or set WIDGETS_CHROMIUM).")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        yield p
+
+
+@pytest.fixture(scope="package")
+def browser(playwright: Any) -> Iterator[Any]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
 
 
 # Runs before any page script, outside the page's policy: records every CSP violation report and

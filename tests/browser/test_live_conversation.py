@@ -49,13 +49,10 @@ def rig(embed_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def live_browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LIVE_ARGS)
-        yield browser
-        browser.close()
+def live_browser(playwright: Any) -> Iterator[Any]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LIVE_ARGS)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture(scope="module")
