@@ -11,6 +11,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from application.widgets import WidgetState
 from domain.agent import Agent, AgentVersion
+from domain.domains import AllowedDomains
 from domain.liveness import not_live_reasons
 from domain.widget import MAX_RETENTION_DAYS
 
@@ -84,6 +85,11 @@ class NotLiveReasonOut(Struct):
     message: str
 
 
+class DomainEntryOut(Struct):
+    entry: Annotated[str, Meta(description="The entry as stored (normalised)")]
+    admits: Annotated[str, Meta(description="What it lets in, in words: the origins or subdomains it matches")]
+
+
 class WidgetOut(Struct):
     id: UUID
     organization_id: str
@@ -101,6 +107,8 @@ class WidgetOut(Struct):
     retention_days: int | None = None  # days a conversation's personal data is kept after its last activity; null: until erased
     # Present when `live` is false: each gate that is closed, in the order to open them.
     not_live_reasons: list[NotLiveReasonOut] | UnsetType = UNSET
+    # In a widget's own answers (not the list): each domain entry as stored and what it admits.
+    domains_explained: list[DomainEntryOut] | UnsetType = UNSET
 
 
 class WidgetPage(Struct):
@@ -144,6 +152,7 @@ def widget_out(state: WidgetState) -> WidgetOut:
         identity_keys=[IdentityKeyOut(k["kid"], k["alg"], k["added_at"]) for k in w.identity_keys.values()],
         retention_days=w.retention_days,
         not_live_reasons=reasons_out(published=w.published, deleted=w.deleted, version_published=state.version_published),
+        domains_explained=[DomainEntryOut(entry, admits) for entry, admits in AllowedDomains(tuple(w.domains)).explained()],
         created_at=w.created_on,
         updated_at=w.modified_on,
         version=w.version,

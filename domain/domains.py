@@ -30,12 +30,16 @@ from domain.origin import (
 MAX_ENTRIES = 1000
 _MAX_ENTRY_LENGTH = 512
 _SHOWN_ENTRY_LENGTH = 80
+# What an entry admits, said wherever an entry is refused for its form.
+ENTRY_FORMS = ("an entry is a host (example.com: https only, port 443), a host and port (localhost:3000), "
+               "a scheme and host (http://example.com: that scheme only), or *.host (its subdomains at any depth, "
+               "not the host itself)")
 _FORBIDDEN_PARTS = (
-    ("@", "must not contain userinfo ('@')"),
-    ("\\", "must not contain a backslash"),
-    ("/", "must not contain a path"),
-    ("?", "must not contain a query"),
-    ("#", "must not contain a fragment"),
+    ("@", f"must not contain userinfo ('@'): {ENTRY_FORMS}"),
+    ("\\", f"must not contain a backslash: {ENTRY_FORMS}"),
+    ("/", f"must not contain a path: {ENTRY_FORMS}"),
+    ("?", f"must not contain a query: {ENTRY_FORMS}"),
+    ("#", f"must not contain a fragment: {ENTRY_FORMS}"),
 )
 
 
@@ -63,6 +67,17 @@ class _Entry:
     def keys(self) -> Iterator[str]:
         for scheme in self.admitted_schemes:
             yield origin_key(scheme, self.host, self.port or DEFAULT_PORTS[scheme])
+
+    def admits(self) -> str:
+        """What this entry lets in, in words: the origins, or the subdomains, it matches."""
+        host = f"*.{self.host}" if self.wildcard else self.host
+        origins = " and ".join(
+            f"{scheme}://{host}" + (f":{self.port}" if self.port else "") for scheme in self.admitted_schemes)
+        port = f" (port {self.port})" if self.port else " (" + " and ".join(
+            f"port {DEFAULT_PORTS[s]}" for s in self.admitted_schemes) + " only)"
+        if self.wildcard:
+            return f"{origins}{port}: the subdomains of {self.host} at any depth, not {self.host} itself"
+        return f"{origins}{port}"
 
     def __str__(self) -> str:
         scheme = f"{self.scheme}://" if self.scheme else ""
@@ -142,6 +157,10 @@ class AllowedDomains:
             raise ValidationError(errors)
         return cls(tuple(dict.fromkeys(normalised)))
 
+    def explained(self) -> list[tuple[str, str]]:
+        """Each stored entry and what it admits, in words."""
+        return [(entry, _Entry.from_normalised(entry).admits()) for entry in self.entries]
+
     def compile(self) -> CompiledDomains:
         """The entries as origin keys in sets, ready for matching and for storing."""
         exact: set[str] = set()
@@ -171,6 +190,8 @@ def _normalise_entry(text: object) -> _Entry:
     if any(c.isspace() for c in text):
         raise _RefusedEntry(f"{shown} must not contain whitespace")
     scheme, rest = _split_scheme(text, shown)
+    if rest.endswith("/") and rest.count("/") == 1:
+        rest = rest[:-1]  # a harmless spelling (example.com/): the root path is no path
     for character, problem in _FORBIDDEN_PARTS:
         if character in rest:
             raise _RefusedEntry(f"{shown} {problem}")
@@ -189,7 +210,7 @@ def _split_scheme(text: str, shown: str) -> tuple[str | None, str]:
     if not separator:
         return None, text
     if scheme.lower() not in DEFAULT_PORTS:
-        raise _RefusedEntry(f"{shown} must start with http://, https:// or no scheme at all")
+        raise _RefusedEntry(f"{shown} must start with http://, https:// or no scheme at all: {ENTRY_FORMS}")
     return scheme.lower(), rest
 
 

@@ -106,9 +106,9 @@ def test_an_empty_list_is_valid_and_allows_no_site() -> None:
 @pytest.mark.parametrize(
     ("entry", "mentions"),
     [
-        ("example.com/", "path"),
+        ("example.com//", "path"),  # one trailing slash is a harmless spelling, normalised away (below)
         ("example.com/path", "path"),
-        ("https://example.com/", "path"),
+        ("https://example.com/a/", "path"),
         ("example.com?x=1", "query"),
         ("example.com#top", "fragment"),
         ("user@example.com", "userinfo"),
@@ -276,3 +276,44 @@ def test_refuses_a_single_string_in_place_of_a_list() -> None:
     error = refusal("example.com")  # type: ignore[arg-type]
 
     assert [e.field for e in error.errors] == ["domains"]
+
+
+# ---- harmless spellings, and what an entry admits (issue 31) ----
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("www.example.com/", "www.example.com"),
+        ("https://www.example.com/", "https://www.example.com"),
+        ("example.com:443/", "example.com"),
+        ("http://example.com:80", "http://example.com"),
+        ("*.shop.example.org/", "*.shop.example.org"),
+        ("localhost:3000/", "localhost:3000"),
+    ],
+)
+def test_a_trailing_slash_and_the_default_port_are_normalised_away(written: str, stored: str) -> None:
+    assert AllowedDomains.parse([written]).entries == (stored,)
+
+
+@pytest.mark.parametrize("written", ["example.com/shop", "example.com//", "example.com/?", "https://example.com/a/"])
+def test_a_path_is_still_refused_and_the_message_says_what_an_entry_admits(written: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        AllowedDomains.parse([written])
+    (error,) = refused.value.errors
+    assert "must not contain a" in error.message
+    assert "https only" in error.message and "*.host" in error.message
+
+
+@pytest.mark.parametrize(
+    ("entry", "admits"),
+    [
+        ("example.com", "https://example.com (port 443 only)"),
+        ("http://example.com", "http://example.com (port 80 only)"),
+        ("localhost:3000", "http://localhost:3000 and https://localhost:3000 (port 3000)"),
+        ("*.example.com", "https://*.example.com (port 443 only): the subdomains of example.com at any depth, "
+                          "not example.com itself"),
+    ],
+)
+def test_each_stored_entry_says_what_it_admits(entry: str, admits: str) -> None:
+    assert AllowedDomains.parse([entry]).explained() == [(entry, admits)]
