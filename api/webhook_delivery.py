@@ -13,6 +13,16 @@ and the rows of the others keep being claimed around it. Bodies are rendered
 from the log when sent, through the mapper that opens personal data, so an
 erasure made after the event (a destroyed key) shows as null in every later
 attempt. Logs name endpoints, messages and codes, never a body, URL or secret.
+
+Where an event goes and with which secrets comes from another read model, the
+endpoints model, which follows the log on its own: a delivery is prepared only
+once that model has reached the delivery's event (`projections.positions`),
+and a target cached for a moment is reused only for events at or below the
+position it was read at. So a delivery of an event committed after a rotation
+is signed by the new secret (and by the old ones still within their 24 h),
+never by the old ones alone. A secret the model names but the secrets table
+lacks puts the delivery off (an attempt not made, on the retry schedule), with
+a log line and a count, rather than sending it with fewer signatures.
 """
 
 from __future__ import annotations
@@ -22,7 +32,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -32,13 +41,19 @@ from application.store import EventStore
 from application.webhook_endpoints import disable_endpoint
 from domain.records import describe
 from domain.webhook_endpoint import DISABLED_FAILING, DISABLED_GONE
-from infrastructure.metrics import WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_LAG, WEBHOOK_ENDPOINTS_DISABLED
+from infrastructure.metrics import (
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_DELIVERIES_DEFERRED,
+    WEBHOOK_DELIVERY_LAG,
+    WEBHOOK_ENDPOINTS_DISABLED,
+)
 from infrastructure.personal_data import DeploymentKeys
 from infrastructure.settings import Settings
 from infrastructure.sql import Database
 from infrastructure.webhook_sender import TIMEOUT, Attempt, WebhookSender
+from projections.positions import reached
 from projections.runner import is_unavailable
-from projections.webhook_endpoints import DeliveryTarget, endpoint_target
+from projections.webhook_endpoints import DeliveryTarget, EndpointRow, WebhookEndpointsView, endpoint_target
 from projections.webhook_outbox import Due, claim, due_deliveries, prune
 
 log = structlog.get_logger("webhooks")
@@ -50,7 +65,10 @@ LEASE = TIMEOUT + 30.0
 DISABLE_AFTER_FAILING = 5 * 86400.0
 KEEP_FINISHED = 30 * 86400.0  # a finished delivery stays in the delivery log this long
 PRUNE_EVERY = 3600.0
-TARGET_CACHE = 1.0  # seconds an endpoint's URL and secrets are reused between attempts
+TARGET_CACHE = 1.0  # seconds an endpoint's URL and secrets are reused between attempts (of events it has reached)
+BEHIND_WAIT = 0.25  # how long a claim waits for the endpoints model to reach its deliveries' events
+BEHIND_RETRY = 0.1  # then a delivery still ahead of it is looked at again this much later
+SECRET_MISSING = "signing_secret_missing"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -68,7 +86,9 @@ class WebhookDispatcher:
         self.disable_after_failing = disable_after_failing
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
-        self._targets: dict[str, tuple[float, Any, DeliveryTarget | None]] = {}
+        self.endpoints = WebhookEndpointsView(db, create=False)
+        # endpoint id -> (reuse until, the endpoints model's position when read, its row, its target)
+        self._targets: dict[str, tuple[float, int, EndpointRow, DeliveryTarget | None]] = {}
         self._inflight: dict[str, int] = defaultdict(int)
         self._soonest: float | None = None  # the earliest retry recorded since the last claim
 
@@ -190,16 +210,23 @@ class WebhookDispatcher:
                 room[due.endpoint_id] = room.get(due.endpoint_id, 0) + 1
                 chosen.append(due)
         taken = claim(self.db, chosen, now, now + LEASE) if chosen else []
+        # The endpoints model at least at the deliveries' events, or those ahead of it wait a moment: rows read
+        # after its position hold at least what the position says.
+        model_at = reached(self.endpoints, max(d.position for d in taken), BEHIND_WAIT) if taken else 0
         ready, bodies = [], {}
-        later, not_sent = [], []
+        later: list[Due] = []
+        not_sent: list[tuple[Due, str]] = []
+        unsigned: list[tuple[Due, int]] = []
         for due in taken:
-            row, target = self._target(due.endpoint_id, now)
-            if row is None:  # the endpoints' read model has not reached this endpoint yet: in a moment
+            row, target = self._target(due, model_at, now) if due.position <= model_at else (None, None)
+            if row is None:  # the endpoints model has not reached this delivery's event: in a moment
                 later.append(due)
                 continue
-            if target is None or not target.signing_secrets:
-                reason = "endpoint_deleted" if row.deleted else "endpoint_disabled" if row.disabled else "no_signing_secret"
-                not_sent.append((due, reason))
+            if target is None:
+                not_sent.append((due, "endpoint_deleted" if row.deleted else "endpoint_disabled"))
+                continue
+            if target.missing_secrets or not target.signing_secrets:
+                unsigned.append((due, len(target.missing_secrets)))
                 continue
             if due.position not in bodies:  # one rendering per event, however many endpoints it goes to
                 try:
@@ -210,26 +237,53 @@ class WebhookDispatcher:
                     log.error("webhook_not_rendered", message_id=due.message_id, position=due.position, error=type(error).__name__)
                     continue
             ready.append((due, target, bodies[due.position]))
-        if later or not_sent:
-            with self.db.transaction() as tx:
-                tx.executemany("UPDATE webhook_outbox SET lease_until = NULL, next_attempt_at = ? WHERE message_id = ?",
-                               [(now + 1.0, due.message_id) for due in later])
-                tx.executemany("UPDATE webhook_outbox SET status = 'failed', last_error = ?, last_attempt_at = ?, "
-                               "next_attempt_at = NULL, lease_until = NULL WHERE message_id = ? AND status = 'pending'",
-                               [(reason, now, due.message_id) for due, reason in not_sent])
-            for due, reason in not_sent:
-                log.info("webhook_not_sent", endpoint_id=due.endpoint_id, message_id=due.message_id, reason=reason)
+        if later or not_sent or unsigned:
+            self._put_off(now, later, not_sent, unsigned)
         return ready
 
-    def _target(self, endpoint_id: str, now: float) -> tuple[Any, DeliveryTarget | None]:
-        cached = self._targets.get(endpoint_id)
-        if cached is not None and cached[0] > now:
-            return cached[1], cached[2]
-        row, target = endpoint_target(self.db, self.keys, endpoint_id)
+    def _put_off(self, now: float, later: list[Due], not_sent: list[tuple[Due, str]], unsigned: list[tuple[Due, int]]) -> None:
+        """Leave for a moment what the endpoints model has not reached; fail what goes nowhere; and count an attempt
+        not made for what lacks a signing secret (retried on the schedule, as an attempt that got no answer)."""
+        retries = []
+        for due, _ in unsigned:
+            attempts = due.attempts + 1
+            next_at = now + self.schedule[attempts - 1] if attempts <= len(self.schedule) else None
+            retries.append(("pending" if next_at is not None else "failed", SECRET_MISSING, now, next_at, due.message_id))
+        with self.db.transaction() as tx:
+            tx.executemany("UPDATE webhook_outbox SET lease_until = NULL, next_attempt_at = ? WHERE message_id = ?",
+                           [(now + BEHIND_RETRY, due.message_id) for due in later])
+            tx.executemany("UPDATE webhook_outbox SET status = 'failed', last_error = ?, last_attempt_at = ?, "
+                           "next_attempt_at = NULL, lease_until = NULL WHERE message_id = ? AND status = 'pending'",
+                           [(reason, now, due.message_id) for due, reason in not_sent])
+            tx.executemany("UPDATE webhook_outbox SET status = ?, attempts = attempts + 1, last_error = ?, last_attempt_at = ?, "
+                           "next_attempt_at = ?, lease_until = NULL WHERE message_id = ? AND status = 'pending'", retries)
+        soonest = [t for t in [*(now + BEHIND_RETRY for _ in later[:1]), *(r[3] for r in retries)] if t is not None]
+        if soonest:
+            self._soonest = min(soonest) if self._soonest is None else min(self._soonest, *soonest)
+        if later:
+            WEBHOOK_DELIVERIES_DEFERRED.labels("endpoints_behind").inc(len(later))
+        for due, reason in not_sent:
+            log.info("webhook_not_sent", endpoint_id=due.endpoint_id, message_id=due.message_id, reason=reason)
+        for (due, missing), (status, *_) in zip(unsigned, retries, strict=True):
+            self._targets.pop(due.endpoint_id, None)  # read again next time: the secret may be back (a restore)
+            WEBHOOK_DELIVERIES_DEFERRED.labels(SECRET_MISSING).inc()
+            if status == "failed":
+                WEBHOOK_DELIVERIES.labels("failed").inc()
+            # The secrets' ids and values stay out of the log: how many are missing says enough to look for them.
+            log.warning("webhook_signing_secret_missing", endpoint_id=due.endpoint_id, message_id=due.message_id,
+                        missing=missing, attempt=due.attempts + 1, retrying=status == "pending")
+
+    def _target(self, due: Due, model_at: int, now: float) -> tuple[EndpointRow | None, DeliveryTarget | None]:
+        """The endpoint as the endpoints model has it at `model_at` or later (`model_at` >= the delivery's event);
+        a cached target only if it was read at or after the delivery's event, and a moment ago at most."""
+        cached = self._targets.get(due.endpoint_id)
+        if cached is not None and cached[0] > now and cached[1] >= due.position:
+            return cached[2], cached[3]
+        row, target = endpoint_target(self.db, self.keys, due.endpoint_id)  # read after `model_at`: at least there
         if row is not None:
             if len(self._targets) > 10_000:
                 self._targets.clear()
-            self._targets[endpoint_id] = (now + TARGET_CACHE, row, target)
+            self._targets[due.endpoint_id] = (now + TARGET_CACHE, model_at, row, target)
         return row, target
 
     def render(self, position: int) -> bytes:

@@ -78,11 +78,15 @@ class WebhookEndpointService:
                 lambda existing_id: self.load(caller, existing_id),
                 request,
             )
+        except Exception:
+            if not self._discard_unless_stored(endpoint_id, secret_id):  # else stored, its answer lost: created
+                raise
+            endpoint, created = self.load(caller, endpoint_id), True
         except BaseException:
-            self.secrets.discard([secret_id])
+            self._discard_unless_stored(endpoint_id, secret_id)
             raise
-        if not created:  # a retry with the same Idempotency-Key: the first answer again, with the first secret
-            self.secrets.discard([secret_id])
+        if not created and endpoint.secret_id != secret_id:  # a retry with the same Idempotency-Key: the first answer
+            self.secrets.discard([secret_id])                # again, with the first secret
             secret = self._open(endpoint.secret_id)
         return EndpointWithSecret(endpoint, format_secret(secret))
 
@@ -118,12 +122,22 @@ class WebhookEndpointService:
         secret_id, secret = uuid.uuid4(), secrets.token_bytes(SECRET_BYTES)
         self.load(caller, endpoint_id).check_not_deleted()
         self.secrets.put(secret_id, endpoint_id, secret)
+
+        def rotate(endpoint: WebhookEndpoint) -> bool:
+            # Done already when a save stored the event but failed to say so and `change` tried again.
+            return not _names(endpoint, secret_id) and _recorded(endpoint, lambda: endpoint.rotate_secret(
+                secret_id, self.clock(), caller.actor))
+
         try:
-            endpoint = change(self.store, lambda: self.load(caller, endpoint_id),
-                              lambda e: _recorded(e, lambda: e.rotate_secret(secret_id, self.clock(), caller.actor)),
-                              expected_version)
+            endpoint = change(self.store, lambda: self.load(caller, endpoint_id), rotate, expected_version)
+        except Exception:
+            # A save whose answer was lost (with If-Match it even looks like a conflict with itself) may have stored
+            # the rotation: then it happened, and the answer is its secret.
+            if not self._discard_unless_stored(endpoint_id, secret_id):
+                raise
+            endpoint = self.load(caller, endpoint_id)
         except BaseException:
-            self.secrets.discard([secret_id])
+            self._discard_unless_stored(endpoint_id, secret_id)
             raise
         now = self.clock()
         self.secrets.discard([s for s, until in endpoint.previous_secrets.items() if until <= now])  # no longer signing
@@ -146,6 +160,22 @@ class WebhookEndpointService:
         endpoint = load_owned(self.store, WebhookEndpoint, endpoint_id, caller, "Webhook endpoint", version)
         endpoint.check_not_deleted()
         return endpoint
+
+    def _discard_unless_stored(self, endpoint_id: UUID, secret_id: UUID) -> bool:
+        """After a command failed: discard the secret it put, unless an event naming it was stored all the same (a
+        commit whose answer was lost, an error raised after the save); returns whether one was. Read from the log;
+        when the log cannot be read, the secret stays: an orphan signs nothing, while a stored event without its
+        secret would stop the endpoint's deliveries."""
+        try:
+            endpoint = self.store.repository.get(endpoint_id)
+        except AggregateNotFoundError:
+            endpoint = None  # not created: no event names the secret
+        except Exception:  # noqa: BLE001 - the store is unreachable: keep the secret (see above)
+            return False
+        if isinstance(endpoint, WebhookEndpoint) and _names(endpoint, secret_id):
+            return True
+        self.secrets.discard([secret_id])
+        return False
 
     def _open(self, secret_id: UUID) -> bytes:
         found = self.secrets.open([secret_id])
@@ -180,6 +210,11 @@ def disable_endpoint(store: EventStore, endpoint_id: UUID, reason: str, actor: s
     except NotFoundError:
         return False
     return bool(disabled)
+
+
+def _names(endpoint: WebhookEndpoint, secret_id: UUID) -> bool:
+    """Whether the endpoint's events name this secret (as its current one, or one it rotated out)."""
+    return secret_id == endpoint.secret_id or secret_id in endpoint.previous_secrets
 
 
 def _recorded(endpoint: WebhookEndpoint, command: Callable[[], object]) -> bool:

@@ -48,6 +48,10 @@ WEBHOOK_DELIVERY_LAG = Histogram(
 )
 WEBHOOK_ENDPOINTS_DISABLED = Counter("widgets_webhook_endpoints_disabled_total",
                                      "Webhook endpoints disabled by the dispatcher, by reason (gone_410, failing_5_days)", ["reason"])
+WEBHOOK_DELIVERIES_DEFERRED = Counter(
+    "widgets_webhook_deliveries_deferred_total",
+    "Webhook deliveries put off rather than sent, by reason: endpoints_behind (the endpoints read model had not reached "
+    "the event yet), signing_secret_missing (a secret the endpoint names is not in the secrets table)", ["reason"])
 
 
 class RequestTally:

@@ -59,11 +59,13 @@ class DeliveryTarget:
     endpoint_id: UUID
     organization_id: str
     url: str
-    # The current secret first, then rotated-out ones still within their 24 h. Empty only if the secrets table lost
-    # the endpoint's rows (restored without it): send nothing unsigned; a rotation gives the endpoint a secret again.
+    # The current secret first, then rotated-out ones still within their 24 h, each that the secrets table holds.
     signing_secrets: list[bytes]
     # The log position of the endpoint's creation: an event at or below it happened before the endpoint existed.
     created_position: int = 0
+    # The ids of secrets the row names but the secrets table lacks (a restore without the table, an endpoint deleted
+    # since): the delivery waits rather than going out with fewer signatures than the contract promises.
+    missing_secrets: tuple[str, ...] = ()
 
 
 _encode = msgspec.json.Encoder().encode
@@ -182,8 +184,12 @@ def endpoints_for_delivery(db: Database | Executor, keys: DeploymentKeys, organi
     rows = [r for r in organization_endpoints(db, organization_id, enabled_only=True) if subscribes_to(r.events, event_type)]
     wanted = {r.id: signing_secret_ids(r, now) for r in rows}
     opened = open_secrets(db, keys, [s for ids in wanted.values() for s in ids])
-    return [DeliveryTarget(UUID(r.id), r.organization_id, r.url, [opened[UUID(s)] for s in wanted[r.id] if UUID(s) in opened],
-                           r.created_position) for r in rows]
+    return [_target(r, wanted[r.id], opened) for r in rows]
+
+
+def _target(row: EndpointRow, secret_ids: list[str], opened: dict[UUID, bytes]) -> DeliveryTarget:
+    return DeliveryTarget(UUID(row.id), row.organization_id, row.url, [opened[UUID(s)] for s in secret_ids if UUID(s) in opened],
+                          row.created_position, tuple(s for s in secret_ids if UUID(s) not in opened))
 
 
 def signing_secret_ids(row: EndpointRow, now: datetime) -> list[str]:
@@ -202,6 +208,4 @@ def endpoint_target(db: Database | Executor, keys: DeploymentKeys, endpoint_id: 
     if row.deleted or row.disabled:
         return row, None
     ids = signing_secret_ids(row, now or datetime.now(UTC))
-    opened = open_secrets(db, keys, ids)
-    return row, DeliveryTarget(UUID(row.id), row.organization_id, row.url, [opened[UUID(s)] for s in ids if UUID(s) in opened],
-                               row.created_position)
+    return row, _target(row, ids, open_secrets(db, keys, ids))

@@ -222,6 +222,83 @@ def test_after_a_rotation_the_old_and_the_new_secret_both_verify(org_a: Admin, a
     assert verified(hook["secret"], request) == verified(rotated.json()["secret"], request)
 
 
+def test_deliveries_right_after_two_quick_rotations_are_signed_by_the_newest_secret_and_the_old_ones(
+    org_a: Admin, app: Litestar, receiver: Receiver
+) -> None:
+    hook = endpoint(org_a, receiver.url("/quick"), ["agent.created"])
+    secrets = [hook["secret"]]
+    for round_ in range(3):  # well within a second of each other: no cached target may outlive a rotation
+        rotated = org_a.call("POST", f"{PATH}/{hook['id']}/rotate-secret")
+        assert rotated.status_code == 200, rotated.text
+        secrets.append(rotated.json()["secret"])
+        org_a.agent(f"After rotation {round_ + 1}")
+        request = receiver.wait_for("/quick", round_ + 1)[-1]
+        assert request.json()["data"]["name"] == f"After rotation {round_ + 1}"
+        for secret in secrets:  # the newest, and every one rotated out less than 24 h ago
+            verified(secret, request)
+
+
+def test_a_delivery_waits_until_the_endpoints_model_has_reached_its_event(
+    org_a: Admin, app: Litestar, receiver: Receiver
+) -> None:
+    from projections.runner import ProjectionRunner
+    from projections.webhook_endpoints import WebhookEndpointsProjection, WebhookEndpointsView
+
+    services = app.state.services
+    hook = endpoint(org_a, receiver.url("/lagging"), ["agent.created"])
+    sync(app)
+    services.read_models.runners["webhook_endpoints"].stop()  # the endpoints model stays where it is for now
+    rotated = org_a.call("POST", f"{PATH}/{hook['id']}/rotate-secret").json()
+    org_a.agent("Behind")
+    services.read_models.runners["webhook_outbox"].wait(services.store.recorder.max_notification_id(), 5)
+    time.sleep(0.5)
+    assert receiver.at("/lagging") == []  # queued, but not signed by the stale state's old secret alone
+    view = WebhookEndpointsView(services.db, create=False)
+    ProjectionRunner("webhook_endpoints", services.store, view, projection_factory=WebhookEndpointsProjection).catch_up()
+    request = receiver.wait_for("/lagging", 1)[0]
+    assert verified(rotated["secret"], request) == verified(hook["secret"], request)
+    assert deliveries(org_a, hook["id"])["items"][0]["attempts"] <= 1  # put off, not counted as a failed attempt
+
+
+def test_a_secret_missing_from_its_table_puts_the_delivery_off_logged_and_counted_until_it_is_back(
+    org_a: Admin, app: Litestar, receiver: Receiver
+) -> None:
+    from prometheus_client import REGISTRY
+    from structlog.testing import capture_logs
+
+    def deferred() -> float:
+        return REGISTRY.get_sample_value("widgets_webhook_deliveries_deferred_total", {"reason": "signing_secret_missing"}) or 0.0
+
+    db = app.state.services.db
+    hook = endpoint(org_a, receiver.url("/restored"), ["agent.created"])
+    rotated = org_a.call("POST", f"{PATH}/{hook['id']}/rotate-secret").json()
+    sync(app)
+    rows = db.query("SELECT secret_id, endpoint_id, sealed FROM webhook_endpoint_secrets WHERE endpoint_id = ?", [hook["id"]])
+    assert len(rows) == 2
+    with db.transaction() as tx:  # as a restore without the old secret's row would leave it
+        tx.execute("DELETE FROM webhook_endpoint_secrets WHERE secret_id = ?", [rows[0][0]])
+    before = deferred()
+    with capture_logs() as logged:
+        org_a.agent("Unsigned")
+        eventually(lambda: deliveries(org_a, hook["id"])["items"][:1] != [] and
+                   deliveries(org_a, hook["id"])["items"][0]["last_error"] == "signing_secret_missing", what="put off")
+
+    item = deliveries(org_a, hook["id"])["items"][0]  # an attempt not made, on the retry schedule (here 3 × 0.2 s)
+    assert item["attempts"] >= 1 and item["last_response_status"] is None and item["status"] in ("pending", "failed")
+    assert receiver.at("/restored") == []  # never sent with fewer signatures than promised
+    assert deferred() > before
+    missing = [e for e in logged if e["event"] == "webhook_signing_secret_missing"]
+    assert missing and missing[0]["endpoint_id"] == hook["id"] and missing[0]["missing"] == 1
+    assert not any(rows[0][0] in repr(e) or rows[0][2] in repr(e) for e in logged)  # neither the secret's id nor its value
+
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO webhook_endpoint_secrets (secret_id, endpoint_id, sealed) VALUES (?, ?, ?)", list(rows[0]))
+    retried = org_a.call("POST", f"{PATH}/{hook['id']}/deliveries/{item['message_id']}/retry")
+    assert retried.status_code == 202, retried.text
+    request = receiver.wait_for("/restored", 1)[0]
+    assert verified(rotated["secret"], request) == verified(hook["secret"], request)
+
+
 def test_a_name_resolving_to_loopback_is_never_connected(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,6 +3,7 @@ replay equal to state, and a secret never left behind by a command that failed."
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import IntegrityError, OperationalError
 
 from application.commands import Caller
 from application.errors import PreconditionFailedError
@@ -103,6 +105,73 @@ def test_a_failed_rotation_leaves_no_secret_behind(service: WebhookEndpointServi
         service.rotate_secret(BOB, endpoint_id)
 
     assert secrets.rows == before
+
+
+class AnswerLost(EventStore):
+    """An event store whose next saves store their events and then fail as a lost commit answer does: the connection
+    dropped (OperationalError), or the recorder's retry meeting its own insert (IntegrityError). With `unreadable`
+    set, reading the log fails too afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[Exception] = []
+        self.unreadable = False
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        recordings = super().save(*objs, **kwargs)
+        if self.failures:
+            failure = self.failures.pop(0)
+            if self.unreadable:
+                self.repository.get = self._unreachable  # type: ignore[method-assign]
+            raise failure
+        return recordings
+
+    def _unreachable(self, *args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("server closed the connection unexpectedly")
+
+
+@pytest.mark.parametrize("if_match", [False, True], ids=["no_if_match", "if_match"])
+@pytest.mark.parametrize("failure", [OperationalError("connection lost"), IntegrityError("duplicate key")],
+                         ids=["connection_lost", "retry_met_its_own_insert"])
+def test_a_rotation_stored_whose_answer_was_lost_keeps_its_secret_and_answers_it(secrets: MemorySecrets, failure: Exception,
+                                                                                 if_match: bool) -> None:
+    store = AnswerLost()
+    service = WebhookEndpointService(store, secrets, clock=lambda: NOW)
+    created = service.create_endpoint(ALICE, "https://a.example.com/", ["*"])
+    store.failures.append(failure)
+
+    rotated = service.rotate_secret(ALICE, created.endpoint.id, expected_version=1 if if_match else None)
+
+    endpoint = store.repository.get(created.endpoint.id)
+    assert endpoint.version == 2 and rotated.endpoint.secret_id == endpoint.secret_id  # rotated once, not twice
+    assert secrets.open([endpoint.secret_id]) == {endpoint.secret_id: base64.b64decode(rotated.secret.removeprefix("whsec_"))}
+    assert set(secrets.rows) == {created.endpoint.secret_id, endpoint.secret_id}
+
+
+def test_a_rotation_whose_log_cannot_be_read_after_a_failure_keeps_the_secret_it_may_have_stored(secrets: MemorySecrets) -> None:
+    store = AnswerLost()
+    service = WebhookEndpointService(store, secrets, clock=lambda: NOW)
+    created = service.create_endpoint(ALICE, "https://a.example.com/", ["*"])
+    store.failures.append(OperationalError("connection lost"))
+    store.unreadable = True
+
+    with pytest.raises(OperationalError):
+        service.rotate_secret(ALICE, created.endpoint.id)
+
+    del store.repository.get  # readable again: the event was stored, and so is the secret it names
+    endpoint = store.repository.get(created.endpoint.id)
+    assert endpoint.secret_id != created.endpoint.secret_id and endpoint.secret_id in secrets.rows
+
+
+def test_a_create_stored_whose_answer_was_lost_keeps_its_secret_and_answers_it(secrets: MemorySecrets) -> None:
+    store = AnswerLost()
+    service = WebhookEndpointService(store, secrets, clock=lambda: NOW)
+    store.failures.append(OperationalError("connection lost"))
+
+    created = service.create_endpoint(ALICE, "https://a.example.com/", ["*"])
+
+    endpoint = store.repository.get(created.endpoint.id)
+    assert secrets.open([endpoint.secret_id]) == {endpoint.secret_id: base64.b64decode(created.secret.removeprefix("whsec_"))}
 
 
 def test_deleting_destroys_the_secrets_and_the_endpoint_is_then_not_found(service: WebhookEndpointService,
