@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio.to_thread
 from litestar import MediaType, Request, Response, Router, get, head
+from litestar.datastructures import CacheControlHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery
 
@@ -247,12 +248,18 @@ def demo_policy(nonce: str, livekit_url: str | None, service_url: str = "") -> s
     ])
 
 
+# The demo page's icon: a chat bubble, so that a browser asks for no /favicon.ico (a 404 on every load).
+FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path fill="#2563eb" '
+           b'd="M21 15a2 2 0 0 1-2 2H7l-4 4V5a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2z"/></svg>')
+
+
 _DEMO = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Anyreach widget demo</title>
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
 <style nonce="{nonce}">
 body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 44rem; margin: 3rem auto; padding: 0 1rem; color: #111827; }}
 pre {{ background: #f3f4f6; padding: 1rem; border-radius: .5rem; overflow-x: auto; white-space: pre-wrap; }}
@@ -321,6 +328,10 @@ def create_embed_router(dist: Path = DIST) -> Router:
     async def embed_chunk_head(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[None]:
         return await chunk(request, name, body=False)
 
+    @get("/favicon.svg", include_in_schema=False, media_type="image/svg+xml", cache_control=CacheControlHeader(max_age=86400))
+    async def favicon() -> bytes:
+        return FAVICON
+
     @get("/demo", include_in_schema=False)
     async def demo(request: Request[Any, Any, Any], widget: FromQuery[str | None] = None) -> Response[bytes]:
         if widget is None or not _UUID.fullmatch(widget):
@@ -350,7 +361,7 @@ def create_embed_router(dist: Path = DIST) -> Router:
             },
         )
 
-    return Router(path="/", route_handlers=[embed_js, embed_js_head, embed_chunk, embed_chunk_head, demo])
+    return Router(path="/", route_handlers=[embed_js, embed_js_head, embed_chunk, embed_chunk_head, favicon, demo])
 
 
 embed_router = create_embed_router()

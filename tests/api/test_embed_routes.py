@@ -403,6 +403,14 @@ def test_the_demo_base_is_the_public_url_else_the_listening_address_else_the_con
     assert demo_base_url(Settings(**settings, **PRODUCTION_SECRETS), server) == base
 
 
+def test_the_demo_page_links_an_icon_that_is_served_so_no_favicon_request_fails(client: TestClient) -> None:
+    page = client.get("/demo", params={"widget": WIDGET_ID}).text
+    assert '<link rel="icon" href="/favicon.svg" type="image/svg+xml">' in page
+    icon = client.get("/favicon.svg")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg")
+
+
 def test_demo_page_is_served_with_the_strictest_policy_we_support(client: TestClient) -> None:
     first = client.get("/demo", params={"widget": WIDGET_ID})
     second = client.get("/demo", params={"widget": WIDGET_ID})
