@@ -152,11 +152,15 @@ def retention() -> None:
     from api.retention import RetentionSweep
     from infrastructure.eventstore import open_event_store
     from infrastructure.sql import Database
+    from projections.positions import ModelBehindError
 
     settings = Settings.from_env()
     store, db = open_event_store(settings), Database(settings)
     try:
         erased = RetentionSweep(store, db).run_once()
+    except ModelBehindError as behind:
+        raise click.ClickException(f"The read models are behind the event store (at {behind.at} of {behind.needed}), so "
+                                   "nothing was erased: is `widgets project` (or the embedded server) running?") from None
     finally:
         db.close()
         store.close()

@@ -16,6 +16,7 @@ from api.errors import ApiError, ProblemField, problem_responses
 from api.openapi import BEARER
 from api.services import Services
 from infrastructure.metrics import CONTENT_TYPE_LATEST, PROJECTION_LAG, PROJECTION_POSITION, render
+from projections.positions import reached
 
 
 class ProjectionStatus(msgspec.Struct):
@@ -134,12 +135,5 @@ class ReadModelController(Controller):
 
 def wait_for_position(services: Services, position: int, timeout: float) -> bool:
     if services.read_models.runners:
-        return services.read_models.wait(position, timeout)
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if min(services.read_models.positions().values()) >= position:
-            return True
-        time.sleep(0.01)
-    return False
+        return services.read_models.wait(position, timeout)  # woken by the runners here, rather than looking
+    return reached(services.read_models, position, timeout) >= position

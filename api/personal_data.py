@@ -17,8 +17,10 @@ from api.services import Services
 from application.commands import Caller
 from application.personal_data import SCOPE
 from infrastructure.visitor_tokens import MAX_SUBJECT_LENGTH
+from projections.positions import reached
 
 ERASE_ERRORS = problem_responses(400, 401, 403, 404, 503)
+LIST_WAIT = 5.0  # how long an erasure by visitor waits for the conversation list to list everything so far
 ExternalId = Annotated[str, Parameter(min_length=1, max_length=MAX_SUBJECT_LENGTH,
                                       description="The verified visitor's external id: the `sub` of the site's visitor tokens")]
 
@@ -45,12 +47,20 @@ class PersonalDataController(Controller):
             operation_id="erase_visitor_personal_data", summary="Erase a verified visitor's personal data",
             description="Erases every conversation that the verified visitor with this external id (their token's `sub`) "
                         "started in the organization, with reason `visitor_request` (`widgets:write`). Idempotent; a visitor "
-                        "with no conversation is answered 204 too.",
+                        "with no conversation is answered 204 too. 503 `read_model_behind` (nothing erased) if the "
+                        "conversation list has not caught up with the event store within 5 s.",
             responses=ERASE_ERRORS, response_headers=[EVENT_POSITION_HEADER])
     def erase_visitor(self, caller: NamedDependency[Caller], services: NamedDependency[Services], external_id: ExternalId) -> None:
         caller.require(SCOPE)
         if not 1 <= len(external_id) <= MAX_SUBJECT_LENGTH:
             raise ApiError(400, "invalid_request", "The request is not valid",
                            errors=[ProblemField("external_id", f"must be 1 to {MAX_SUBJECT_LENGTH} characters")])
+        # Every conversation the visitor started before this request, so the conversation list at least at the log's
+        # head: one started a moment ago and not yet listed would escape the erasure.
+        head = services.store.recorder.max_notification_id() or 0
+        if reached(services.read_models.conversation_view, head, LIST_WAIT) < head:
+            raise ApiError(503, "read_model_behind", "The conversation list is behind the event store",
+                           "Not every conversation of the visitor is listed yet; nothing was erased. Try again.",
+                           headers={"Retry-After": "1"})
         found = verified_visitor_conversations(services, caller.organization_id, external_id)
         services.personal_data.erase_all(caller, found, "visitor_request")

@@ -4,6 +4,10 @@ The projection process runs a sweep every 30 s (in the server itself when embedd
 runs one on demand. A sweep reads the read models (which conversations were last active when) and erases each
 conversation past its widget's retention with reason `retention`, by the same path as a request: an erasure
 already made, or made meanwhile by another process, changes nothing.
+
+Both models must have reached the log's head as the sweep starts (`projections.positions`): a conversation resumed
+a moment ago, or a retention lengthened, that the models have not applied yet would otherwise be erased too early.
+When they are behind, the sweep is put off to the next one (`ModelBehindError`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from application.store import EventStore
 from domain.errors import NotFoundError
 from infrastructure.sql import Database
 from projections.conversation_list import ConversationListView
+from projections.positions import ModelBehindError, reached
 from projections.widget_list import WidgetListView
 
 INTERVAL = 30.0
+WAIT = 5.0  # how long a sweep waits for the models to reach the log's head before it is put off
 ACTOR = "retention"
 log = structlog.get_logger("retention")
 
@@ -33,14 +39,21 @@ def utc_now() -> datetime:
 
 
 class RetentionSweep:
-    def __init__(self, store: EventStore, db: Database, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, store: EventStore, db: Database, clock: Callable[[], datetime] = utc_now, wait: float | None = None) -> None:
+        self.store = store
         self.service = PersonalDataService(store)
         self.widgets = WidgetListView(db, create=False)
         self.conversations = ConversationListView(db, create=False)
         self.clock = clock
+        self.wait = WAIT if wait is None else wait
 
     def run_once(self, now: datetime | None = None) -> int:
-        """Erase every conversation past its widget's retention; returns how many were erased now."""
+        """Erase every conversation past its widget's retention; returns how many were erased now. Raises
+        `ModelBehindError`, erasing nothing, when the models have not reached the log's head within the wait."""
+        head = self.store.recorder.max_notification_id() or 0
+        at = reached((self.widgets, self.conversations), head, self.wait)
+        if at < head:
+            raise ModelBehindError(head, at)
         now = now or self.clock()
         erased = 0
         for widget in self.widgets.with_retention():
@@ -59,6 +72,8 @@ class RetentionSweep:
         while not stopping.wait(interval):
             try:
                 self.run_once()
+            except ModelBehindError as behind:
+                log.info("retention_sweep_put_off", needed=behind.needed, reached=behind.at)
             except Exception as error:  # noqa: BLE001 - a store outage: the next sweep tries again
                 log.warning("retention_sweep_failed", error=type(error).__name__)
 

@@ -21,6 +21,14 @@ from typing import Protocol
 POLL = 0.01  # seconds between two looks at a model's position while waiting
 
 
+class ModelBehindError(Exception):
+    """The read models an act needs had not reached its position within the wait: the act is put off."""
+
+    def __init__(self, needed: int, at: int) -> None:
+        super().__init__(f"the read models are at position {at}, the act needs {needed}")
+        self.needed, self.at = needed, at
+
+
 class HasPosition(Protocol):
     """A read model's view: the log position it has applied (SqlView, RedisPublicView, InProcessPublicView)."""
 
@@ -29,11 +37,12 @@ class HasPosition(Protocol):
 
 def reached(models: HasPosition | Iterable[HasPosition], position: int, wait: float = 0.0, poll: float = POLL) -> int:
     """The lowest log position `models` have applied, looked at again every `poll` seconds until it is at least
-    `position` or `wait` seconds have passed (0: looked at once). Below `position`, the models are behind."""
-    views = [models] if hasattr(models, "position") else list(models)  # type: ignore[arg-type]
+    `position` or `wait` seconds have passed (0: looked at once). Below `position`, the models are behind: the
+    caller puts its act off (or raises `ModelBehindError`)."""
+    views = list(models) if isinstance(models, Iterable) else [models]
     deadline = time.monotonic() + wait
     while True:
-        lowest = min(view.position() for view in views)  # type: ignore[union-attr]
+        lowest = min(view.position() for view in views)
         if lowest >= position or time.monotonic() >= deadline:
             return lowest
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))

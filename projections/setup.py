@@ -83,6 +83,10 @@ class ReadModels:
     def wait(self, position: int, timeout: float) -> bool:
         return all(r.wait(position, timeout) for r in self.runners.values())
 
+    def position(self) -> int:
+        """The lowest position of them all (for `projections.positions.reached`)."""
+        return min(self.positions().values())
+
     def positions(self) -> dict[str, int]:
         """Where each projection stands, whether it runs here or in a `widgets project` process."""
         found = {name: runner.position for name, runner in self.runners.items()}
