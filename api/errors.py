@@ -115,10 +115,13 @@ def _body_field(message: str) -> str | None:
 
 def to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     response = _to_problem(request, exc)
-    allowed_origin = request.scope.get("state", {}).get("cors_origin")
+    state = request.scope.get("state", {})
+    allowed_origin = state.get("cors_origin")
     if allowed_origin:  # a public call whose origin the widget allows: the page may read why it failed
         response.headers["Access-Control-Allow-Origin"] = allowed_origin
         response.headers["Vary"] = "Origin"
+    elif state.get("readable_refusals"):  # the config read refused: any page may read why (api/public.py)
+        response.headers["Access-Control-Allow-Origin"] = "*"
     return response
 
 

@@ -50,12 +50,20 @@ PUBLIC_CONFIG_HEADERS = [
                    description="How long a browser may reuse the answer"),
 ]
 CORS_ORIGIN = "cors_origin"  # scope state: the origin this request was allowed for
+# Scope state: the config read's refusals (403, 404, 429, 503) are readable by any page (`Access-Control-Allow-Origin:
+# *`, no credentials): the loader tells the site owner why the widget does not show. They hold no config.
+READABLE_REFUSALS = "readable_refusals"
 ALLOW_METHODS = "GET, POST, OPTIONS"
 PREFLIGHT_MAX_AGE = "600"
 
 
 def not_found() -> ApiError:
     return ApiError(404, "not_found", "Not found", "No live widget has this id.")
+
+
+def not_live() -> ApiError:
+    return ApiError(404, "widget_not_live", "Widget not live",
+                    "This widget is not live: it, or the agent version it pins, is not published.")
 
 
 def cors_headers(origin: Origin | str) -> dict[str, str]:
@@ -158,8 +166,10 @@ async def live_entry(services: Services, widget_id: str) -> PublicEntry:
         except ValueError:
             raise not_found() from None
     entry = await services.reader.get(key)
-    if entry is None or not entry.row.live:
+    if entry is None:
         raise not_found()
+    if not entry.row.live:
+        raise not_live()
     return entry
 
 
@@ -244,6 +254,7 @@ class PublicWidgetController(Controller):
     )
     async def get_widget(self, request: Request[Any, Any, Any], widget_id: FromPath[str]) -> ASGIResponse:
         # The hot path: every page view of every site. One cached lookup, one set lookup per label.
+        request.scope.setdefault("state", {})[READABLE_REFUSALS] = True
         services: Services = request.app.state.services
         entry = await live_entry(services, widget_id)
         origin = hot_origin(request.scope["headers"])

@@ -27,6 +27,9 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
       echo 'host all all ::1/128 trust'
       cat "$hba"; } > "$hba.new" && mv "$hba.new" "$hba" && chown postgres:postgres "$hba"
   fi
+  # Every wiring of every suite, a PgBouncer and the projection processes the tests start: more than the default 100.
+  mkdir -p /etc/postgresql/15/main/conf.d
+  echo "max_connections = 300" > /etc/postgresql/15/main/conf.d/widgets-tests.conf
   pg_ctlcluster --skip-systemctl-redirect 15 main start
 fi
 

@@ -5,7 +5,7 @@
 // widget (`Anyreach.get(id).open()`) and, for the first widget, of the global (`Anyreach.open()`).
 // A new page method is a Widget method plus its name in that table; a new snippet attribute is
 // read from `script.dataset` in boot() and handed to the Widget.
-import { PAGE_METHODS, Widget, type WidgetApi } from './widget';
+import { PAGE_METHODS, Widget, whyNotShown, type WidgetApi } from './widget';
 
 interface PageApi extends Omit<WidgetApi, 'id'> {
   /** One widget by id; without an id, the first one on the page. */
@@ -81,9 +81,9 @@ function boot(): void {
   const widget = new Widget(
     id,
     baseOf(script.src),
-    () => {
+    (e) => {
       widgets.delete(id);
-      console.warn(`[anyreach] widget ${id} is not allowed on ${location.origin}`);
+      console.warn(whyNotShown(id, baseOf(script.src), e));
     },
     script.getAttribute('data-visitor-token'),
   );

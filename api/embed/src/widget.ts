@@ -48,10 +48,38 @@ const domReady = () =>
  */
 const nextTask = () => new Promise<void>((ok) => setTimeout(ok, 0));
 
+/** Why the public config could not be had: the answer's status and problem code (status 0: no answer we may read). */
+export class ConfigRefusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string | null,
+  ) {
+    super(`HTTP ${status}${code ? ` ${code}` : ''}`);
+  }
+}
+
 async function fetchConfig(base: string, id: string): Promise<unknown> {
-  const res = await fetch(`${base}/public/v1/widgets/${encodeURIComponent(id)}`, { credentials: 'omit', mode: 'cors' });
-  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  let res: Response;
+  try {
+    res = await fetch(`${base}/public/v1/widgets/${encodeURIComponent(id)}`, { credentials: 'omit', mode: 'cors' });
+  } catch {
+    throw new ConfigRefusal(0, null);
+  }
+  if (!res.ok) throw new ConfigRefusal(res.status, await res.json().then((p) => (typeof p?.code === 'string' ? p.code : null), () => null));
   return res.json();
+}
+
+/** One console line per cause, naming what the site owner can do about it. */
+export function whyNotShown(id: string, base: string, e: unknown): string {
+  const w = `[anyreach] widget ${id}`;
+  const { status, code } = e instanceof ConfigRefusal ? e : new ConfigRefusal(500, null);
+  if (code === 'origin_not_allowed')
+    return `${w} is not allowed on ${location.origin}: add this origin to the widget's allowed domains (the console, or PUT /v1/widgets/${id}/domains).`;
+  if (code === 'widget_not_live') return `${w} is not live: publish the widget, and the agent version it pins.`;
+  if (status === 404) return `${w} does not exist: check data-widget-id on the snippet's <script> tag.`;
+  if (status === 429) return `${w}: too many requests from this address; it will load again shortly.`;
+  if (status === 0) return `${w}: could not reach ${base} (a network error, or the service is down).`;
+  return `${w}: the service answered ${status}; try again later.`;
 }
 
 // One panel chunk for every widget on the page; forgotten if it failed to load, so a later click loads it again.
@@ -79,7 +107,7 @@ export class Widget implements WidgetApi {
   constructor(
     readonly id: string,
     private readonly base: string,
-    refused: () => void,
+    refused: (e: unknown) => void,
     visitorToken?: string | null,
   ) {
     if (visitorToken) this.identify(visitorToken);
@@ -93,7 +121,7 @@ export class Widget implements WidgetApi {
         this.mount(cfg, shadow);
         return true;
       },
-      () => (refused(), false),
+      (e) => (refused(e), false),
     );
   }
 
