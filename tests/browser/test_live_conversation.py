@@ -214,6 +214,38 @@ def test_voice_goes_both_ways_in_the_same_room_as_the_text(page: Page, rig: Rig,
     assert len(rig.facts("job", conversation)) == 1, "switching between voice and text opened a second room"
 
 
+def test_blocked_autoplay_is_noticed_and_a_button_plays_the_agents_voice(
+    playwright: Any, rig: Rig, widget: dict[str, Any], allowed_site: HostSite
+) -> None:
+    # A browser that plays audio only after the visitor interacts. The page's own script starts the conversation and
+    # notes when the widget offers its play button: Playwright's calls into the page would count as the visitor's gesture,
+    # so the test makes none until the agent has joined and spoken.
+    args = [a for a in LIVE_ARGS if not a.startswith("--autoplay-policy")] + ["--autoplay-policy=document-user-activation-required"]
+    starts = ("<script>const t = setInterval(() => { if (window.Anyreach && document.querySelector('anyreach-widget')) "
+              "{ clearInterval(t); window.Anyreach.startConversation(); } }, 100);"
+              "setInterval(() => { const h = document.querySelector('anyreach-widget');"
+              " const b = h && h.shadowRoot && h.shadowRoot.querySelector('.play');"
+              " if (b && !b.hidden) window.__playOffered = true; }, 50);</script>")
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+    try:
+        page = browser.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        jobs = len(rig.facts("job"))
+        page.goto(allowed_site.serve(f"/autoplay-{widget['id']}.html",
+                                     page_html(rig.api.base, widget["id"], title="Autoplay", head=starts)))
+        deadline = time.monotonic() + AGENT_WAIT
+        while len(rig.facts("job")) == jobs:
+            assert time.monotonic() < deadline, "no agent joined"
+            time.sleep(0.2)
+        time.sleep(4)  # the agent's greeting tone, refused by the browser
+        assert page.evaluate("() => window.__playOffered === true"), "the widget did not offer to play the blocked audio"
+        play = page.get_by_role("button", name="Play the assistant’s voice")
+        play.click()
+        expect(play).to_be_hidden()
+    finally:
+        browser.close()
+
+
 # ---- failures ----
 
 
