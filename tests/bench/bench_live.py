@@ -200,7 +200,8 @@ def job_figures(rig: Rig) -> dict[str, float]:
 
 def run(conversations: int, log: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp, \
-            live_rig(Path(tmp) / "var", "org_bench", AGENT_NAME) as rig, chromium() as browser:
+            live_rig(Path(tmp) / "var", "org_bench", AGENT_NAME, rate_conversation_starts="100000/minute") as rig, \
+            chromium() as browser:
         site = HostSite("127.0.0.1").start()
         try:
             widget = rig.api.create_live_widget([site.domain], CONFIG)

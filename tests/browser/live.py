@@ -40,14 +40,15 @@ class Rig:
 
 
 @contextmanager
-def live_rig(data_dir: Path, org: str, agent_name: str) -> Iterator[Rig]:
-    """The service on the embedded wiring with a real LiveKit server and the agent worker, until the block ends."""
+def live_rig(data_dir: Path, org: str, agent_name: str, **settings: Any) -> Iterator[Rig]:
+    """The service on the embedded wiring with a real LiveKit server and the agent worker, until the block ends
+    (`settings`: the service's own, such as rate limits)."""
     api_port = free_port()
     livekit = LocalLiveKit(webhook_url=f"http://127.0.0.1:{api_port}/webhooks/livekit").start()
     worker = AgentWorker(livekit, agent_name)
     try:
         worker.start()
-        with running_api(data_dir, org, livekit=livekit, port=api_port, agent_name=agent_name) as api:
+        with running_api(data_dir, org, livekit=livekit, port=api_port, agent_name=agent_name, **settings) as api:
             yield Rig(livekit, worker, api)
     finally:
         worker.stop()

@@ -81,7 +81,7 @@ class ApiServer:
 
 @contextmanager
 def running_api(data_dir: Path, org: str, livekit: LocalLiveKit | None = None, port: int = 0,
-                agent_name: str = "anyreach-agent") -> Iterator[ApiServer]:
+                agent_name: str = "anyreach-agent", **overrides: Any) -> Iterator[ApiServer]:
     """The service on a loopback port (free unless given) until the block ends, with an admin of `org` calling it;
     its LiveKit is `livekit` when given."""
     settings = Settings(
@@ -92,6 +92,7 @@ def running_api(data_dir: Path, org: str, livekit: LocalLiveKit | None = None, p
         livekit_api_key=livekit.api_key if livekit else "devkey",
         livekit_api_secret=livekit.api_secret if livekit else "browser-tests-livekit-secret-0123456789abcdef",
         livekit_agent_name=agent_name,
+        **overrides,
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -44,7 +44,7 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def rig(embed_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    with live_rig(tmp_path_factory.mktemp("live-var"), "org_live", AGENT_NAME) as rig:
+    with live_rig(tmp_path_factory.mktemp("live-var"), "org_live", AGENT_NAME, rate_conversation_starts="1000/minute") as rig:
         yield rig
 
 
