@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,8 +21,16 @@ class Column:
     least: int = 6  # a flexible column keeps at least this many characters
 
 
+UNLIMITED = 1_000_000
+
+
 def terminal_width() -> int:
-    """The terminal's width (COLUMNS when set, as click and shutil read it), 80 when there is none."""
+    """COLUMNS when set; else the terminal's width; else (output piped to a program or a file) no limit: nothing is
+    cut for a reader that is not a person at a terminal."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    if not sys.stdout.isatty():
+        return UNLIMITED
     return shutil.get_terminal_size((80, 24)).columns
 
 
