@@ -13,7 +13,7 @@ from uuid import UUID
 import pytest
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from application.store import EventStore
@@ -217,12 +217,17 @@ def test_every_personal_value_round_trips(visitor: dict[str, Any], values: dict[
 @given(secret=st.text(min_size=12, max_size=60).filter(lambda s: s.strip() == s and len(set(s)) > 4))
 def test_no_personal_string_appears_in_a_stored_event(secret: str) -> None:
     v, table = vault()
-    conversation = started({"name": secret})
-    conversation.submit_form("f", {"note": secret})
-    conversation.give_feedback(1, secret)
-    for event in conversation.collect_events():
-        stored = record(v, table, event)
-        assert secret.encode() not in stored.state and secret.encode("unicode_escape") not in stored.state
+    # A string the stored events hold whatever the visitor wrote (a field name such as "resume_token") proves nothing.
+    assume(not any(secret.encode() in state or secret.encode("unicode_escape") in state for state in stored_states(v, table, "x" * 12)))
+    for state in stored_states(v, table, secret):
+        assert secret.encode() not in state and secret.encode("unicode_escape") not in state
+
+
+def stored_states(v: PersonalDataVault, table: MemoryKeyTable, personal: str) -> list[bytes]:
+    conversation = started({"name": personal})
+    conversation.submit_form("f", {"note": personal})
+    conversation.give_feedback(1, personal)
+    return [record(v, table, event).state for event in conversation.collect_events()]
 
 
 def test_deployment_keys_wrap_under_the_current_key_and_read_with_the_previous_one() -> None:
