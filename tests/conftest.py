@@ -151,17 +151,19 @@ def production_settings(tmp_path: Path, pg_server_url: str, pg_schema: str, redi
 
 @pytest.fixture
 def settings(request: pytest.FixtureRequest) -> Settings:
-    """Both wirings: embedded (SQLite, in-process) and production (PostgreSQL + Redis); suites marked
-    `wirings(...)` also run on the managed forms (`cluster`: Redis Cluster, `pooler`: PgBouncer)."""
+    """The three wirings of the same code: embedded (SQLite, in-process), production (PostgreSQL + Redis) and
+    managed (PgBouncer + a Redis Cluster); suites marked `wirings(*ALL_WIRINGS)` also run on each half of managed
+    alone (`cluster`: Redis Cluster, `pooler`: PgBouncer). A suite that leaves out one of the three says why in
+    `SKIPPED_WIRINGS` (tests/test_wiring_matrix.py holds every suite to it; docs/architecture.md)."""
     return request.getfixturevalue(f"{request.param}_settings")
 
 
-WIRINGS = ("embedded", "production")
+WIRINGS = ("embedded", "production", "managed")
 ALL_WIRINGS = (*WIRINGS, "cluster", "pooler")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise `settings` with the module's `wirings` marker (default: both), unless the test names its own."""
+    """Parametrise `settings` with the module's `wirings` marker (default: the three), unless the test names its own."""
     if "settings" not in metafunc.fixturenames:
         return
     for marker in metafunc.definition.iter_markers("parametrize"):
@@ -223,6 +225,15 @@ def pooler_settings(production_settings: Settings, pgbouncer_url: str, pg_server
     """Production, with PostgreSQL reached through the transaction-mode PgBouncer (LISTEN directly)."""
     return replace(production_settings, database_url=pgbouncer_url, database_pooler="transaction",
                    database_listen_url=pg_server_url)
+
+
+@pytest.fixture
+def managed_settings(production_settings: Settings, pgbouncer_url: str, pg_server_url: str, redis_cluster: PrivateRedisCluster,
+                     cluster_prefix: str) -> Settings:
+    """Production as a managed deployment runs it: PostgreSQL through the transaction-mode PgBouncer (LISTEN
+    directly), the public read model, invalidation and rate limits on the Redis Cluster."""
+    return replace(production_settings, database_url=pgbouncer_url, database_pooler="transaction",
+                   database_listen_url=pg_server_url, redis_url=redis_cluster.url, redis_prefix=cluster_prefix)
 
 
 def admin_headers(settings: Settings, org: str, sub: str = "user_1", scopes: list[str] | None = None) -> dict[str, str]:

@@ -4,23 +4,25 @@ the widget is live and why not (issue 31)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from click.testing import CliRunner
 from litestar import Litestar
 from litestar.testing import TestClient
 
 from api.cli import main
-from infrastructure.settings import Settings
+from infrastructure.settings import Settings, env_name
 from tests.api.conftest import Admin
 from tests.api.public_helpers import ALLOWED_HEADERS, live_widget, sync, widget_path
 
-# The command line reads the embedded store of the data folder it is pointed at.
-pytestmark = pytest.mark.wirings("embedded")
 WIDTHS = (60, 200)
 
 
 def run(settings: Settings, width: int, *args: str) -> list[str]:
-    result = CliRunner().invoke(main, list(args), env={"WIDGETS_DATA_DIR": settings.data_dir, "COLUMNS": str(width)})
+    """The command line on the stores of the wiring (its settings, as an operator's environment gives them)."""
+    env = {env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+    result = CliRunner().invoke(main, list(args), env={**env, "COLUMNS": str(width)})
     assert result.exit_code == 0, result.output
     return result.output.splitlines()
 

@@ -7,7 +7,7 @@ import pytest
 
 from tests.api.conftest import Admin, assert_problem
 
-pytestmark = pytest.mark.wirings("embedded", "production")
+pytestmark = pytest.mark.wirings("embedded", "production", "managed")
 
 
 def test_a_trailing_slash_and_a_default_port_are_stored_normalised_and_explained(org_a: Admin) -> None:

@@ -30,6 +30,11 @@ from tests.conftest import PRODUCTION_SECRETS
 EMBED_DIR = Path(__file__).resolve().parents[2] / "api" / "embed"
 WIDGET_ID = "3f2b8c1e-7d4a-4e5b-9c6d-0a1b2c3d4e5f"
 PUBLIC_URL = "https://widgets.example.com"  # WIDGETS_PUBLIC_BASE_URL, where the demo page's loader comes from
+SKIPPED_WIRINGS = {  # `settings` here is the server's address (host, port, public base URL), not a wiring
+    "embedded": "the embed routes serve built files and read no store",
+    "production": "the embed routes serve built files and read no store",
+    "managed": "the embed routes serve built files and read no store",
+}
 
 
 def _build_bundle() -> None:

@@ -31,6 +31,13 @@ PROBLEM_REF = "#/components/schemas/Problem"
 BEFORE_ROUTING = {"414": "uri_too_long", "431": "request_header_fields_too_large"}  # status -> code, on every operation
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 # The main bodies a client reads or writes: each must come with an example.
+SKIPPED_WIRINGS = {
+    "embedded": "the document is the routes' declarations, the same on every wiring: read once, from an embedded app",
+    "production": "the document is the routes' declarations, the same on every wiring; the answers that must match it "
+                  "are fuzzed on each wiring (test_schemathesis.py, tests/reliability/test_contract_fuzz.py)",
+    "managed": "the document is the routes' declarations, the same on every wiring; the answers that must match it "
+               "are fuzzed on each wiring (test_schemathesis.py, tests/reliability/test_contract_fuzz.py)",
+}
 MAIN_BODIES = ("AgentCreate", "AgentOut", "VersionOut", "WidgetCreate", "WidgetOut", "WidgetPage", "PublicConfig",
                "ConversationStart", "GrantOut", "Problem")
 

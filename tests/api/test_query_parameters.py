@@ -22,8 +22,7 @@ from infrastructure.settings import Settings
 from tests.api.conftest import Admin, assert_problem
 from tests.api.public_helpers import ALLOWED, live_widget, widget_path
 
-# The check runs after routing and before any store is read: the managed wirings (cluster, pooler) change nothing.
-pytestmark = pytest.mark.wirings("embedded", "production")
+# The check runs after routing and before any store is read; it runs on the three wirings all the same.
 
 METHODS = ("get", "put", "post", "delete", "patch")
 UUID_TEXT = re.compile(r"^\^?\[0-9a-fA-F\]\{8\}-")  # a pattern that is the canonical UUID's

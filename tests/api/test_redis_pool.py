@@ -2,7 +2,8 @@
 
 `redis.asyncio.ConnectionPool(max_connections=N)` raises `MaxConnectionsError`
 when an N+1th command wants a connection (LIBRARIES.md). The production
-wiring is therefore tested with a pool of 2 and the in-process cache off
+wiring is therefore tested with a pool of 2 (the managed one, with 2 per node
+of its Redis Cluster) and the in-process cache off
 (size 0, TTL 0), so that every one of 64 concurrent public config reads needs
 Redis at the same moment. Every answer must be a 200 with the widget's body.
 Reads that overflow the pool are answered by the event-store fallback today
@@ -31,7 +32,8 @@ from infrastructure.settings import Settings
 from tests.api.conftest import Admin, client_for
 from tests.api.public_helpers import ALLOWED_HEADERS, live_widget, widget_path
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.wirings("production", "managed")]
+SKIPPED_WIRINGS = {"embedded": "no Redis pool: the embedded public read model is in the process"}
 
 POOL = 2
 CONCURRENT = 64
@@ -67,10 +69,11 @@ class Burst:
 
 
 @pytest.fixture
-def pool_settings(production_settings: Settings) -> Settings:
-    # No in-process cache: every read is a Redis GET. Config reads are not rate limited here.
+def pool_settings(settings: Settings) -> Settings:
+    # No in-process cache: every read is a Redis GET (on a cluster, the pool is per node). Config reads are not rate
+    # limited here.
     return dataclasses.replace(
-        production_settings,
+        settings,
         redis_max_connections=POOL,
         public_cache_size=0,
         public_cache_ttl=0.0,
@@ -91,7 +94,9 @@ def burst(pool_settings: Settings) -> Burst:
 
         reader = app.state.services.reader
         assert reader.cache.size == 0 and reader.cache.ttl == 0, "the in-process cache must be off"
-        assert reader.client.connection_pool.max_connections == POOL
+        pools = [node.max_connections for node in reader.client.get_nodes()] if hasattr(reader.client, "get_nodes") else \
+            [reader.client.connection_pool.max_connections]
+        assert pools and set(pools) == {POOL}
         reads, fallbacks = InFlight(reader.get), InFlight(reader.fallback)
         reader.get, reader.fallback = reads, fallbacks
 

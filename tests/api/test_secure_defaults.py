@@ -27,7 +27,6 @@ from infrastructure.settings import LIVEKIT_DEVELOPMENT_SECRET, Settings
 from tests.api.conftest import Admin, assert_problem, client_for
 from tests.api.public_helpers import ALLOWED_HEADERS, live_widget, room_finished_body, started, webhook_headers, widget_path
 
-pytestmark = pytest.mark.wirings("embedded")
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ("domain", "application", "infrastructure", "projections", "api")
 

@@ -11,6 +11,14 @@ from infrastructure.eventstore import postgres_env
 from tests.unit.test_application import ApplicationCases
 
 pytestmark = pytest.mark.postgres
+SKIPPED_WIRINGS = {
+    "embedded": "the application cases on the event store alone: in memory in tests/unit/test_application.py, here on "
+                "PostgreSQL; the API suites run the same services on every wiring",
+    "production": "the event store alone, opened with the library's own settings rather than a wiring's (no read model, "
+                  "no Redis); the API suites run the same services on the production wiring",
+    "managed": "the event store alone; behind PgBouncer it is tests/integration/test_pooler.py, and the API suites run "
+               "the same services on the managed wiring",
+}
 
 
 class TestApplicationOnPostgres(ApplicationCases):

@@ -60,11 +60,11 @@ def save_interleaved(store: EventStore, histories: list[tuple[bool, list[str]]])
             store.save(conversation)
 
 
-@pytest.fixture(params=["embedded", "production"])
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[EventStore, Database, Database]]:
-    """The event store, the model to rebuild, and a model kept event by event."""
-    base: Settings = request.getfixturevalue("embedded_settings" if request.param == "embedded" else "production_settings")
-    if request.param == "embedded":
+@pytest.fixture
+def stores(settings: Settings, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[EventStore, Database, Database]]:
+    """The event store, the model to rebuild, and a model kept event by event, on each wiring."""
+    base = settings
+    if base.embedded:
         other = replace(base, data_dir=str(tmp_path / "one_by_one"))
     else:
         other = replace(base, database_schema=request.getfixturevalue("other_pg_schema"))

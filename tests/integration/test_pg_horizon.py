@@ -8,6 +8,12 @@ import pytest
 from infrastructure.pg_horizon import wait_for_older_snapshots
 
 pytestmark = pytest.mark.postgres
+SKIPPED_WIRINGS = {
+    "embedded": "PostgreSQL's snapshot horizon; SQLite has none",
+    "production": "a mechanism of PostgreSQL itself, on sessions of the test's own; no wiring is involved",
+    "managed": "it holds a snapshot in a session of its own, which a transaction-mode pooler does not give: the "
+               "scrub's VACUUM runs on the direct connection there too",
+}
 
 
 def test_the_wait_ends_when_no_older_snapshot_remains_and_gives_up_while_one_is_held(pg_server_url: str, pg_schema: str) -> None:

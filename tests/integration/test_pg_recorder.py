@@ -28,6 +28,13 @@ from tests.unit.test_application import LIVE, CountingIssuer
 from tests.unit.test_widget_rows import Admin
 
 pytestmark = pytest.mark.postgres
+SKIPPED_WIRINGS = {
+    "embedded": "our PostgreSQL recorder and its pool; SQLite has its own recorder",
+    "production": "the recorder and its pool against a server that terminates their connections (pg_terminate_backend), "
+                  "on a store opened for it; the production wiring's saves are in every API suite",
+    "managed": "behind PgBouncer the connections terminated would be the pooler's, not the pool's; the recorder through "
+               "the pooler is tests/integration/test_pooler.py",
+}
 
 
 @pytest.fixture

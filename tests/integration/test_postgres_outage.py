@@ -38,6 +38,13 @@ from tests.conftest import PRODUCTION_SECRETS
 from tests.servers import PrivatePostgres
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+SKIPPED_WIRINGS = {
+    "embedded": "embedded has no PostgreSQL to stop",
+    "production": "it stops a PostgreSQL of its own (tests/servers.py), under the production wiring built on it here",
+    "managed": "not yet: it would need a PgBouncer and a Redis Cluster in front of the private PostgreSQL it stops, and "
+               "what PgBouncer answers while its server is down (it queues clients up to query_wait_timeout) is still "
+               "to be examined; left open in issue 28's report",
+}
 # A store call makes two attempts (infrastructure/pg_recorder.py), each waiting up to the pool's connect timeout
 # (2 s, infrastructure/eventstore.py): much longer than REQUEST_BUDGET is a bug. The functional tests shorten the
 # timeout to 1 s through the library's application-prefixed setting, and allow FAST_FAIL_BUDGET for a whole call.

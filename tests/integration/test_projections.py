@@ -40,6 +40,15 @@ from tests.conftest import admin_headers
 from tests.unit.test_widget_rows import Admin, config_named, random_history
 
 ROOT = Path(__file__).resolve().parents[2]
+# Each read model on each of its stores, by the fixtures below: together they are the three wirings' stores, and a
+# runner writes one model to one store, so a wiring would only repeat one of them.
+SKIPPED_WIRINGS = {
+    "embedded": "its stores (the in-process lookup over SQLite, the SQLite list) are parameters of every case here, and "
+                "the embedded app is test_the_embedded_app_lists_a_widget_once_its_position_is_reached_and_reports_no_lag",
+    "production": "its stores (Redis, PostgreSQL) are parameters of every case here, and widgets project runs on it",
+    "managed": "its stores (the Redis Cluster, PostgreSQL through PgBouncer) are parameters of every case here; the API "
+               "suites run the managed wiring whole",
+}
 
 
 @dataclass

@@ -29,6 +29,11 @@ from tests.api.public_helpers import eventually, live_widget, sync, widget_path
 from tests.servers import PrivateRedisCluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+SKIPPED_WIRINGS = {
+    "embedded": "a Redis Cluster's failover and sharded invalidation; embedded has no Redis",
+    "production": "a Redis Cluster's failover and sharded invalidation; one Redis has neither (its outage is "
+                  "test_redis_outage.py, its rebuild test_rebuild.py)",
+}
 
 ALLOWED, REFUSED, LATER = "https://example.com", "https://evil.example.net", "https://later.example.org"
 
@@ -183,12 +188,15 @@ def test_two_api_processes_share_the_clusters_invalidation(
         writer.__exit__(None, None, None)
 
 
-def test_rebuild_verify_and_readiness_work_on_the_cluster(cluster_settings: Settings) -> None:
+@pytest.mark.parametrize("wiring", ["cluster", "managed"])
+def test_rebuild_verify_and_readiness_work_on_the_cluster(wiring: str, request: pytest.FixtureRequest) -> None:
     """`widgets rebuild` switches readers to a new generation on the cluster while they read; `widgets verify`
-    finds no difference; `/readyz` says ready."""
+    finds no difference; `/readyz` says ready. With PostgreSQL direct, and through PgBouncer (managed)."""
     from projections.rebuild import rebuild
     from projections.setup import PUBLIC_LOOKUP
     from projections.verify import verify
+
+    cluster_settings: Settings = request.getfixturevalue(f"{wiring}_settings")
 
     app = create_app(cluster_settings)
     client = started(app)

@@ -40,6 +40,12 @@ from tests.api.public_helpers import (
 from tests.servers import PrivateRedis
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+SKIPPED_WIRINGS = {
+    "embedded": "embedded has no Redis to stop",
+    "production": "it stops a Redis of its own (tests/servers.py), under the production wiring built on it here",
+    "managed": "a Redis Cluster does not go down as one Redis does: a primary dying while replicas take over is "
+               "tests/integration/test_redis_cluster.py",
+}
 REQUEST_BUDGET = 10.0  # seconds: a request that takes longer while a store is down is a bug
 
 

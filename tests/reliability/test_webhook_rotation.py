@@ -36,7 +36,7 @@ from infrastructure.settings import Settings, env_name
 from tests.api.conftest import Admin, client_for
 from tests.webhook_receiver import Received, Receiver, receiving, verified
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120), pytest.mark.wirings("production")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120), pytest.mark.wirings("production", "managed")]
 SKIPPED_WIRINGS = {"embedded": "no projection process to kill: the embedded server runs its projections and dispatcher itself"}
 
 ROOT = Path(__file__).resolve().parents[2]
