@@ -131,3 +131,30 @@ def test_an_erasure_by_visitor_is_refused_with_503_while_the_conversation_list_i
     assert response.headers["Retry-After"] == "1"
     catch_up(app, "conversation_list")
     assert org_a.call("DELETE", "/v1/visitors/quentin/personal-data").status_code == 204
+
+
+@pytest.mark.parametrize("wiring", ["production", "managed"])
+def test_the_wait_of_an_api_process_whose_projections_run_elsewhere_answers_once_they_have_reached_the_position(
+    wiring: str, request: pytest.FixtureRequest
+) -> None:
+    """The projections in one process (as `widgets project`), the API in another that reads their positions from
+    the stores: `GET /v1/read-models/wait` through `reached`. (Embedded runs its projections in the server.)"""
+    from dataclasses import replace
+
+    from api.app import create_app
+    from tests.api.conftest import client_for
+
+    settings: Settings = request.getfixturevalue(f"{wiring}_settings")
+    projecting, serving = create_app(settings), create_app(replace(settings, projections="external"))
+    with client_for(projecting) as writer, client_for(serving) as reader:
+        admin = Admin(writer, settings, "org_a", "alice")
+        created = admin.call("POST", "/v1/agents", json={"name": "Far away"})
+        position = int(created.headers["X-Event-Position"])
+        waited = reader.get("/v1/read-models/wait", params={"position": position, "timeout": 10}, headers=admin.headers)
+        assert waited.status_code == 200, waited.text
+        assert not serving.state.services.read_models.runners  # it read the positions, it ran nothing
+        projecting.state.services.read_models.runners["widget_list"].stop()  # one model stays behind
+        later = int(admin.call("POST", "/v1/agents", json={"name": "Later"}).headers["X-Event-Position"])
+        reader.event_hooks = {"request": [], "response": []}  # this 504 is the answer expected
+        behind = reader.get("/v1/read-models/wait", params={"position": later, "timeout": 0.3}, headers=admin.headers)
+        assert_problem(behind, 504, "read_model_behind")
