@@ -75,11 +75,11 @@ def median(values: list[float]) -> float:
 
 
 @contextmanager
-def browser() -> Iterator[Any]:
+def browser(args: list[str] = CHROMIUM_ARGS) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
             yield chromium
         finally:

@@ -38,8 +38,8 @@ from typing import Any
 import httpx
 
 from api.embed_routes import DIST
+from tests.bench import bench_embed
 from tests.bench.common import load_average, run_main
-from tests.browser.conftest import CHROMIUM
 from tests.browser.hostpages import HostSite, page_html
 from tests.browser.live import LIVE_ARGS, Rig, live_rig
 
@@ -110,18 +110,6 @@ window.__benchReady = true;
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else float("nan")
-
-
-@contextmanager
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LIVE_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @contextmanager
@@ -201,7 +189,7 @@ def job_figures(rig: Rig) -> dict[str, float]:
 def run(conversations: int, log: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp, \
             live_rig(Path(tmp) / "var", "org_bench", AGENT_NAME, rate_conversation_starts="100000/minute") as rig, \
-            chromium() as browser:
+            bench_embed.browser(LIVE_ARGS) as browser:
         site = HostSite("127.0.0.1").start()
         try:
             widget = rig.api.create_live_widget([site.domain], CONFIG)
