@@ -14,7 +14,7 @@ from msgspec import Struct
 from api.deps import caller_from, services_from
 from api.errors import ApiError, ProblemField
 from api.openapi import CURSOR_PATTERN
-from api.schemas import IdentityKeyOut, WidgetOut, WidgetPage, reasons_out
+from api.schemas import IdentityKeyOut, WidgetOut, WidgetPage, domains_out, reasons_out
 from api.services import Services
 from domain.errors import NotFoundError
 from infrastructure.personal_data import Opener
@@ -30,6 +30,7 @@ def row_out(row: WidgetRow, version_published: bool) -> WidgetOut:
         identity_keys=[IdentityKeyOut(k.kid, k.alg, k.added_at) for k in row.identity_keys],
         created_at=row.created_at, updated_at=row.updated_at, version=row.version, retention_days=row.retention_days,
         not_live_reasons=reasons_out(published=row.published, deleted=row.deleted, version_published=version_published),
+        domains_explained=domains_out(row.domains),
     )
 
 

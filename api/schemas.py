@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -107,7 +108,7 @@ class WidgetOut(Struct):
     retention_days: int | None = None  # days a conversation's personal data is kept after its last activity; null: until erased
     # Present when `live` is false: each gate that is closed, in the order to open them.
     not_live_reasons: list[NotLiveReasonOut] | UnsetType = UNSET
-    # In a widget's own answers (not the list): each domain entry as stored and what it admits.
+    # Each domain entry as stored and what it admits.
     domains_explained: list[DomainEntryOut] | UnsetType = UNSET
 
 
@@ -132,6 +133,10 @@ def agent_out(agent: Agent) -> AgentOut:
     )
 
 
+def domains_out(domains: Iterable[str]) -> list[DomainEntryOut]:
+    return [DomainEntryOut(entry, admits) for entry, admits in AllowedDomains(tuple(domains)).explained()]
+
+
 def reasons_out(*, published: bool, deleted: bool, version_published: bool) -> list[NotLiveReasonOut] | UnsetType:
     reasons = not_live_reasons(published=published, deleted=deleted, version_published=version_published)
     return [NotLiveReasonOut(r.code, r.message) for r in reasons] if reasons else UNSET
@@ -152,7 +157,7 @@ def widget_out(state: WidgetState) -> WidgetOut:
         identity_keys=[IdentityKeyOut(k["kid"], k["alg"], k["added_at"]) for k in w.identity_keys.values()],
         retention_days=w.retention_days,
         not_live_reasons=reasons_out(published=w.published, deleted=w.deleted, version_published=state.version_published),
-        domains_explained=[DomainEntryOut(entry, admits) for entry, admits in AllowedDomains(tuple(w.domains)).explained()],
+        domains_explained=domains_out(w.domains),
         created_at=w.created_on,
         updated_at=w.modified_on,
         version=w.version,
